@@ -1,0 +1,161 @@
+//! Arrow data as items, results, args and shared values, serialized as Arrow IPC.
+//!
+//! [`Frame`] is a `RecordBatch` (the seed's DataFrame); [`Series`] is one array (the seed's
+//! Series or ndarray). In-process backends move them without copying their buffers; the
+//! serde impls write one Arrow IPC stream, so out-of-process workers get the same columns.
+//!
+//! ```
+//! use engine_core::arrow::{Frame, Series};
+//! use arrow_array::{Int64Array, RecordBatch, ArrayRef};
+//! use std::sync::Arc;
+//!
+//! let col: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+//! let frame = Frame(RecordBatch::try_from_iter([("0", col.clone())]).unwrap());
+//! let bytes = postcard::to_allocvec(&frame).unwrap();
+//! let back: Frame = postcard::from_bytes(&bytes).unwrap();
+//! assert_eq!(back, frame);
+//! let s = Series(col);
+//! let back: Series = postcard::from_bytes(&postcard::to_allocvec(&s).unwrap()).unwrap();
+//! assert_eq!(back, s);
+//! ```
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::StreamWriter;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::ops::Deref;
+
+/// A `RecordBatch` that can travel to workers (the seed's DataFrame).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame(pub RecordBatch);
+
+/// One Arrow array that can travel to workers (the seed's Series or ndarray).
+#[derive(Debug, Clone)]
+pub struct Series(pub ArrayRef);
+
+impl PartialEq for Series {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_data() == other.0.to_data()
+    }
+}
+
+impl Deref for Frame {
+    type Target = RecordBatch;
+    fn deref(&self) -> &RecordBatch {
+        &self.0
+    }
+}
+
+impl Deref for Series {
+    type Target = ArrayRef;
+    fn deref(&self) -> &ArrayRef {
+        &self.0
+    }
+}
+
+impl From<RecordBatch> for Frame {
+    fn from(b: RecordBatch) -> Self {
+        Frame(b)
+    }
+}
+
+impl From<ArrayRef> for Series {
+    fn from(a: ArrayRef) -> Self {
+        Series(a)
+    }
+}
+
+impl Frame {
+    /// The frame as a text table.
+    pub fn pretty(&self) -> String {
+        arrow_cast::pretty::pretty_format_batches(std::slice::from_ref(&self.0))
+            .map(|t| t.to_string())
+            .unwrap_or_else(|e| format!("<unprintable frame: {e}>"))
+    }
+}
+
+/// Writes a batch as one Arrow IPC stream.
+pub fn to_ipc(batch: &RecordBatch) -> Result<Vec<u8>, arrow_schema::ArrowError> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 512);
+    {
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
+        w.write(batch)?;
+        w.finish()?;
+    }
+    Ok(buf)
+}
+
+/// Reads the one batch of an Arrow IPC stream.
+pub fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let mut r = StreamReader::try_new(bytes, None)?;
+    match r.next() {
+        Some(b) => b,
+        None => Err(arrow_schema::ArrowError::IpcError(
+            "Arrow IPC stream holds no batch".into(),
+        )),
+    }
+}
+
+fn series_batch(a: &ArrayRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    RecordBatch::try_from_iter([("series", a.clone())])
+}
+
+impl Serialize for Frame {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = to_ipc(&self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl Serialize for Series {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let batch = series_batch(&self.0).map_err(serde::ser::Error::custom)?;
+        let bytes = to_ipc(&batch).map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&bytes)
+    }
+}
+
+struct BytesVisitor;
+
+impl<'de> Visitor<'de> for BytesVisitor {
+    type Value = Vec<u8>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Arrow IPC bytes")
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(v)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(b) = seq.next_element::<u8>()? {
+            v.push(b);
+        }
+        Ok(v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = d.deserialize_bytes(BytesVisitor)?;
+        from_ipc(&bytes).map(Frame).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Series {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = d.deserialize_bytes(BytesVisitor)?;
+        let batch = from_ipc(&bytes).map_err(de::Error::custom)?;
+        if batch.num_columns() != 1 {
+            return Err(de::Error::custom(format!(
+                "a Series is one column, this Arrow IPC stream has {}",
+                batch.num_columns()
+            )));
+        }
+        Ok(Series(batch.column(0).clone()))
+    }
+}

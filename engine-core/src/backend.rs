@@ -1,0 +1,68 @@
+//! The [`Backend`] trait: what runs a job's batches. Serial, threads, processes, MPI and
+//! Kubernetes implement it; so can a crate outside this workspace.
+
+use crate::batch::BatchDone;
+use crate::batching::Batcher;
+use crate::dispatch::DispatchConfig;
+use crate::error::Result;
+use crate::source::ItemSource;
+use crate::task::Task;
+use crate::worker::WorkerOptions;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a backend needs to run one job.
+pub struct Plan<T: Task, I: Iterator<Item = T::Item>> {
+    /// The items, cut lazily into batches.
+    pub source: ItemSource<I>,
+    /// Sizes the batches.
+    pub batcher: Box<dyn Batcher>,
+    /// The job's args, given once to each worker.
+    pub args: Arc<T::Args>,
+    /// The argument of every worker's `init`.
+    pub init: Arc<T::Init>,
+    /// How many workers to start (already capped to the number of items when known).
+    pub workers: usize,
+    /// How workers run their batches.
+    pub options: WorkerOptions,
+    /// Prefetch and reorder-window settings for the dispatch loop.
+    pub dispatch: DispatchConfig,
+}
+
+/// Completed batches of a running job, in completion order.
+pub trait Completions<O> {
+    /// The next completed batch; `None` when the job is done. After an `Err` the job is over.
+    fn next_done(&mut self) -> Option<Result<BatchDone<O>>>;
+}
+
+/// An engine backend.
+///
+/// `start` receives the lazily-cut items and returns the completed batches. Out-of-process
+/// backends usually only create worker links and hand them to
+/// [`Dispatch`](crate::dispatch::Dispatch), which owns scheduling, prefetch, and the reorder
+/// window, so those live once for every backend.
+pub trait Backend: Send + Sync {
+    /// The backend's name, as in errors and logs ("serial", "threads", ...).
+    fn name(&self) -> &'static str;
+    /// The most workers a job may use.
+    fn max_workers(&self) -> usize;
+    /// Target duration of one batch for [`Batching::Auto`](crate::Batching::Auto): long enough
+    /// to hide the cost of one message.
+    fn auto_batch_target(&self) -> Duration {
+        Duration::from_millis(5)
+    }
+    /// Starts a job. Dropping the returned value cancels what is left of it.
+    fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+        &'a self,
+        plan: Plan<T, I>,
+    ) -> Result<Box<dyn Completions<T::Output> + 'a>>;
+}
+
+/// Builds a backend from the engine's configuration. The facade's `Kind` implements it; a
+/// third-party backend can too, or be passed ready-made to `Engine::from_backend`.
+pub trait BackendFactory {
+    /// The backend built.
+    type Backend: Backend;
+    /// Builds it.
+    fn create(self, config: &crate::engine::EngineConfig) -> Result<Self::Backend>;
+}

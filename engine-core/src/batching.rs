@@ -1,0 +1,300 @@
+//! Batching modes and the [`Batcher`] trait that sizes batches as workers ask for them.
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How items are grouped into batches, each batch going to one worker in one message.
+///
+/// | mode | seed | batches |
+/// |---|---|---|
+/// | [`Batching::None`] | `batched=False` | one item per batch |
+/// | [`Batching::PerWorker`] | `batched=True` | workers × `batch_multiplier` |
+/// | [`Batching::Batches`]`(n)` | `batched=16` | `n` batches of nearly equal size |
+/// | [`Batching::ChunkSize`]`(c)` | – | batches of `c` items |
+/// | [`Batching::Auto`] (default) | – | adaptive: sized to a target batch duration |
+///
+/// The seed defaults to one item per message; we default to `Auto`, which starts at one item
+/// and grows batches until each takes about the backend's target duration (as joblib does),
+/// so tiny items are not drowned in per-message overhead and slow items still spread.
+///
+/// ```
+/// use engine_core::Batching;
+/// assert_eq!(Batching::from(true), Batching::PerWorker);
+/// assert_eq!(Batching::from(16), Batching::Batches(16));
+/// assert_eq!("False".parse::<Batching>().unwrap(), Batching::None);
+/// assert_eq!("auto".parse::<Batching>().unwrap(), Batching::Auto);
+/// assert_eq!("chunk:100".parse::<Batching>().unwrap(), Batching::ChunkSize(100));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Batching {
+    /// One item per batch.
+    None,
+    /// `workers × batch_multiplier` batches of nearly equal size (needs the length).
+    PerWorker,
+    /// This many batches of nearly equal size (needs the length).
+    Batches(usize),
+    /// Batches of this many items.
+    ChunkSize(usize),
+    /// Adaptive batch size aiming at the backend's target batch duration.
+    #[default]
+    Auto,
+}
+
+impl Batching {
+    fn needs_length(&self) -> bool {
+        matches!(self, Batching::PerWorker | Batching::Batches(_))
+    }
+}
+
+impl From<bool> for Batching {
+    fn from(b: bool) -> Self {
+        if b {
+            Batching::PerWorker
+        } else {
+            Batching::None
+        }
+    }
+}
+
+impl From<usize> for Batching {
+    fn from(n: usize) -> Self {
+        Batching::Batches(n)
+    }
+}
+
+impl fmt::Display for Batching {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Batching::None => f.write_str("False"),
+            Batching::PerWorker => f.write_str("True"),
+            Batching::Batches(n) => write!(f, "{n}"),
+            Batching::ChunkSize(c) => write!(f, "chunk:{c}"),
+            Batching::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl FromStr for Batching {
+    type Err = Error;
+    /// Parses the seed's spellings: `True`/`False`, a number of batches, `auto`, `chunk:N`.
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "true" => return Ok(Batching::PerWorker),
+            "false" | "none" => return Ok(Batching::None),
+            "auto" => return Ok(Batching::Auto),
+            _ => {}
+        }
+        if let Some(c) = t.strip_prefix("chunk:") {
+            return c
+                .parse::<usize>()
+                .ok()
+                .filter(|c| *c > 0)
+                .map(Batching::ChunkSize)
+                .ok_or_else(|| Error::Config(format!("bad chunk size in batching {s:?}")));
+        }
+        t.parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Batching::Batches)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "bad batching {s:?}: expected True, False, auto, a positive number of batches, or chunk:N"
+                ))
+            })
+    }
+}
+
+/// Decides the size of each batch, as workers ask for them. Implement it for a custom policy
+/// and pass it with `Job::batcher`.
+pub trait Batcher: Send {
+    /// Size of the next batch (at least 1). `remaining` is the number of items not yet cut,
+    /// when the length is known.
+    fn next_size(&mut self, remaining: Option<usize>) -> usize;
+    /// Feedback: a batch of `items` items kept a worker busy for `busy`.
+    fn observe(&mut self, _items: usize, _busy: Duration) {}
+}
+
+/// Always the same size.
+#[derive(Debug, Clone)]
+pub struct FixedSize(pub usize);
+
+impl Batcher for FixedSize {
+    fn next_size(&mut self, _remaining: Option<usize>) -> usize {
+        self.0.max(1)
+    }
+}
+
+/// Exactly `n` batches (fewer when there are fewer items), sizes differing by at most one.
+#[derive(Debug, Clone)]
+pub struct EvenSplit {
+    batches_left: usize,
+}
+
+impl EvenSplit {
+    /// Splits into `n` batches.
+    pub fn new(n: usize) -> Self {
+        EvenSplit {
+            batches_left: n.max(1),
+        }
+    }
+}
+
+impl Batcher for EvenSplit {
+    fn next_size(&mut self, remaining: Option<usize>) -> usize {
+        let remaining = remaining.unwrap_or(1);
+        let left = self.batches_left.max(1);
+        self.batches_left = left.saturating_sub(1).max(1);
+        remaining.div_ceil(left).max(1)
+    }
+}
+
+/// Adaptive batching: each batch should keep a worker busy for about `target`.
+///
+/// Starts at one item, measures the time per item from completed batches (moving average) and
+/// sizes the next batch to the target. With a known length it never cuts more than a
+/// `1 / (2 × workers)` share of what remains, so the last batches shrink and workers finish
+/// together (guided scheduling).
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    target: Duration,
+    workers: usize,
+    per_item_ns: Option<f64>,
+}
+
+impl Adaptive {
+    /// A batcher aiming at `target` per batch, for `workers` workers.
+    pub fn new(target: Duration, workers: usize) -> Self {
+        Adaptive {
+            target,
+            workers: workers.max(1),
+            per_item_ns: None,
+        }
+    }
+}
+
+impl Batcher for Adaptive {
+    fn next_size(&mut self, remaining: Option<usize>) -> usize {
+        let ideal = match self.per_item_ns {
+            None => 1,
+            Some(ns) => {
+                let n = self.target.as_nanos() as f64 / ns.max(0.01);
+                n.clamp(1.0, 1e9) as usize
+            }
+        };
+        match remaining {
+            Some(r) => ideal.min(r.div_ceil(2 * self.workers)).max(1),
+            None => ideal,
+        }
+    }
+
+    fn observe(&mut self, items: usize, busy: Duration) {
+        if items == 0 {
+            return;
+        }
+        let ns = busy.as_nanos().max(1) as f64 / items as f64;
+        self.per_item_ns = Some(match self.per_item_ns {
+            None => ns,
+            Some(old) => 0.5 * old + 0.5 * ns,
+        });
+    }
+}
+
+/// Builds the batcher for a mode. Fails when the mode needs a length and none is known.
+pub fn batcher_for(
+    mode: Batching,
+    length: Option<usize>,
+    workers: usize,
+    multiplier: usize,
+    auto_target: Duration,
+) -> Result<Box<dyn Batcher>> {
+    if mode.needs_length() && length.is_none() {
+        return Err(Error::NeedsLength {
+            mode: format!("{mode:?}"),
+        });
+    }
+    Ok(match mode {
+        Batching::None => Box::new(FixedSize(1)),
+        Batching::PerWorker => Box::new(EvenSplit::new(workers.max(1) * multiplier.max(1))),
+        Batching::Batches(n) => {
+            if n == 0 {
+                return Err(Error::Config(
+                    "Batching::Batches(0): need at least one batch".into(),
+                ));
+            }
+            Box::new(EvenSplit::new(n))
+        }
+        Batching::ChunkSize(c) => {
+            if c == 0 {
+                return Err(Error::Config(
+                    "Batching::ChunkSize(0): chunks need at least one item".into(),
+                ));
+            }
+            Box::new(FixedSize(c))
+        }
+        Batching::Auto => Box::new(Adaptive::new(auto_target, workers)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(mut b: Box<dyn Batcher>, total: usize) -> Vec<usize> {
+        let mut left = total;
+        let mut out = vec![];
+        while left > 0 {
+            let s = b.next_size(Some(left)).min(left);
+            out.push(s);
+            left -= s;
+        }
+        out
+    }
+
+    #[test]
+    fn even_split_gives_exactly_n_batches() {
+        let s = sizes(Box::new(EvenSplit::new(4)), 6);
+        assert_eq!(s, vec![2, 2, 1, 1]);
+        let s = sizes(Box::new(EvenSplit::new(16)), 6);
+        assert_eq!(s, vec![1; 6]);
+        let s = sizes(Box::new(EvenSplit::new(3)), 1000);
+        assert_eq!(s, vec![334, 333, 333]);
+    }
+
+    #[test]
+    fn needs_length() {
+        let e = batcher_for(Batching::PerWorker, None, 2, 1, Duration::from_millis(1));
+        assert!(matches!(e, Err(Error::NeedsLength { .. })));
+        assert!(batcher_for(Batching::Auto, None, 2, 1, Duration::from_millis(1)).is_ok());
+        assert!(batcher_for(
+            Batching::Batches(0),
+            Some(3),
+            2,
+            1,
+            Duration::from_millis(1)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn adaptive_grows_to_target_and_shrinks_at_the_tail() {
+        let mut a = Adaptive::new(Duration::from_millis(1), 2);
+        assert_eq!(a.next_size(Some(1_000_000)), 1);
+        a.observe(1, Duration::from_micros(1));
+        // 1 µs per item -> about 1000 items per 1 ms batch.
+        assert_eq!(a.next_size(Some(1_000_000)), 1000);
+        // Never more than remaining / (2 × workers).
+        assert_eq!(a.next_size(Some(400)), 100);
+        assert_eq!(a.next_size(None), 1000);
+    }
+
+    #[test]
+    fn parse_rejects_nonsense() {
+        assert!("0".parse::<Batching>().is_err());
+        assert!("maybe".parse::<Batching>().is_err());
+        assert!("chunk:0".parse::<Batching>().is_err());
+        assert_eq!("16".parse::<Batching>().unwrap(), Batching::Batches(16));
+    }
+}

@@ -1,0 +1,172 @@
+//! [`Engine`]: a backend plus its configuration; maps tasks over items.
+
+use crate::backend::{Backend, BackendFactory};
+use crate::batching::Batching;
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::progress::Progress;
+use crate::stats::JobStats;
+use crate::task::Task;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Settings shared by every job of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most workers per job. `None`: the available parallelism (or the MPI world size).
+    pub max_workers: Option<usize>,
+    /// Where out-of-process backends write shared values. `None`: a fresh private directory
+    /// under the system temp dir.
+    pub path_shared: Option<PathBuf>,
+    /// With [`Batching::PerWorker`], batches per worker (the seed's `batched=True` is 1).
+    pub batch_multiplier: usize,
+    /// Progress lines and bar.
+    pub progress: Progress,
+    /// Default batching of jobs.
+    pub batching: Batching,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_workers: None,
+            path_shared: None,
+            batch_multiplier: 1,
+            progress: Progress::default(),
+            batching: Batching::Auto,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// `max_workers`, or the machine's available parallelism.
+    pub fn workers_or_default(&self) -> usize {
+        self.max_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}
+
+/// Maps [`Task`]s over iterators on one backend.
+///
+/// Built from a kind by the facade (`adparallelengine::Engine::builder(Kind::Threads)`), or
+/// from any [`Backend`] with [`Engine::from_backend`].
+pub struct Engine<B: Backend> {
+    backend: B,
+    config: EngineConfig,
+    last_stats: Arc<Mutex<Option<JobStats>>>,
+}
+
+impl<B: Backend> Engine<B> {
+    /// Starts building an engine from a backend factory (such as the facade's `Kind`).
+    pub fn builder<F: BackendFactory<Backend = B>>(factory: F) -> EngineBuilder<F> {
+        EngineBuilder {
+            factory,
+            config: EngineConfig::default(),
+        }
+    }
+
+    /// An engine over a ready backend, with default settings.
+    pub fn from_backend(backend: B) -> Self {
+        let config = EngineConfig {
+            max_workers: Some(backend.max_workers()),
+            ..EngineConfig::default()
+        };
+        Self::with_config(backend, config)
+    }
+
+    /// An engine over a ready backend with these settings.
+    pub fn with_config(backend: B, config: EngineConfig) -> Self {
+        Engine {
+            backend,
+            config,
+            last_stats: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Maps `task` over `items`. Nothing runs until a terminal method of the [`Job`]
+    /// (`run`, `gather`, `stream`, ...) is called.
+    pub fn map<T: Task, It: IntoIterator<Item = T::Item>>(
+        &self,
+        task: T,
+        items: It,
+    ) -> Job<'_, B, T, It::IntoIter> {
+        Job::new(self, task, items.into_iter())
+    }
+
+    /// The most workers a job uses.
+    pub fn workers(&self) -> usize {
+        self.backend.max_workers()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Stats of the last job that finished (or was dropped) on this engine.
+    pub fn last_stats(&self) -> Option<JobStats> {
+        self.last_stats.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub(crate) fn stats_sink(&self) -> Arc<Mutex<Option<JobStats>>> {
+        Arc::clone(&self.last_stats)
+    }
+}
+
+/// Builder of an [`Engine`].
+pub struct EngineBuilder<F> {
+    factory: F,
+    config: EngineConfig,
+}
+
+impl<F: BackendFactory> EngineBuilder<F> {
+    /// Most workers per job (the seed's `max_workers`); 1 runs in the calling thread.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.config.max_workers = Some(n);
+        self
+    }
+    /// Most workers per job, or the default when `None`.
+    pub fn max_workers_opt(mut self, n: Option<usize>) -> Self {
+        self.config.max_workers = n;
+        self
+    }
+    /// Directory for shared values of out-of-process backends (the seed's `path_shared`).
+    pub fn path_shared(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.path_shared = Some(path.into());
+        self
+    }
+    /// Batches per worker with [`Batching::PerWorker`].
+    pub fn batch_multiplier(mut self, m: usize) -> Self {
+        self.config.batch_multiplier = m;
+        self
+    }
+    /// Progress reporting.
+    pub fn progress(mut self, p: Progress) -> Self {
+        self.config.progress = p;
+        self
+    }
+    /// Default batching of jobs.
+    pub fn batching(mut self, b: impl Into<Batching>) -> Self {
+        self.config.batching = b.into();
+        self
+    }
+    /// Builds the engine.
+    pub fn build(self) -> Result<Engine<F::Backend>> {
+        if self.config.max_workers == Some(0) {
+            return Err(Error::Config("max_workers must be at least 1".into()));
+        }
+        if self.config.batch_multiplier == 0 {
+            return Err(Error::Config("batch_multiplier must be at least 1".into()));
+        }
+        let backend = self.factory.create(&self.config)?;
+        Ok(Engine::with_config(backend, self.config))
+    }
+}

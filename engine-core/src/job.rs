@@ -1,0 +1,329 @@
+//! [`Job`]: one map of a task over items, configured then run by a terminal method.
+
+use crate::backend::{Backend, Plan};
+use crate::batch::BatchDone;
+use crate::batching::{batcher_for, Batcher, Batching};
+use crate::dispatch::DispatchConfig;
+use crate::engine::Engine;
+use crate::error::{Error, FailureKind, ItemError, Result};
+use crate::order::Reorder;
+use crate::progress::{Progress, Tracker};
+use crate::registry;
+use crate::run::Running;
+use crate::source::ItemSource;
+use crate::stats::JobStats;
+use crate::stream::{ResultStream, UnorderedStream};
+use crate::task::Task;
+use crate::worker::WorkerOptions;
+use std::any::Any;
+use std::sync::Arc;
+
+/// A map of `T` over the items of `I` on an engine. Configure it, then call a terminal:
+/// [`run`](Job::run), [`gather`](Job::gather), [`gather_with`](Job::gather_with),
+/// [`collect_results`](Job::collect_results), [`stream`](Job::stream) or
+/// [`stream_unordered`](Job::stream_unordered).
+#[must_use = "a job does nothing until a terminal method such as `run` is called"]
+pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
+    engine: &'e Engine<B>,
+    iter: I,
+    length: Option<usize>,
+    args: Option<Arc<T::Args>>,
+    init: Option<Arc<T::Init>>,
+    batching: Batching,
+    batcher: Option<Box<dyn Batcher>>,
+    item_stats: bool,
+    progress: Progress,
+    prefetch: usize,
+    reorder_window: Option<usize>,
+}
+
+/// `Arc::new(())` as an `Arc<X>` when `X` is `()`, so tasks without args need no `.args(())`.
+fn unit_default<X: Any + Send + Sync>() -> Option<Arc<X>> {
+    let unit: Arc<dyn Any + Send + Sync> = Arc::new(());
+    unit.downcast::<X>().ok()
+}
+
+impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
+    pub(crate) fn new(engine: &'e Engine<B>, _task: T, iter: I) -> Self {
+        let config = engine.config();
+        Job {
+            engine,
+            iter,
+            length: None,
+            args: None,
+            init: None,
+            batching: config.batching,
+            batcher: None,
+            item_stats: false,
+            progress: config.progress,
+            prefetch: 2,
+            reorder_window: None,
+        }
+    }
+
+    /// Declares the number of items, for iterators without an exact size (the seed's
+    /// `length=`). The job fails with [`Error::LengthMismatch`] if the iterator yields more or
+    /// fewer.
+    pub fn length(mut self, n: usize) -> Self {
+        self.length = Some(n);
+        self
+    }
+
+    /// The args given to every call (the seed's keyword arguments). Sent once per worker.
+    pub fn args(mut self, args: T::Args) -> Self {
+        self.args = Some(Arc::new(args));
+        self
+    }
+
+    /// The argument of every worker's [`Task::init`] (the seed's `init_method` kwargs).
+    pub fn init(mut self, init: T::Init) -> Self {
+        self.init = Some(Arc::new(init));
+        self
+    }
+
+    /// Batching mode: `false`, `true`, a number of batches, or a [`Batching`].
+    pub fn batched(mut self, b: impl Into<Batching>) -> Self {
+        self.batching = b.into();
+        self
+    }
+
+    /// A custom batch-size policy (overrides `batched`).
+    pub fn batcher(mut self, b: impl Batcher + 'static) -> Self {
+        self.batcher = Some(Box::new(b));
+        self
+    }
+
+    /// Measure time (and memory, with [`CountingAllocator`](crate::CountingAllocator)) of
+    /// every item; read them with `Engine::last_stats`. Off by default: two clock reads per
+    /// item cost more than a tiny item.
+    pub fn item_stats(mut self, on: bool) -> Self {
+        self.item_stats = on;
+        self
+    }
+
+    /// Progress reporting of this job.
+    pub fn progress(mut self, p: Progress) -> Self {
+        self.progress = p;
+        self
+    }
+
+    /// Batches queued per worker (default 2).
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n.max(1);
+        self
+    }
+
+    /// Most batches a [`stream`](Job::stream) holds back behind a slow one (default: four per
+    /// worker).
+    pub fn reorder_window(mut self, batches: usize) -> Self {
+        self.reorder_window = Some(batches.max(1));
+        self
+    }
+
+    fn start<'s>(
+        self,
+        fail_fast: bool,
+        bounded: bool,
+    ) -> Result<(Running<'s, T::Output>, Option<usize>)>
+    where
+        'e: 's,
+        I: 's,
+    {
+        registry::check::<T>()?;
+        let args = match self.args.or_else(unit_default::<T::Args>) {
+            Some(a) => a,
+            None => {
+                return Err(Error::Config(format!(
+                    "task `{}` takes args of type `{}`: pass them with `.args(...)`",
+                    T::name(),
+                    std::any::type_name::<T::Args>()
+                )))
+            }
+        };
+        let init = match self.init.or_else(unit_default::<T::Init>) {
+            Some(a) => a,
+            None => {
+                return Err(Error::Config(format!(
+                    "task `{}` has an init argument of type `{}`: pass it with `.init(...)`",
+                    T::name(),
+                    std::any::type_name::<T::Init>()
+                )))
+            }
+        };
+        let engine = self.engine;
+        let backend = engine.backend();
+        let hint = self.iter.size_hint();
+        let declared = self.length.or(match hint {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        });
+        let mut source = ItemSource::new(self.iter, declared);
+        let sink = engine.stats_sink();
+        let tracker = Tracker::new(self.progress, declared, backend.name());
+        let mut stats = JobStats::new(self.item_stats, declared);
+        if source.is_empty()? {
+            return Ok((Running::new(None, stats, tracker, sink), declared));
+        }
+        let workers = backend
+            .max_workers()
+            .min(declared.unwrap_or(usize::MAX))
+            .max(1);
+        stats.workers = workers;
+        let batcher = match self.batcher {
+            Some(b) => b,
+            None => batcher_for(
+                self.batching,
+                declared,
+                workers,
+                engine.config().batch_multiplier,
+                backend.auto_batch_target(),
+            )?,
+        };
+        let max_ahead = bounded.then(|| self.reorder_window.unwrap_or(4 * workers * self.prefetch));
+        let plan = Plan {
+            source,
+            batcher,
+            args,
+            init,
+            workers,
+            options: WorkerOptions {
+                fail_fast,
+                item_stats: self.item_stats,
+                cancel: None,
+            },
+            dispatch: DispatchConfig {
+                prefetch: self.prefetch,
+                max_ahead,
+            },
+        };
+        let completions = backend.start::<T, I>(plan)?;
+        Ok((
+            Running::new(Some(completions), stats, tracker, sink),
+            declared,
+        ))
+    }
+
+    /// Runs the job and returns every output in input order. Fails fast: the first failed
+    /// item stops the job and is returned as [`Error::Item`] with its index.
+    pub fn run(self) -> Result<Vec<T::Output>> {
+        let (mut run, len) = self.start(true, false)?;
+        let mut out = Vec::with_capacity(len.unwrap_or(0));
+        in_order(&mut run, |b| out.extend(b.outputs))?;
+        Ok(out)
+    }
+
+    /// Runs the job and flattens every output into one list, in input order (the seed's
+    /// `gather=True`: a pair of frames per item becomes one list of frames).
+    pub fn gather(self) -> Result<Vec<<T::Output as IntoIterator>::Item>>
+    where
+        T::Output: IntoIterator,
+    {
+        let (mut run, len) = self.start(true, false)?;
+        let mut out = Vec::with_capacity(len.unwrap_or(0));
+        in_order(&mut run, |b| out.extend(b.outputs.into_iter().flatten()))?;
+        Ok(out)
+    }
+
+    /// Runs the job and folds outputs in input order with a custom gather function.
+    ///
+    /// ```
+    /// # use engine_core::*;
+    /// # engine_core::task!(Sq = |x: u64| -> u64 { x * x });
+    /// # struct Inline;
+    /// # impl Backend for Inline {
+    /// #   fn name(&self) -> &'static str { "inline" }
+    /// #   fn max_workers(&self) -> usize { 1 }
+    /// #   fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(&'a self, p: Plan<T, I>)
+    /// #     -> Result<Box<dyn Completions<T::Output> + 'a>> { inline::start(p) }
+    /// # }
+    /// # let engine = Engine::from_backend(Inline);
+    /// let sum = engine.map(Sq, 1..=3).gather_with(0, |acc, y| acc + y)?;
+    /// assert_eq!(sum, 14);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn gather_with<A>(self, init: A, mut f: impl FnMut(A, T::Output) -> A) -> Result<A> {
+        let (mut run, _) = self.start(true, false)?;
+        let mut acc = Some(init);
+        in_order(&mut run, |b| {
+            for o in b.outputs {
+                acc = acc.take().map(|a| f(a, o));
+            }
+        })?;
+        acc.ok_or_else(|| Error::Config("gather function panicked".into()))
+    }
+
+    /// Runs every item, failed or not, and returns each item's own result in input order.
+    pub fn collect_results(self) -> Result<Vec<Result<T::Output, ItemError>>> {
+        let (mut run, len) = self.start(false, false)?;
+        let mut out = Vec::with_capacity(len.unwrap_or(0));
+        let mut reorder = Reorder::default();
+        while let Some(b) = run.next_done() {
+            reorder.push(b?);
+            while let Some(b) = reorder.pop() {
+                let mut outputs = b.outputs.into_iter();
+                let mut failures = b.failures.into_iter().peekable();
+                for index in b.start..b.start + b.len {
+                    if failures.peek().is_some_and(|f| f.index == index) {
+                        out.extend(failures.next().map(Err));
+                    } else if let Some(o) = outputs.next() {
+                        out.push(Ok(o));
+                    } else {
+                        out.push(Err(ItemError {
+                            index,
+                            kind: FailureKind::Lost,
+                            message: "no result came back for this item".into(),
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Streams outputs in input order, with bounded buffering (see [`ResultStream`]).
+    pub fn stream<'s>(self) -> Result<ResultStream<'s, T::Output>>
+    where
+        'e: 's,
+        I: 's,
+    {
+        let (run, _) = self.start(true, true)?;
+        Ok(ResultStream::new(run))
+    }
+
+    /// Streams `(index, output)` pairs as items complete, in no particular order.
+    pub fn stream_unordered<'s>(self) -> Result<UnorderedStream<'s, T::Output>>
+    where
+        'e: 's,
+        I: 's,
+    {
+        let (run, _) = self.start(true, false)?;
+        Ok(UnorderedStream::new(run))
+    }
+}
+
+/// Feeds completed batches to `sink` in input order; fails fast on the first failed item.
+fn in_order<O>(run: &mut Running<'_, O>, mut sink: impl FnMut(BatchDone<O>)) -> Result<()> {
+    let mut reorder = Reorder::default();
+    while let Some(b) = run.next_done() {
+        let b = b?;
+        if let Some(f) = b.failures.first() {
+            let e = Error::Item(f.clone());
+            run.finish();
+            return Err(e);
+        }
+        reorder.push(b);
+        while let Some(b) = reorder.pop() {
+            sink(b);
+        }
+    }
+    if reorder.held() > 0 {
+        return Err(Error::Backend {
+            backend: "engine",
+            message: format!(
+                "{} batch(es) finished after a batch that never did",
+                reorder.held()
+            ),
+        });
+    }
+    Ok(())
+}

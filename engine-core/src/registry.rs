@@ -1,0 +1,78 @@
+//! Link-time registry of tasks, so any process running the same binary finds a task by name.
+
+use crate::error::{Error, Result};
+use crate::task::Task;
+use std::any::TypeId;
+
+/// One registered task. Built by [`register_task!`](crate::register_task); not for direct use.
+#[doc(hidden)]
+pub struct TaskEntry {
+    /// The task's name ([`Task::name`]).
+    pub name: fn() -> &'static str,
+    /// The task type's identity, to tell two types registered under one name apart.
+    pub type_id: fn() -> TypeId,
+}
+
+inventory::collect!(TaskEntry);
+
+/// Registers a task so that workers find it by name. Put it next to the `impl Task`.
+///
+/// ```
+/// struct Noop;
+/// impl engine_core::Task for Noop {
+///     type Item = ();
+///     type Output = ();
+///     type Args = ();
+///     type Init = ();
+///     type State = ();
+///     fn init(_: &(), _: &()) -> Result<(), engine_core::BoxError> { Ok(()) }
+///     fn run(_: (), _: &(), _: &mut ()) -> Result<(), engine_core::BoxError> { Ok(()) }
+/// }
+/// engine_core::register_task!(Noop);
+/// assert!(engine_core::registry::is_registered::<Noop>());
+/// ```
+#[macro_export]
+macro_rules! register_task {
+    ($task:ty) => {
+        $crate::__private::inventory::submit! {
+            $crate::registry::TaskEntry {
+                name: <$task as $crate::Task>::name,
+                type_id: ::std::any::TypeId::of::<$task>,
+            }
+        }
+    };
+}
+
+/// Names of every task registered in this binary.
+pub fn registered_names() -> Vec<&'static str> {
+    inventory::iter::<TaskEntry>
+        .into_iter()
+        .map(|e| (e.name)())
+        .collect()
+}
+
+/// Whether `T` is registered (under its name, by its own type).
+pub fn is_registered<T: Task>() -> bool {
+    check::<T>().is_ok()
+}
+
+/// Checks that `T` is registered exactly once under its name; the engine calls this at the
+/// start of every job, on every backend, so a forgotten registration fails on serial already
+/// rather than later on a cluster.
+pub fn check<T: Task>() -> Result<()> {
+    let name = T::name();
+    let mut found = false;
+    for entry in inventory::iter::<TaskEntry> {
+        if (entry.name)() == name {
+            if (entry.type_id)() != TypeId::of::<T>() {
+                return Err(Error::DuplicateTaskName(name.to_string()));
+            }
+            found = true;
+        }
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(Error::TaskNotRegistered(name.to_string()))
+    }
+}

@@ -1,0 +1,75 @@
+//! A running job: pulls completed batches from the backend and keeps stats and progress.
+
+use crate::backend::Completions;
+use crate::batch::BatchDone;
+use crate::error::Result;
+use crate::progress::Tracker;
+use crate::stats::{BatchStat, JobStats};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// A job under way. Dropping it cancels the backend's work and publishes the stats.
+pub(crate) struct Running<'a, O> {
+    inner: Option<Box<dyn Completions<O> + 'a>>,
+    stats: JobStats,
+    started: Instant,
+    tracker: Tracker,
+    sink: Arc<Mutex<Option<JobStats>>>,
+}
+
+impl<'a, O> Running<'a, O> {
+    pub(crate) fn new(
+        inner: Option<Box<dyn Completions<O> + 'a>>,
+        stats: JobStats,
+        tracker: Tracker,
+        sink: Arc<Mutex<Option<JobStats>>>,
+    ) -> Self {
+        Running {
+            inner,
+            stats,
+            started: Instant::now(),
+            tracker,
+            sink,
+        }
+    }
+
+    /// The next completed batch (completion order); `None` at the end.
+    pub(crate) fn next_done(&mut self) -> Option<Result<BatchDone<O>>> {
+        let inner = self.inner.as_mut()?;
+        match inner.next_done() {
+            Some(Ok(mut b)) => {
+                self.stats.items_done += b.outputs.len();
+                self.stats.batches.push(BatchStat {
+                    start: b.start,
+                    len: b.len,
+                    worker: b.worker,
+                    busy: b.busy,
+                });
+                self.stats.record_items(b.start, b.item_stats.take());
+                self.tracker.advance(b.len);
+                Some(Ok(b))
+            }
+            other => {
+                self.finish();
+                other
+            }
+        }
+    }
+
+    /// Stops the backend (cancelling what is left) and publishes the stats.
+    pub(crate) fn finish(&mut self) {
+        if self.inner.take().is_some() || self.stats.wall.is_zero() {
+            self.stats.wall = self.started.elapsed();
+            self.tracker.finish();
+            if let Ok(mut g) = self.sink.lock() {
+                *g = Some(self.stats.clone());
+            }
+        }
+    }
+}
+
+impl<O> Drop for Running<'_, O> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

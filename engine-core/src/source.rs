@@ -1,0 +1,186 @@
+//! [`ItemSource`]: cuts batches lazily from the user's iterator and checks its length.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+
+/// The user's iterator, cut into batches only when a worker needs one. Never collected.
+///
+/// With a declared length (`.length(n)` or an exact size hint) it checks that the iterator
+/// yields exactly that many items: fewer or more is [`Error::LengthMismatch`], never a silent
+/// truncation.
+pub struct ItemSource<I: Iterator> {
+    iter: I,
+    declared: Option<usize>,
+    pulled: usize,
+    lookahead: Option<I::Item>,
+    exhausted: bool,
+    next_seq: u64,
+}
+
+impl<I: Iterator> ItemSource<I> {
+    /// Wraps an iterator. `declared` is the length the caller promises, if any.
+    pub fn new(iter: I, declared: Option<usize>) -> Self {
+        ItemSource {
+            iter,
+            declared,
+            pulled: 0,
+            lookahead: None,
+            exhausted: false,
+            next_seq: 0,
+        }
+    }
+
+    /// The declared length.
+    pub fn declared(&self) -> Option<usize> {
+        self.declared
+    }
+
+    /// Items cut so far.
+    pub fn cut(&self) -> usize {
+        self.pulled - usize::from(self.lookahead.is_some())
+    }
+
+    /// Items not cut yet, when the length is known.
+    pub fn remaining(&self) -> Option<usize> {
+        self.declared.map(|d| d.saturating_sub(self.cut()))
+    }
+
+    /// Number of batches cut so far (the next batch's sequence number).
+    pub fn batches_cut(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn pull(&mut self) -> Result<Option<I::Item>> {
+        if let Some(x) = self.lookahead.take() {
+            return Ok(Some(x));
+        }
+        if self.exhausted {
+            return Ok(None);
+        }
+        if let Some(d) = self.declared {
+            if self.pulled == d {
+                // Check that the iterator really ends here.
+                self.exhausted = true;
+                return match self.iter.next() {
+                    None => Ok(None),
+                    Some(_) => Err(Error::LengthMismatch {
+                        declared: d,
+                        actual: format!("more than {d}"),
+                    }),
+                };
+            }
+        }
+        match self.iter.next() {
+            Some(x) => {
+                self.pulled += 1;
+                Ok(Some(x))
+            }
+            None => {
+                self.exhausted = true;
+                match self.declared {
+                    Some(d) if self.pulled < d => Err(Error::LengthMismatch {
+                        declared: d,
+                        actual: self.pulled.to_string(),
+                    }),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Whether the iterator has no item at all (pulls at most one item, kept for later).
+    pub fn is_empty(&mut self) -> Result<bool> {
+        if self.cut() > 0 {
+            return Ok(false);
+        }
+        match self.pull()? {
+            Some(x) => {
+                self.lookahead = Some(x);
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Cuts the next batch of at most `size` items; `None` when the iterator is done.
+    pub fn next_batch(&mut self, size: usize) -> Result<Option<Batch<I::Item>>> {
+        let size = size.max(1);
+        let start = self.cut();
+        let mut items = Vec::with_capacity(size.min(self.remaining().unwrap_or(size)).max(1));
+        while items.len() < size {
+            match self.pull()? {
+                Some(x) => items.push(x),
+                None => break,
+            }
+        }
+        // At the declared length, look one further so "too many items" surfaces with the last
+        // batch rather than after it.
+        if self.declared == Some(self.pulled) && self.lookahead.is_none() && !self.exhausted {
+            if let Some(x) = self.pull()? {
+                self.lookahead = Some(x);
+            }
+        }
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Ok(Some(Batch { seq, start, items }))
+    }
+
+    /// Whether every item has been cut.
+    pub fn is_done(&self) -> bool {
+        self.exhausted && self.lookahead.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_lazily_and_in_order() {
+        let mut s = ItemSource::new(0..10, Some(10));
+        let b = s.next_batch(4).unwrap().unwrap();
+        assert_eq!((b.seq, b.start, b.items), (0, 0, vec![0, 1, 2, 3]));
+        let b = s.next_batch(4).unwrap().unwrap();
+        assert_eq!((b.seq, b.start, b.items), (1, 4, vec![4, 5, 6, 7]));
+        let b = s.next_batch(4).unwrap().unwrap();
+        assert_eq!((b.seq, b.start, b.items), (2, 8, vec![8, 9]));
+        assert!(s.next_batch(4).unwrap().is_none());
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn too_few_items_is_an_error() {
+        let mut s = ItemSource::new(0..3, Some(5));
+        let e = s.next_batch(10).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("yielded 3 item(s) but the declared length is 5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn too_many_items_is_an_error() {
+        let mut s = ItemSource::new(0..9, Some(5));
+        let e = s.next_batch(5).unwrap_err();
+        assert!(e.to_string().contains("more than 5"), "{e}");
+        let mut s = ItemSource::new(0..9, Some(5));
+        assert!(s.next_batch(2).is_ok());
+        assert!(s.next_batch(2).is_ok());
+        assert!(s.next_batch(2).is_err());
+    }
+
+    #[test]
+    fn empty_detection_keeps_the_first_item() {
+        let mut s = ItemSource::new(0..2, None);
+        assert!(!s.is_empty().unwrap());
+        assert_eq!(s.next_batch(5).unwrap().unwrap().items, vec![0, 1]);
+        let mut e = ItemSource::new(std::iter::empty::<u8>(), None);
+        assert!(e.is_empty().unwrap());
+        let mut lie = ItemSource::new(std::iter::empty::<u8>(), Some(2));
+        assert!(lie.is_empty().is_err());
+    }
+}

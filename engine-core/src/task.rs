@@ -1,0 +1,118 @@
+//! The [`Task`] trait: the function an engine maps over items.
+
+use crate::error::BoxError;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A value that can travel to a worker: owned, sendable, and serde-serializable.
+///
+/// Serial and threads run tasks directly without serializing; worker processes, MPI ranks and
+/// pods need the serde bound, so every task satisfies it from the start and one program runs
+/// unchanged on every backend.
+pub trait Payload: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Payload for T {}
+
+/// A named function mapped over items.
+///
+/// Closures cannot travel to another process, so a task is a type with a name, registered at
+/// link time with [`register_task!`](crate::register_task). Any process running the same
+/// binary (a re-executed child, another MPI rank, a pod of the same image) finds it by name.
+///
+/// - `Args` is given to every call (the seed's keyword arguments); a worker receives it once.
+///   Put large values in a [`Shared`](crate::Shared).
+/// - `Init` is the argument of [`Task::init`], which runs once per worker before its first
+///   item and returns the worker's `State` (the seed's `init_method`).
+///
+/// Use `()` for what you do not need. For a task without args, init or errors the
+/// [`task!`](crate::task) macro writes all of this in one line.
+///
+/// ```
+/// use engine_core::{register_task, BoxError, Task};
+///
+/// /// Multiplies each item by `args` and adds the worker's offset.
+/// struct Scale;
+/// impl Task for Scale {
+///     type Item = f64;
+///     type Output = f64;
+///     type Args = f64;
+///     type Init = f64;
+///     type State = f64;
+///     fn init(offset: &f64, _args: &f64) -> Result<f64, BoxError> {
+///         Ok(*offset)
+///     }
+///     fn run(x: f64, factor: &f64, offset: &mut f64) -> Result<f64, BoxError> {
+///         if x.is_nan() {
+///             return Err("NaN item".into());
+///         }
+///         Ok(x * factor + *offset)
+///     }
+/// }
+/// register_task!(Scale);
+/// ```
+pub trait Task: 'static {
+    /// One input item.
+    type Item: Payload;
+    /// What one call returns.
+    type Output: Payload;
+    /// Extra arguments given to every call; sent to each worker once.
+    type Args: Payload + Sync;
+    /// Argument of [`Task::init`].
+    type Init: Payload + Sync;
+    /// Per-worker state built by [`Task::init`] and lent to every call on that worker.
+    type State: 'static;
+
+    /// The name under which workers find this task. Defaults to the type's path, which is the
+    /// same in every process running the same build.
+    fn name() -> &'static str {
+        std::any::type_name::<Self>()
+    }
+
+    /// Runs once per worker, before its first item.
+    fn init(init: &Self::Init, args: &Self::Args) -> Result<Self::State, BoxError>;
+
+    /// Runs on one item. An `Err` or a panic fails that item (and names its index).
+    fn run(
+        item: Self::Item,
+        args: &Self::Args,
+        state: &mut Self::State,
+    ) -> Result<Self::Output, BoxError>;
+}
+
+/// Defines and registers a task from a closure-like body, for tasks with no init and no errors.
+///
+/// ```
+/// engine_core::task!(
+///     /// Doubles a number.
+///     pub Double = |x: u64| -> u64 { x * 2 }
+/// );
+/// engine_core::task!(pub AddArg = |x: u64, args: &u64| -> u64 { x + *args });
+/// # use engine_core::Task;
+/// # let mut s = ();
+/// assert_eq!(Double::run(21, &(), &mut s).unwrap(), 42);
+/// assert_eq!(AddArg::run(1, &2, &mut s).unwrap(), 3);
+/// ```
+#[macro_export]
+macro_rules! task {
+    ($(#[$meta:meta])* $vis:vis $name:ident = |$item:ident : $ity:ty| -> $oty:ty $body:block) => {
+        $crate::task!($(#[$meta])* $vis $name = |$item: $ity, _args: &()| -> $oty $body);
+    };
+    ($(#[$meta:meta])* $vis:vis $name:ident = |$item:ident : $ity:ty, $args:ident : &$aty:ty| -> $oty:ty $body:block) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Default)]
+        $vis struct $name;
+        impl $crate::Task for $name {
+            type Item = $ity;
+            type Output = $oty;
+            type Args = $aty;
+            type Init = ();
+            type State = ();
+            fn init(_: &(), _: &$aty) -> ::std::result::Result<(), $crate::BoxError> {
+                Ok(())
+            }
+            #[allow(unused_variables)]
+            fn run($item: $ity, $args: &$aty, _: &mut ()) -> ::std::result::Result<$oty, $crate::BoxError> {
+                Ok($body)
+            }
+        }
+        $crate::register_task!($name);
+    };
+}

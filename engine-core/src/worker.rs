@@ -1,0 +1,183 @@
+//! The worker side: `init` once, then batches. Shared by every backend, in-process or not.
+
+use crate::batch::{Batch, BatchDone};
+use crate::error::{panic_message, Error, FailureKind, ItemError, Result};
+use crate::stats::{AllocMark, ItemStats};
+use crate::task::Task;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a worker runs its batches.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// Stop a batch at its first failed item (default); otherwise run every item.
+    pub fail_fast: bool,
+    /// Measure time and memory of every item.
+    pub item_stats: bool,
+    /// Set by the driver to stop a job early: checked before every item.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// One worker's state for one job: the task's per-worker state and the job's args.
+pub struct Worker<T: Task, A: AsRef<T::Args> = Arc<<T as Task>::Args>> {
+    id: usize,
+    args: A,
+    state: T::State,
+    opts: WorkerOptions,
+}
+
+impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
+    /// Runs the task's `init` (catching a panic) and returns the ready worker.
+    pub fn start(id: usize, init: &T::Init, args: A, opts: WorkerOptions) -> Result<Self> {
+        let state = match catch_unwind(AssertUnwindSafe(|| T::init(init, args.as_ref()))) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(Error::Init {
+                    worker: id,
+                    message: e.to_string(),
+                })
+            }
+            Err(p) => {
+                return Err(Error::Init {
+                    worker: id,
+                    message: format!("panicked: {}", panic_message(&*p)),
+                })
+            }
+        };
+        Ok(Worker {
+            id,
+            args,
+            state,
+            opts,
+        })
+    }
+
+    /// The worker's number.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Runs one batch. Failures are reported per item, with their index; a panic in one item
+    /// does not take the worker down.
+    pub fn run_batch(&mut self, batch: Batch<T::Item>) -> BatchDone<T::Output> {
+        let began = Instant::now();
+        let Batch { seq, start, items } = batch;
+        let len = items.len();
+        let mut failures = Vec::new();
+        let mut item_stats = self.opts.item_stats.then(|| Vec::with_capacity(len));
+        let args = self.args.as_ref();
+        let state = &mut self.state;
+        let fail_fast = self.opts.fail_fast;
+        let cancel = self.opts.cancel.as_deref();
+        let mut index = start;
+        // Runs one item: `None` when the job was cancelled.
+        let mut run_one = |item: T::Item| -> Option<std::result::Result<T::Output, ItemError>> {
+            let i = index;
+            index += 1;
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return None;
+            }
+            let res = match item_stats.as_mut() {
+                None => catch_unwind(AssertUnwindSafe(|| T::run(item, args, state))),
+                Some(stats) => {
+                    let mark = AllocMark::start();
+                    let t0 = Instant::now();
+                    let r = catch_unwind(AssertUnwindSafe(|| T::run(item, args, state)));
+                    stats.push(ItemStats {
+                        time: t0.elapsed(),
+                        peak_alloc: mark.peak(),
+                    });
+                    r
+                }
+            };
+            Some(match res {
+                Ok(Ok(out)) => Ok(out),
+                Ok(Err(e)) => Err(ItemError {
+                    index: i,
+                    kind: FailureKind::Error,
+                    message: e.to_string(),
+                }),
+                Err(p) => Err(ItemError {
+                    index: i,
+                    kind: FailureKind::Panic,
+                    message: panic_message(&*p),
+                }),
+            })
+        };
+        // `map_while` / `filter_map` keep the in-place `collect` that reuses the batch's buffer
+        // when item and output have the same layout.
+        let outputs: Vec<T::Output> = if fail_fast {
+            items
+                .into_iter()
+                .map_while(|item| match run_one(item)? {
+                    Ok(out) => Some(out),
+                    Err(e) => {
+                        failures.push(e);
+                        None
+                    }
+                })
+                .collect()
+        } else {
+            items
+                .into_iter()
+                .filter_map(|item| match run_one(item)? {
+                    Ok(out) => Some(out),
+                    Err(e) => {
+                        failures.push(e);
+                        None
+                    }
+                })
+                .collect()
+        };
+        BatchDone {
+            seq,
+            start,
+            len,
+            outputs,
+            failures,
+            worker: self.id,
+            busy: began.elapsed(),
+            item_stats,
+        }
+    }
+}
+
+/// A worker's whole life for one job: `init`, then batches from `recv` until it returns
+/// `None` (or the job is cancelled), each result given to `send` (which returns `false` once
+/// the driver is gone). Every backend's worker runs this loop, whatever carries the messages.
+pub fn serve<T: Task, A: AsRef<T::Args>>(
+    id: usize,
+    init: &T::Init,
+    args: A,
+    opts: WorkerOptions,
+    mut recv: impl FnMut() -> Option<Batch<T::Item>>,
+    mut send: impl FnMut(crate::batch::Event<T::Output>) -> bool,
+) {
+    use crate::batch::Event;
+    let cancel = opts.cancel.clone();
+    let mut worker = match Worker::<T, A>::start(id, init, args, opts) {
+        Ok(w) => w,
+        Err(e) => {
+            let message = match e {
+                Error::Init { message, .. } => message,
+                other => other.to_string(),
+            };
+            send(Event::InitFailed {
+                worker: id,
+                message,
+            });
+            return;
+        }
+    };
+    while let Some(batch) = recv() {
+        if cancel.as_deref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            break;
+        }
+        let done = worker.run_batch(batch);
+        if !send(Event::Done(done)) {
+            break;
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! [`AnyBackend`]: the built-in backends behind one type, chosen at run time from a [`Kind`].
+
+use crate::kind::Kind;
+use engine_core::{Backend, BackendFactory, Completions, EngineConfig, Plan, Result, Task};
+use std::time::Duration;
+
+/// One of the built-in backends.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyBackend {
+    /// In the calling thread.
+    Serial(backend_serial::SerialBackend),
+    /// A rayon thread pool.
+    #[cfg(feature = "threads")]
+    Threads(backend_threads::ThreadsBackend),
+}
+
+impl AnyBackend {
+    /// The kind actually running (`Serial` when `max_workers = 1` was asked of another kind).
+    pub fn kind(&self) -> Kind {
+        match self {
+            AnyBackend::Serial(_) => Kind::Serial,
+            #[cfg(feature = "threads")]
+            AnyBackend::Threads(_) => Kind::Threads,
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:expr, $b:ident => $e:expr) => {
+        match $self {
+            AnyBackend::Serial($b) => $e,
+            #[cfg(feature = "threads")]
+            AnyBackend::Threads($b) => $e,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    fn name(&self) -> &'static str {
+        each!(self, b => b.name())
+    }
+    fn max_workers(&self) -> usize {
+        each!(self, b => b.max_workers())
+    }
+    fn auto_batch_target(&self) -> Duration {
+        each!(self, b => b.auto_batch_target())
+    }
+    fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+        &'a self,
+        plan: Plan<T, I>,
+    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
+        each!(self, b => b.start(plan))
+    }
+}
+
+/// `max_workers = 1` runs serially, on any kind, as in the seed.
+impl BackendFactory for Kind {
+    type Backend = AnyBackend;
+    fn create(self, config: &EngineConfig) -> Result<AnyBackend> {
+        self.ensure_available()?;
+        let workers = config.workers_or_default();
+        if self == Kind::Serial || workers == 1 {
+            return Ok(AnyBackend::Serial(backend_serial::SerialBackend));
+        }
+        match self {
+            #[cfg(feature = "threads")]
+            Kind::Threads => Ok(AnyBackend::Threads(backend_threads::ThreadsBackend::new(
+                workers,
+            )?)),
+            other => Err(engine_core::Error::KindUnavailable {
+                kind: other.as_str().into(),
+                reason: "no backend for this kind in this build".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! **adparallelengine** maps one function over an iterator on the engine of your choice:
+//! serial (for debugging), threads, worker processes, MPI on a cluster, or pods on
+//! Kubernetes. One program, unchanged, on every backend.
+//!
+//! ```
+//! use adparallelengine::{Engine, Kind};
+//!
+//! adparallelengine::task!(
+//!     /// Doubles a number.
+//!     pub Double = |x: u64| -> u64 { 2 * x }
+//! );
+//!
+//! let engine = Engine::builder(Kind::Threads).max_workers(2).build()?;
+//! let out = engine.map(Double, 0..6u64).batched(true).run()?;
+//! assert_eq!(out, vec![0, 2, 4, 6, 8, 10]); // always in input order
+//! # Ok::<(), adparallelengine::Error>(())
+//! ```
+//!
+//! Kinds are parsed from the seed's strings (`"serial"`, `"multithread"`, `"multiproc"`,
+//! `"mpi"`, `"k8s"`); a kind this build cannot run is a clear [`Error::KindUnavailable`].
+//! See the README for the tour.
+#![warn(missing_docs)]
+
+mod any_backend;
+mod kind;
+
+pub use any_backend::AnyBackend;
+pub use kind::Kind;
+
+pub use engine_core::{
+    backend, batching, dispatch, progress, register_task, registry, stats, task, Backend,
+    BackendFactory, Batcher, Batching, BoxError, Completions, CountingAllocator, EngineBuilder,
+    EngineConfig, Error, FailureKind, ItemError, ItemStats, Job, JobStats, Payload, Plan, Progress,
+    Result, ResultStream, ShareKey, Shared, SharedBytes, SharedStore, Task, UnorderedStream,
+};
+
+/// Arrow data as items, results and shared values: [`Frame`](arrow::Frame) (a
+/// `RecordBatch`, the seed's DataFrame) and [`Series`](arrow::Series) (an array).
+#[cfg(feature = "arrow")]
+pub use engine_core::arrow;
+
+/// The engine. `Engine` alone runs the built-in backends ([`AnyBackend`], chosen by
+/// [`Kind`]); `Engine<MyBackend>` runs a third-party one.
+pub type Engine<B = AnyBackend> = engine_core::Engine<B>;
+
+/// The backends, for direct use.
+pub mod backends {
+    pub use backend_serial::SerialBackend;
+    #[cfg(feature = "threads")]
+    pub use backend_threads::ThreadsBackend;
+}
+
+/// Shared-store implementations.
+pub mod stores {
+    pub use share_store::MemoryStore;
+}
