@@ -121,6 +121,15 @@ impl<B: Backend> Engine<B> {
     }
 }
 
+impl<B: Backend + std::fmt::Debug> std::fmt::Debug for Engine<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("backend", &self.backend)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
 /// Builder of an [`Engine`].
 pub struct EngineBuilder<F> {
     factory: F,
