@@ -118,7 +118,15 @@ fn flag(args: &[String], i: usize, name: &str, default: bool) -> Result<bool, St
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // Errors are printed with their message (not their Debug form) and exit with status 1.
+    if let Err(e) = run() {
+        eprintln!("Error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.len() < 4 {
         return Err("usage: complete KIND GATHER BATCHED SHARE [GENERATOR] [MAX_WORKERS]".into());

@@ -107,10 +107,27 @@ impl<I: Iterator> ItemSource<I> {
         let size = size.max(1);
         let start = self.cut();
         let mut items = Vec::with_capacity(size.min(self.remaining().unwrap_or(size)).max(1));
-        while items.len() < size {
-            match self.pull()? {
-                Some(x) => items.push(x),
-                None => break,
+        if let Some(x) = self.lookahead.take() {
+            items.push(x);
+        }
+        // Bulk pull: `extend` over `take` is a memcpy for slice and range iterators.
+        let want = match self.declared {
+            Some(d) => (size - items.len()).min(d - self.pulled),
+            None => size - items.len(),
+        };
+        if want > 0 && !self.exhausted {
+            let before = items.len();
+            items.extend(self.iter.by_ref().take(want));
+            let got = items.len() - before;
+            self.pulled += got;
+            if got < want {
+                self.exhausted = true;
+                if let Some(d) = self.declared {
+                    return Err(Error::LengthMismatch {
+                        declared: d,
+                        actual: self.pulled.to_string(),
+                    });
+                }
             }
         }
         // At the declared length, look one further so "too many items" surfaces with the last

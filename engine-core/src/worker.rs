@@ -65,72 +65,46 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         let began = Instant::now();
         let Batch { seq, start, items } = batch;
         let len = items.len();
+        let mut outputs = Vec::with_capacity(len);
         let mut failures = Vec::new();
         let mut item_stats = self.opts.item_stats.then(|| Vec::with_capacity(len));
-        let args = self.args.as_ref();
-        let state = &mut self.state;
-        let fail_fast = self.opts.fail_fast;
-        let cancel = self.opts.cancel.as_deref();
+        let mut items = items.into_iter();
+        // Index of the item being run, kept outside the unwind boundary so a panic is pinned
+        // to its item. One `catch_unwind` covers a run of items (not one per item: that would
+        // cost more than a tiny item); after a panic the run resumes with the next item.
         let mut index = start;
-        // Runs one item: `None` when the job was cancelled.
-        let mut run_one = |item: T::Item| -> Option<std::result::Result<T::Output, ItemError>> {
-            let i = index;
-            index += 1;
-            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return None;
-            }
-            let res = match item_stats.as_mut() {
-                None => catch_unwind(AssertUnwindSafe(|| T::run(item, args, state))),
-                Some(stats) => {
-                    let mark = AllocMark::start();
-                    let t0 = Instant::now();
-                    let r = catch_unwind(AssertUnwindSafe(|| T::run(item, args, state)));
-                    stats.push(ItemStats {
-                        time: t0.elapsed(),
-                        peak_alloc: mark.peak(),
+        loop {
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                self.run_items(
+                    &mut items,
+                    &mut index,
+                    &mut outputs,
+                    &mut failures,
+                    item_stats.as_mut(),
+                )
+            }));
+            match run {
+                Ok(()) => break,
+                Err(p) => {
+                    if let Some(stats) = item_stats.as_mut() {
+                        // The panicking item's stats were not pushed.
+                        stats.push(ItemStats {
+                            time: Default::default(),
+                            peak_alloc: None,
+                        });
+                    }
+                    failures.push(ItemError {
+                        index,
+                        kind: FailureKind::Panic,
+                        message: panic_message(&*p),
                     });
-                    r
+                    index += 1;
+                    if self.opts.fail_fast {
+                        break;
+                    }
                 }
-            };
-            Some(match res {
-                Ok(Ok(out)) => Ok(out),
-                Ok(Err(e)) => Err(ItemError {
-                    index: i,
-                    kind: FailureKind::Error,
-                    message: e.to_string(),
-                }),
-                Err(p) => Err(ItemError {
-                    index: i,
-                    kind: FailureKind::Panic,
-                    message: panic_message(&*p),
-                }),
-            })
-        };
-        // `map_while` / `filter_map` keep the in-place `collect` that reuses the batch's buffer
-        // when item and output have the same layout.
-        let outputs: Vec<T::Output> = if fail_fast {
-            items
-                .into_iter()
-                .map_while(|item| match run_one(item)? {
-                    Ok(out) => Some(out),
-                    Err(e) => {
-                        failures.push(e);
-                        None
-                    }
-                })
-                .collect()
-        } else {
-            items
-                .into_iter()
-                .filter_map(|item| match run_one(item)? {
-                    Ok(out) => Some(out),
-                    Err(e) => {
-                        failures.push(e);
-                        None
-                    }
-                })
-                .collect()
-        };
+            }
+        }
         BatchDone {
             seq,
             start,
@@ -140,6 +114,54 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
             worker: self.id,
             busy: began.elapsed(),
             item_stats,
+        }
+    }
+
+    /// The hot loop: runs items until the batch ends, an item fails (fail-fast) or the job is
+    /// cancelled. `index` is the index of the item being run.
+    fn run_items(
+        &mut self,
+        items: &mut std::vec::IntoIter<T::Item>,
+        index: &mut usize,
+        outputs: &mut Vec<T::Output>,
+        failures: &mut Vec<ItemError>,
+        mut stats: Option<&mut Vec<ItemStats>>,
+    ) {
+        let args = self.args.as_ref();
+        let state = &mut self.state;
+        let cancel = self.opts.cancel.as_deref();
+        for item in items {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return;
+            }
+            let res = match stats.as_deref_mut() {
+                None => T::run(item, args, state),
+                Some(stats) => {
+                    let mark = AllocMark::start();
+                    let t0 = Instant::now();
+                    let r = T::run(item, args, state);
+                    stats.push(ItemStats {
+                        time: t0.elapsed(),
+                        peak_alloc: mark.peak(),
+                    });
+                    r
+                }
+            };
+            match res {
+                Ok(out) => outputs.push(out),
+                Err(e) => {
+                    failures.push(ItemError {
+                        index: *index,
+                        kind: FailureKind::Error,
+                        message: e.to_string(),
+                    });
+                    if self.opts.fail_fast {
+                        *index += 1;
+                        return;
+                    }
+                }
+            }
+            *index += 1;
         }
     }
 }
