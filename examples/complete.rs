@@ -59,46 +59,21 @@ impl Task for Method {
     }
 
     fn run(element: Frame, args: &MethodArgs, some_attr: &mut i64) -> Result<[Frame; 2], BoxError> {
-        let s = args
-            .some_other_stuff
-            .series()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or("series must be Int64")?;
+        let s = args.some_other_stuff.series().as_any().downcast_ref::<Int64Array>().ok_or("series must be Int64")?;
         if s.len() != element.num_columns() {
-            return Err(format!(
-                "series has {} values for {} columns",
-                s.len(),
-                element.num_columns()
-            )
-            .into());
+            return Err(format!("series has {} values for {} columns", s.len(), element.num_columns()).into());
         }
         let shift = args.some_float + *some_attr as f64;
         let mut first = Vec::with_capacity(element.num_columns());
         let mut third = Vec::with_capacity(element.num_columns());
         for (j, col) in element.columns().iter().enumerate() {
-            let col = col
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or("frame columns must be Int64")?;
-            let v: Float64Array = col
-                .iter()
-                .map(|x| x.map(|x| (x * s.value(j)) as f64 + shift))
-                .collect();
+            let col = col.as_any().downcast_ref::<Int64Array>().ok_or("frame columns must be Int64")?;
+            let v: Float64Array = col.iter().map(|x| x.map(|x| (x * s.value(j)) as f64 + shift)).collect();
             let t: Float64Array = v.iter().map(|x| x.map(|x| 3.0 * x)).collect();
-            first.push((
-                element.schema().field(j).name().clone(),
-                Arc::new(v) as ArrayRef,
-            ));
-            third.push((
-                element.schema().field(j).name().clone(),
-                Arc::new(t) as ArrayRef,
-            ));
+            first.push((element.schema().field(j).name().clone(), Arc::new(v) as ArrayRef));
+            third.push((element.schema().field(j).name().clone(), Arc::new(t) as ArrayRef));
         }
-        Ok([
-            Frame(RecordBatch::try_from_iter(first)?),
-            Frame(RecordBatch::try_from_iter(third)?),
-        ])
+        Ok([Frame(RecordBatch::try_from_iter(first)?), Frame(RecordBatch::try_from_iter(third)?)])
     }
 }
 register_task!(Method);
@@ -138,10 +113,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let generator = flag(&argv, 4, "GENERATOR", false)?;
     let max_workers = match argv.get(5).map(String::as_str) {
         None | Some("default") => None,
-        Some(n) => Some(
-            n.parse::<usize>()
-                .map_err(|_| format!("MAX_WORKERS must be a number or default, got {n:?}"))?,
-        ),
+        Some(n) => Some(n.parse::<usize>().map_err(|_| format!("MAX_WORKERS must be a number or default, got {n:?}"))?),
     };
 
     let rows = [
@@ -154,16 +126,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let s = Series(Arc::new(Int64Array::from(vec![2, 3])));
     let f = 5.0;
-    let some_other_stuff = if share {
-        Stuff::Shared(Shared::new(s))
-    } else {
-        Stuff::Plain(s)
-    };
+    let some_other_stuff = if share { Stuff::Shared(Shared::new(s)) } else { Stuff::Plain(s) };
 
-    let engine = Engine::builder(kind)
-        .max_workers_opt(max_workers)
-        .path_shared("tests/data/shared")
-        .build()?;
+    let engine = Engine::builder(kind).max_workers_opt(max_workers).path_shared("tests/data/shared").build()?;
 
     // A generator is consumed lazily, exactly once; a Vec is just as fine.
     let items: Box<dyn Iterator<Item = Frame>> = if generator {
@@ -174,21 +139,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             Some(frame(r))
         }))
     } else {
-        Box::new(
-            rows.iter()
-                .copied()
-                .map(frame)
-                .collect::<Vec<_>>()
-                .into_iter(),
-        )
+        Box::new(rows.iter().copied().map(frame).collect::<Vec<_>>().into_iter())
     };
     let job = engine
         .map(Method, items)
         .length(rows.len())
-        .args(MethodArgs {
-            some_other_stuff,
-            some_float: f,
-        })
+        .args(MethodArgs { some_other_stuff, some_float: f })
         .init(1)
         .batched(batched);
 

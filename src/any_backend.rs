@@ -1,7 +1,7 @@
 //! [`AnyBackend`]: the built-in backends behind one type, chosen at run time from a [`Kind`].
 
 use crate::kind::Kind;
-use engine_core::{Backend, BackendFactory, Completions, EngineConfig, Plan, Result, Task};
+use engine_core::{Backend, BackendFactory, Completions, EngineConfig, Plan, Result, SlicePlan, Task};
 use std::time::Duration;
 
 /// One of the built-in backends.
@@ -52,6 +52,13 @@ impl Backend for AnyBackend {
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
         each!(self, b => b.start(plan))
     }
+    fn start_slice<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+        &'a self,
+        plan: Plan<T, I>,
+        slice: SlicePlan<'a, T>,
+    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
+        each!(self, b => b.start_slice(plan, slice))
+    }
 }
 
 /// `max_workers = 1` runs serially, on any kind, as in the seed.
@@ -65,9 +72,7 @@ impl BackendFactory for Kind {
         }
         match self {
             #[cfg(feature = "threads")]
-            Kind::Threads => Ok(AnyBackend::Threads(backend_threads::ThreadsBackend::new(
-                workers,
-            )?)),
+            Kind::Threads => Ok(AnyBackend::Threads(backend_threads::ThreadsBackend::new(workers)?)),
             other => Err(engine_core::Error::KindUnavailable {
                 kind: other.as_str().into(),
                 reason: "no backend for this kind in this build".into(),

@@ -30,13 +30,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [
-        Kind::Serial,
-        Kind::Threads,
-        Kind::Process,
-        Kind::Mpi,
-        Kind::K8s,
-    ];
+    pub const ALL: [Kind; 5] = [Kind::Serial, Kind::Threads, Kind::Process, Kind::Mpi, Kind::K8s];
 
     /// The canonical name.
     pub fn as_str(&self) -> &'static str {
@@ -73,10 +67,7 @@ impl Kind {
                 self.as_str()
             ))
         } else if !built {
-            Some(format!(
-                "the {} backend is not implemented in this version yet",
-                self.as_str()
-            ))
+            Some(format!("the {} backend is not implemented in this version yet", self.as_str()))
         } else {
             None
         }
@@ -86,10 +77,7 @@ impl Kind {
     pub fn ensure_available(&self) -> Result<()> {
         match self.unavailable_reason() {
             None => Ok(()),
-            Some(reason) => Err(Error::KindUnavailable {
-                kind: self.as_str().into(),
-                reason,
-            }),
+            Some(reason) => Err(Error::KindUnavailable { kind: self.as_str().into(), reason }),
         }
     }
 }

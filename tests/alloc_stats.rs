@@ -16,29 +16,13 @@ task!(
 #[test]
 fn peak_allocation_of_each_item_is_measured() {
     for kind in [Kind::Serial, Kind::Threads] {
-        let e = Engine::builder(kind)
-            .max_workers(2)
-            .progress(Progress::quiet())
-            .build()
-            .unwrap();
-        let out = e
-            .map(Alloc, [1u64, 8, 2, 16])
-            .batched(false)
-            .item_stats(true)
-            .run()
-            .unwrap();
+        let e = Engine::builder(kind).max_workers(2).progress(Progress::quiet()).build().unwrap();
+        let out = e.map(Alloc, [1u64, 8, 2, 16]).batched(false).item_stats(true).run().unwrap();
         assert_eq!(out, vec![1, 8, 2, 16]);
-        let peaks = e
-            .last_stats()
-            .unwrap()
-            .peak_mem_allocations()
-            .expect("counting allocator installed");
+        let peaks = e.last_stats().unwrap().peak_mem_allocations().expect("counting allocator installed");
         for (mib, peak) in [1u64, 8, 2, 16].iter().zip(&peaks) {
             let want = mib << 20;
-            assert!(
-                *peak >= want && *peak < want + (1 << 20),
-                "{kind}: item of {mib} MiB peaked at {peak} bytes"
-            );
+            assert!(*peak >= want && *peak < want + (1 << 20), "{kind}: item of {mib} MiB peaked at {peak} bytes");
         }
     }
 }

@@ -2,9 +2,7 @@
 
 mod common;
 
-use adparallelengine::{
-    register_task, task, Batching, BoxError, Engine, Error, Kind, Progress, Shared, Task,
-};
+use adparallelengine::{register_task, task, Batching, BoxError, Engine, Error, Kind, Progress, Shared, Task};
 use common::{engines, threads};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -26,12 +24,7 @@ task!(
 #[test]
 fn results_come_back_in_input_order_despite_uneven_times() {
     for (name, e) in engines() {
-        for batching in [
-            Batching::None,
-            Batching::PerWorker,
-            Batching::Batches(7),
-            Batching::Auto,
-        ] {
+        for batching in [Batching::None, Batching::PerWorker, Batching::Batches(7), Batching::Auto] {
             let out = e.map(Uneven, 0..30u64).batched(batching).run().unwrap();
             assert_eq!(out, (0..30).collect::<Vec<_>>(), "{name} {batching:?}");
         }
@@ -50,23 +43,15 @@ fn every_batching_mode_gives_the_same_numbers() {
             Batching::ChunkSize(33),
             Batching::Auto,
         ] {
-            assert_eq!(
-                e.map(Double, 0..1000u64).batched(batching).run().unwrap(),
-                want,
-                "{name} {batching:?}"
-            );
+            assert_eq!(e.map(Double, 0..1000u64).batched(batching).run().unwrap(), want, "{name} {batching:?}");
         }
     }
 }
 
 #[test]
 fn batch_counts_follow_the_mode() {
-    let e = Engine::builder(Kind::Threads)
-        .max_workers(2)
-        .batch_multiplier(3)
-        .progress(Progress::quiet())
-        .build()
-        .unwrap();
+    let e =
+        Engine::builder(Kind::Threads).max_workers(2).batch_multiplier(3).progress(Progress::quiet()).build().unwrap();
     let count = |b: Batching| {
         e.map(Double, 0..100u64).batched(b).run().unwrap();
         e.last_stats().unwrap().batches.len()
@@ -90,12 +75,10 @@ fn gather_flattens_and_custom_gather_folds_in_order() {
         let nested = e.map(Pair, 0..2u64).run().unwrap();
         assert_eq!(nested, vec![[0, 0], [1, 10]], "{name}");
         // A custom gather that depends on order: concatenated digits.
-        let s = e
-            .map(Double, 0..5u64)
-            .gather_with(String::new(), |mut acc, y| {
-                acc.push_str(&y.to_string());
-                acc
-            });
+        let s = e.map(Double, 0..5u64).gather_with(String::new(), |mut acc, y| {
+            acc.push_str(&y.to_string());
+            acc
+        });
         assert_eq!(s.unwrap(), "02468", "{name}");
     }
 }
@@ -103,11 +86,7 @@ fn gather_flattens_and_custom_gather_folds_in_order() {
 #[test]
 fn args_reach_every_call() {
     for (name, e) in engines() {
-        assert_eq!(
-            e.map(AddArg, 0..5u64).args(100).run().unwrap(),
-            vec![100, 101, 102, 103, 104],
-            "{name}"
-        );
+        assert_eq!(e.map(AddArg, 0..5u64).args(100).run().unwrap(), vec![100, 101, 102, 103, 104], "{name}");
     }
 }
 
@@ -115,10 +94,7 @@ fn args_reach_every_call() {
 fn missing_args_is_a_clear_error() {
     let e = threads(2);
     let err = e.map(AddArg, 0..5u64).run().unwrap_err();
-    assert!(
-        err.to_string().contains("pass them with `.args(...)`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("pass them with `.args(...)`"), "{err}");
 }
 
 /// Args holding a large shared vector; the task reports where the data it sees lives.
@@ -148,23 +124,11 @@ fn shared_values_are_borrowed_never_copied_in_process() {
     let table = Shared::new((0..1_000_000u64).collect::<Vec<_>>());
     let addr = table.as_ptr() as usize;
     for (name, e) in engines() {
-        let out = e
-            .map(SharedAddr, [0usize, 10, 999_999])
-            .args(BigArgs {
-                table: table.clone(),
-            })
-            .run()
-            .unwrap();
+        let out = e.map(SharedAddr, [0usize, 10, 999_999]).args(BigArgs { table: table.clone() }).run().unwrap();
         for (seen, _) in &out {
-            assert_eq!(
-                *seen, addr,
-                "{name}: the task saw a copy of the shared table"
-            );
+            assert_eq!(*seen, addr, "{name}: the task saw a copy of the shared table");
         }
-        assert_eq!(
-            out.iter().map(|o| o.1).collect::<Vec<_>>(),
-            vec![0, 10, 999_999]
-        );
+        assert_eq!(out.iter().map(|o| o.1).collect::<Vec<_>>(), vec![0, 10, 999_999]);
     }
 }
 
@@ -180,10 +144,7 @@ impl Task for WithInit {
     type State = (u64, String);
     fn init(attr: &u64, _: &()) -> Result<(u64, String), BoxError> {
         INITS.fetch_add(1, Ordering::SeqCst);
-        Ok((
-            *attr,
-            std::thread::current().name().unwrap_or("main").to_string(),
-        ))
+        Ok((*attr, std::thread::current().name().unwrap_or("main").to_string()))
     }
     fn run(x: u64, _: &(), state: &mut (u64, String)) -> Result<(u64, String), BoxError> {
         // State belongs to the worker: it is on the thread that built it.
@@ -197,47 +158,24 @@ register_task!(WithInit);
 fn init_runs_once_per_worker_and_gives_state() {
     let e = threads(3);
     INITS.store(0, Ordering::SeqCst);
-    let out = e
-        .map(WithInit, 0..300u64)
-        .init(1)
-        .batched(Batching::None)
-        .run()
-        .unwrap();
-    assert_eq!(
-        out.iter().map(|o| o.0).collect::<Vec<_>>(),
-        (1..301).collect::<Vec<_>>()
-    );
+    let out = e.map(WithInit, 0..300u64).init(1).batched(Batching::None).run().unwrap();
+    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), (1..301).collect::<Vec<_>>());
     assert_eq!(INITS.load(Ordering::SeqCst), 3, "one init per worker");
     let threads_used: HashSet<_> = out.iter().map(|o| o.1.clone()).collect();
-    assert!(
-        threads_used.len() <= 3,
-        "max_workers is respected: {threads_used:?}"
-    );
+    assert!(threads_used.len() <= 3, "max_workers is respected: {threads_used:?}");
     // Missing init argument.
     let err = e.map(WithInit, 0..3u64).run().unwrap_err();
     assert!(err.to_string().contains(".init(...)"), "{err}");
 }
 
-task!(
-    ThreadName = |_x: u64| -> String { std::thread::current().name().unwrap_or("?").to_string() }
-);
+task!(ThreadName = |_x: u64| -> String { std::thread::current().name().unwrap_or("?").to_string() });
 
 #[test]
 fn threads_never_exceed_max_workers() {
     for workers in [1, 2, 3] {
         let e = threads(workers);
-        let names: HashSet<String> = e
-            .map(ThreadName, 0..2000u64)
-            .batched(false)
-            .run()
-            .unwrap()
-            .into_iter()
-            .collect();
-        assert!(
-            names.len() <= workers,
-            "{workers} workers but {} threads: {names:?}",
-            names.len()
-        );
+        let names: HashSet<String> = e.map(ThreadName, 0..2000u64).batched(false).run().unwrap().into_iter().collect();
+        assert!(names.len() <= workers, "{workers} workers but {} threads: {names:?}", names.len());
     }
 }
 
@@ -269,14 +207,7 @@ fn generators_with_a_length_are_consumed_lazily_once() {
         // Without a length, modes that need it say so; the others work.
         let err = e.map(Double, fib(25)).batched(4).run().unwrap_err();
         assert!(matches!(err, Error::NeedsLength { .. }), "{name}: {err}");
-        assert_eq!(
-            e.map(Double, fib(25))
-                .batched(Batching::Auto)
-                .run()
-                .unwrap()
-                .len(),
-            9
-        );
+        assert_eq!(e.map(Double, fib(25)).batched(Batching::Auto).run().unwrap().len(), 9);
     }
 }
 
@@ -289,41 +220,21 @@ fn batches_are_cut_lazily() {
     let items = (0..200u64).inspect(move |_| {
         p.fetch_add(1, Ordering::SeqCst);
     });
-    let mut stream = e
-        .map(Uneven, items)
-        .batched(Batching::ChunkSize(5))
-        .reorder_window(4)
-        .stream()
-        .unwrap();
+    let mut stream = e.map(Uneven, items).batched(Batching::ChunkSize(5)).reorder_window(4).stream().unwrap();
     let first = stream.next().unwrap().unwrap();
     assert_eq!(first, 0);
     let ahead = pulled.load(Ordering::SeqCst);
-    assert!(
-        ahead <= 5 * 6,
-        "pulled {ahead} items for the first result: not lazy"
-    );
+    assert!(ahead <= 5 * 6, "pulled {ahead} items for the first result: not lazy");
     assert_eq!(stream.count(), 199);
 }
 
 #[test]
 fn length_mismatch_is_an_error_not_a_truncation() {
     for (name, e) in engines() {
-        let err = e
-            .map(Double, (0..5u64).filter(|_| true))
-            .length(7)
-            .run()
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::LengthMismatch { declared: 7, .. }),
-            "{name}: {err}"
-        );
+        let err = e.map(Double, (0..5u64).filter(|_| true)).length(7).run().unwrap_err();
+        assert!(matches!(err, Error::LengthMismatch { declared: 7, .. }), "{name}: {err}");
         assert!(err.to_string().contains("yielded 5"), "{name}: {err}");
-        let err = e
-            .map(Double, (0..9u64).filter(|_| true))
-            .length(7)
-            .batched(true)
-            .run()
-            .unwrap_err();
+        let err = e.map(Double, (0..9u64).filter(|_| true)).length(7).batched(true).run().unwrap_err();
         assert!(err.to_string().contains("more than 7"), "{name}: {err}");
     }
 }
@@ -334,34 +245,19 @@ fn zero_items_start_no_worker() {
     for (name, e) in engines() {
         let out = e.map(WithInit, Vec::<u64>::new()).init(1).run().unwrap();
         assert!(out.is_empty(), "{name}");
-        let out = e
-            .map(WithInit, std::iter::empty())
-            .init(1)
-            .batched(Batching::Auto)
-            .stream()
-            .unwrap();
+        let out = e.map(WithInit, std::iter::empty()).init(1).batched(Batching::Auto).stream().unwrap();
         assert_eq!(out.count(), 0);
     }
-    assert_eq!(
-        INITS.load(Ordering::SeqCst),
-        0,
-        "no worker started for an empty job"
-    );
+    assert_eq!(INITS.load(Ordering::SeqCst), 0, "no worker started for an empty job");
 }
 
 #[test]
 fn unknown_and_unbuilt_kinds_are_clear_errors() {
     let err = "gpu".parse::<Kind>().unwrap_err();
     assert!(matches!(err, Error::UnknownKind(_)), "{err}");
-    assert!(
-        err.to_string().contains("expected one of serial, threads"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("expected one of serial, threads"), "{err}");
     let err = "dask".parse::<Kind>().unwrap_err();
-    assert!(
-        err.to_string().contains("`process`") && err.to_string().contains("`mpi`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("`process`") && err.to_string().contains("`mpi`"), "{err}");
     for kind in [Kind::Process, Kind::Mpi, Kind::K8s] {
         if kind.is_available() {
             continue;
@@ -381,10 +277,7 @@ fn unknown_and_unbuilt_kinds_are_clear_errors() {
     ] {
         assert_eq!(s.parse::<Kind>().unwrap(), k);
     }
-    let err = Engine::builder(Kind::Threads)
-        .max_workers(0)
-        .build()
-        .unwrap_err();
+    let err = Engine::builder(Kind::Threads).max_workers(0).build().unwrap_err();
     assert!(err.to_string().contains("max_workers"), "{err}");
 }
 
@@ -415,29 +308,19 @@ fn unregistered_tasks_fail_on_every_backend() {
 #[test]
 fn stats_are_per_item_when_asked() {
     for (name, e) in engines() {
-        e.map(Uneven, 0..10u64)
-            .batched(3)
-            .item_stats(true)
-            .run()
-            .unwrap();
+        e.map(Uneven, 0..10u64).batched(3).item_stats(true).run().unwrap();
         let st = e.last_stats().unwrap();
         let times = st.times().unwrap();
         assert_eq!(times.len(), 10, "{name}");
         // Item 0 sleeps 30 ms, item 9 sleeps 21 ms.
         assert!(times[0] >= Duration::from_millis(29), "{name}: {times:?}");
-        assert!(
-            times.iter().all(|t| *t >= Duration::from_millis(20)),
-            "{name}: {times:?}"
-        );
+        assert!(times.iter().all(|t| *t >= Duration::from_millis(20)), "{name}: {times:?}");
         assert_eq!(st.items_done, 10);
         assert_eq!(st.batches.iter().map(|b| b.len).sum::<usize>(), 10);
         // Without the counting allocator there is no memory figure.
         assert!(st.peak_mem_allocations().is_none());
         e.map(Double, 0..10u64).run().unwrap();
-        assert!(
-            e.last_stats().unwrap().times().is_none(),
-            "per-item stats are opt-in"
-        );
+        assert!(e.last_stats().unwrap().times().is_none(), "per-item stats are opt-in");
     }
 }
 
@@ -456,23 +339,14 @@ fn progress_logs_every_n_percent() {
     }
     let buf = Buf::default();
     let b2 = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(move || b2.clone())
-        .with_ansi(false)
-        .finish();
+    let sub = tracing_subscriber::fmt().with_writer(move || b2.clone()).with_ansi(false).finish();
     let e = Engine::builder(Kind::Threads)
         .max_workers(2)
-        .progress(Progress {
-            log_every_percent: Some(25),
-            bar: adparallelengine::progress::Bar::Never,
-        })
+        .progress(Progress { log_every_percent: Some(25), bar: adparallelengine::progress::Bar::Never })
         .build()
         .unwrap();
     tracing::subscriber::with_default(sub, || {
-        e.map(Double, 0..100u64)
-            .batched(Batching::None)
-            .run()
-            .unwrap();
+        e.map(Double, 0..100u64).batched(Batching::None).run().unwrap();
     });
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("items done")).collect();
@@ -484,18 +358,9 @@ fn progress_logs_every_n_percent() {
 #[test]
 fn unordered_stream_yields_every_index_once() {
     for (name, e) in engines() {
-        let mut got: Vec<(usize, u64)> = e
-            .map(Uneven, 0..20u64)
-            .batched(false)
-            .stream_unordered()
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let mut got: Vec<(usize, u64)> =
+            e.map(Uneven, 0..20u64).batched(false).stream_unordered().unwrap().map(|r| r.unwrap()).collect();
         got.sort();
-        assert_eq!(
-            got,
-            (0..20).map(|i| (i, i as u64)).collect::<Vec<_>>(),
-            "{name}"
-        );
+        assert_eq!(got, (0..20).map(|i| (i, i as u64)).collect::<Vec<_>>(), "{name}");
     }
 }

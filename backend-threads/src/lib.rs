@@ -15,11 +15,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod slice;
+
 use crossbeam_channel::{unbounded, Sender};
 use engine_core::batch::{Batch, Event};
 use engine_core::dispatch::{Dispatch, WorkerLink};
 use engine_core::worker::{serve, WorkerOptions};
-use engine_core::{Backend, Completions, Error, Plan, Result, Task};
+use engine_core::{Backend, Completions, Error, Plan, Result, SlicePlan, Task};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -47,9 +49,7 @@ impl ThreadsBackend {
 
 impl std::fmt::Debug for ThreadsBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadsBackend")
-            .field("workers", &self.workers)
-            .finish()
+        f.debug_struct("ThreadsBackend").field("workers", &self.workers).finish()
     }
 }
 
@@ -60,14 +60,11 @@ struct ThreadLink<I> {
 
 impl<I: Send> WorkerLink<I> for ThreadLink<I> {
     fn send(&mut self, batch: Batch<I>) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or_else(|| Error::Backend {
-            backend: "threads",
-            message: "batch sent to a closed worker".into(),
-        })?;
-        tx.send(batch).map_err(|_| Error::Backend {
-            backend: "threads",
-            message: "a worker thread stopped".into(),
-        })
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Backend { backend: "threads", message: "batch sent to a closed worker".into() })?;
+        tx.send(batch).map_err(|_| Error::Backend { backend: "threads", message: "a worker thread stopped".into() })
     }
 
     fn close(&mut self) {
@@ -100,35 +97,24 @@ impl Backend for ThreadsBackend {
             let (tx, rx) = unbounded::<Batch<T::Item>>();
             let args = Arc::clone(&plan.args);
             let init = Arc::clone(&plan.init);
-            let opts = WorkerOptions {
-                cancel: Some(Arc::clone(&cancel)),
-                ..plan.options.clone()
-            };
+            let opts = WorkerOptions { cancel: Some(Arc::clone(&cancel)), ..plan.options.clone() };
             let events = events_tx.clone();
             self.pool.spawn(move || {
-                serve::<T, _>(
-                    id,
-                    &init,
-                    args,
-                    opts,
-                    || rx.recv().ok(),
-                    |ev| events.send(ev).is_ok(),
-                );
+                serve::<T, _>(id, &init, args, opts, || rx.recv().ok(), |ev| events.send(ev).is_ok());
             });
-            links.push(Box::new(ThreadLink {
-                tx: Some(tx),
-                cancel: Arc::clone(&cancel),
-            }));
+            links.push(Box::new(ThreadLink { tx: Some(tx), cancel: Arc::clone(&cancel) }));
         }
         drop(events_tx);
         tracing::debug!(workers = plan.workers, "threads job started");
-        Ok(Box::new(Dispatch::new(
-            "threads",
-            plan.source,
-            plan.batcher,
-            links,
-            events_rx,
-            plan.dispatch,
-        )))
+        Ok(Box::new(Dispatch::new("threads", plan.source, plan.batcher, links, events_rx, plan.dispatch)))
+    }
+
+    fn start_slice<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+        &'a self,
+        plan: Plan<T, I>,
+        slice: SlicePlan<'a, T>,
+    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
+        tracing::debug!(workers = plan.workers, chunk = slice.chunk, "threads slice job started");
+        Ok(Box::new(slice::SliceRun { pool: &self.pool, plan: Some(plan), slice }))
     }
 }

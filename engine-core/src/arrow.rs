@@ -92,9 +92,7 @@ pub fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let mut r = StreamReader::try_new(bytes, None)?;
     match r.next() {
         Some(b) => b,
-        None => Err(arrow_schema::ArrowError::IpcError(
-            "Arrow IPC stream holds no batch".into(),
-        )),
+        None => Err(arrow_schema::ArrowError::IpcError("Arrow IPC stream holds no batch".into())),
     }
 }
 

@@ -5,6 +5,7 @@ use crate::batch::BatchDone;
 use crate::batching::Batcher;
 use crate::dispatch::DispatchConfig;
 use crate::error::Result;
+use crate::items::SliceItems;
 use crate::source::ItemSource;
 use crate::task::Task;
 use crate::worker::WorkerOptions;
@@ -27,6 +28,14 @@ pub struct Plan<T: Task, I: Iterator<Item = T::Item>> {
     pub options: WorkerOptions,
     /// Prefetch and reorder-window settings for the dispatch loop.
     pub dispatch: DispatchConfig,
+}
+
+/// The items of a slice job and the chunk size its batching mode asks for.
+pub struct SlicePlan<'a, T: Task> {
+    /// The items.
+    pub items: SliceItems<'a, T>,
+    /// Items per chunk (at least 1).
+    pub chunk: usize,
 }
 
 /// Completed batches of a running job, in completion order.
@@ -56,6 +65,19 @@ pub trait Backend: Send + Sync {
         &'a self,
         plan: Plan<T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>>;
+
+    /// Starts a job over a slice (`Engine::map_slice`) whose every result is kept in order
+    /// (`run`, `gather`, `gather_with`), fail-fast, without per-item stats. A backend whose
+    /// workers share the driver's memory can split the slice by index and write outputs in
+    /// place; the default walks `plan.source` (the same items) like any other job.
+    fn start_slice<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+        &'a self,
+        plan: Plan<T, I>,
+        slice: SlicePlan<'a, T>,
+    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
+        let _ = slice;
+        self.start(plan)
+    }
 }
 
 /// Builds a backend from the engine's configuration. The facade's `Kind` implements it; a

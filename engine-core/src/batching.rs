@@ -95,15 +95,11 @@ impl FromStr for Batching {
                 .map(Batching::ChunkSize)
                 .ok_or_else(|| Error::Config(format!("bad chunk size in batching {s:?}")));
         }
-        t.parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(Batching::Batches)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "bad batching {s:?}: expected True, False, auto, a positive number of batches, or chunk:N"
-                ))
-            })
+        t.parse::<usize>().ok().filter(|n| *n > 0).map(Batching::Batches).ok_or_else(|| {
+            Error::Config(format!(
+                "bad batching {s:?}: expected True, False, auto, a positive number of batches, or chunk:N"
+            ))
+        })
     }
 }
 
@@ -136,9 +132,7 @@ pub struct EvenSplit {
 impl EvenSplit {
     /// Splits into `n` batches.
     pub fn new(n: usize) -> Self {
-        EvenSplit {
-            batches_left: n.max(1),
-        }
+        EvenSplit { batches_left: n.max(1) }
     }
 }
 
@@ -167,11 +161,7 @@ pub struct Adaptive {
 impl Adaptive {
     /// A batcher aiming at `target` per batch, for `workers` workers.
     pub fn new(target: Duration, workers: usize) -> Self {
-        Adaptive {
-            target,
-            workers: workers.max(1),
-            per_item_ns: None,
-        }
+        Adaptive { target, workers: workers.max(1), per_item_ns: None }
     }
 }
 
@@ -211,26 +201,20 @@ pub fn batcher_for(
     auto_target: Duration,
 ) -> Result<Box<dyn Batcher>> {
     if mode.needs_length() && length.is_none() {
-        return Err(Error::NeedsLength {
-            mode: format!("{mode:?}"),
-        });
+        return Err(Error::NeedsLength { mode: format!("{mode:?}") });
     }
     Ok(match mode {
         Batching::None => Box::new(FixedSize(1)),
         Batching::PerWorker => Box::new(EvenSplit::new(workers.max(1) * multiplier.max(1))),
         Batching::Batches(n) => {
             if n == 0 {
-                return Err(Error::Config(
-                    "Batching::Batches(0): need at least one batch".into(),
-                ));
+                return Err(Error::Config("Batching::Batches(0): need at least one batch".into()));
             }
             Box::new(EvenSplit::new(n))
         }
         Batching::ChunkSize(c) => {
             if c == 0 {
-                return Err(Error::Config(
-                    "Batching::ChunkSize(0): chunks need at least one item".into(),
-                ));
+                return Err(Error::Config("Batching::ChunkSize(0): chunks need at least one item".into()));
             }
             Box::new(FixedSize(c))
         }
@@ -268,14 +252,7 @@ mod tests {
         let e = batcher_for(Batching::PerWorker, None, 2, 1, Duration::from_millis(1));
         assert!(matches!(e, Err(Error::NeedsLength { .. })));
         assert!(batcher_for(Batching::Auto, None, 2, 1, Duration::from_millis(1)).is_ok());
-        assert!(batcher_for(
-            Batching::Batches(0),
-            Some(3),
-            2,
-            1,
-            Duration::from_millis(1)
-        )
-        .is_err());
+        assert!(batcher_for(Batching::Batches(0), Some(3), 2, 1, Duration::from_millis(1)).is_err());
     }
 
     #[test]

@@ -35,10 +35,7 @@ pub struct DispatchConfig {
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        DispatchConfig {
-            prefetch: 2,
-            max_ahead: None,
-        }
+        DispatchConfig { prefetch: 2, max_ahead: None }
     }
 }
 
@@ -78,10 +75,7 @@ impl<'a, I: Iterator, O> Dispatch<'a, I, O> {
             events,
             in_flight: vec![0; n],
             in_flight_total: 0,
-            config: DispatchConfig {
-                prefetch: config.prefetch.max(1),
-                ..config
-            },
+            config: DispatchConfig { prefetch: config.prefetch.max(1), ..config },
             oldest: 0,
             done_flags: VecDeque::new(),
             over: false,
@@ -119,10 +113,7 @@ impl<'a, I: Iterator, O> Dispatch<'a, I, O> {
     }
 
     fn mark_done(&mut self, seq: u64) {
-        if let Some(flag) = seq
-            .checked_sub(self.oldest)
-            .and_then(|i| self.done_flags.get_mut(i as usize))
-        {
+        if let Some(flag) = seq.checked_sub(self.oldest).and_then(|i| self.done_flags.get_mut(i as usize)) {
             *flag = true;
         }
         while self.done_flags.front() == Some(&true) {

@@ -3,6 +3,7 @@
 use crate::backend::{Backend, BackendFactory};
 use crate::batching::Batching;
 use crate::error::{Error, Result};
+use crate::items::SliceItems;
 use crate::job::Job;
 use crate::progress::Progress;
 use crate::stats::JobStats;
@@ -41,11 +42,7 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// `max_workers`, or the machine's available parallelism.
     pub fn workers_or_default(&self) -> usize {
-        self.max_workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+        self.max_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     }
 }
 
@@ -62,38 +59,40 @@ pub struct Engine<B: Backend> {
 impl<B: Backend> Engine<B> {
     /// Starts building an engine from a backend factory (such as the facade's `Kind`).
     pub fn builder<F: BackendFactory<Backend = B>>(factory: F) -> EngineBuilder<F> {
-        EngineBuilder {
-            factory,
-            config: EngineConfig::default(),
-        }
+        EngineBuilder { factory, config: EngineConfig::default() }
     }
 
     /// An engine over a ready backend, with default settings.
     pub fn from_backend(backend: B) -> Self {
-        let config = EngineConfig {
-            max_workers: Some(backend.max_workers()),
-            ..EngineConfig::default()
-        };
+        let config = EngineConfig { max_workers: Some(backend.max_workers()), ..EngineConfig::default() };
         Self::with_config(backend, config)
     }
 
     /// An engine over a ready backend with these settings.
     pub fn with_config(backend: B, config: EngineConfig) -> Self {
-        Engine {
-            backend,
-            config,
-            last_stats: Arc::new(Mutex::new(None)),
-        }
+        Engine { backend, config, last_stats: Arc::new(Mutex::new(None)) }
     }
 
     /// Maps `task` over `items`. Nothing runs until a terminal method of the [`Job`]
     /// (`run`, `gather`, `stream`, ...) is called.
-    pub fn map<T: Task, It: IntoIterator<Item = T::Item>>(
-        &self,
-        task: T,
-        items: It,
-    ) -> Job<'_, B, T, It::IntoIter> {
+    pub fn map<T: Task, It: IntoIterator<Item = T::Item>>(&self, task: T, items: It) -> Job<'_, B, T, It::IntoIter> {
         Job::new(self, task, items.into_iter())
+    }
+
+    /// Maps `task` over a slice of `Clone` items. Same job as [`map`](Self::map) over
+    /// `items.iter().cloned()`, except that when every result is kept (`run`, `gather`,
+    /// `gather_with`) a backend sharing the driver's memory (threads) splits the slice by
+    /// index, as rayon does, and writes every output in its place: no item is walked by the
+    /// driver, no result is copied. Other backends walk it like any iterator.
+    pub fn map_slice<'a, T: Task>(
+        &'a self,
+        task: T,
+        items: &'a [T::Item],
+    ) -> Job<'a, B, T, std::iter::Cloned<std::slice::Iter<'a, T::Item>>>
+    where
+        T::Item: Clone + Sync,
+    {
+        Job::new(self, task, items.iter().cloned()).with_slice(SliceItems::new(items))
     }
 
     /// The most workers a job uses.
@@ -123,10 +122,7 @@ impl<B: Backend> Engine<B> {
 
 impl<B: Backend + std::fmt::Debug> std::fmt::Debug for Engine<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("backend", &self.backend)
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("Engine").field("backend", &self.backend).field("config", &self.config).finish()
     }
 }
 

@@ -54,9 +54,7 @@ pub enum Error {
         actual: String,
     },
     /// A batching mode that needs the number of items was used on an iterator of unknown length.
-    #[error(
-        "batching mode {mode} needs the number of items: pass `.length(n)` or an ExactSizeIterator"
-    )]
+    #[error("batching mode {mode} needs the number of items: pass `.length(n)` or an ExactSizeIterator")]
     NeedsLength {
         /// The batching mode, as written in code.
         mode: String,

@@ -15,12 +15,7 @@ pub fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
     plan: Plan<T, I>,
 ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
     let worker = Worker::<T, Arc<T::Args>>::start(0, &plan.init, plan.args, plan.options)?;
-    Ok(Box::new(Inline {
-        source: plan.source,
-        batcher: plan.batcher,
-        worker,
-        over: false,
-    }))
+    Ok(Box::new(Inline { source: plan.source, batcher: plan.batcher, worker, over: false }))
 }
 
 struct Inline<T: Task, I: Iterator<Item = T::Item>> {

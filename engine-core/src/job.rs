@@ -1,11 +1,12 @@
 //! [`Job`]: one map of a task over items, configured then run by a terminal method.
 
-use crate::backend::{Backend, Plan};
+use crate::backend::{Backend, Plan, SlicePlan};
 use crate::batch::BatchDone;
 use crate::batching::{batcher_for, Batcher, Batching};
 use crate::dispatch::DispatchConfig;
 use crate::engine::Engine;
 use crate::error::{Error, FailureKind, ItemError, Result};
+use crate::items::SliceItems;
 use crate::order::Reorder;
 use crate::progress::{Progress, Tracker};
 use crate::registry;
@@ -35,6 +36,7 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     progress: Progress,
     prefetch: usize,
     reorder_window: Option<usize>,
+    slice: Option<SliceItems<'e, T>>,
 }
 
 /// `Arc::new(())` as an `Arc<X>` when `X` is `()`, so tasks without args need no `.args(())`.
@@ -58,7 +60,13 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             progress: config.progress,
             prefetch: 2,
             reorder_window: None,
+            slice: None,
         }
+    }
+
+    pub(crate) fn with_slice(mut self, slice: SliceItems<'e, T>) -> Self {
+        self.slice = Some(slice);
+        self
     }
 
     /// Declares the number of items, for iterators without an exact size (the seed's
@@ -120,11 +128,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         self
     }
 
-    fn start<'s>(
-        self,
-        fail_fast: bool,
-        bounded: bool,
-    ) -> Result<(Running<'s, T::Output>, Option<usize>)>
+    /// Starts the job. `whole`: the terminal keeps every result (so a slice may be split by
+    /// index); `bounded`: an ordered stream, whose reorder window is bounded.
+    fn start<'s>(self, fail_fast: bool, whole: bool, bounded: bool) -> Result<(Running<'s, T::Output>, Option<usize>)>
     where
         'e: 's,
         I: 's,
@@ -164,11 +170,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         if source.is_empty()? {
             return Ok((Running::new(None, stats, tracker, sink), declared));
         }
-        let workers = backend
-            .max_workers()
-            .min(declared.unwrap_or(usize::MAX))
-            .max(1);
+        let workers = backend.max_workers().min(declared.unwrap_or(usize::MAX)).max(1);
         stats.workers = workers;
+        let custom_batcher = self.batcher.is_some();
         let batcher = match self.batcher {
             Some(b) => b,
             None => batcher_for(
@@ -179,6 +183,20 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
                 backend.auto_batch_target(),
             )?,
         };
+        let slice = self.slice.filter(|s| whole && fail_fast && !self.item_stats && declared == Some(s.len()));
+        let slice_chunk = slice.map(|s| {
+            let n = s.len();
+            match (self.batching, custom_batcher) {
+                (Batching::None, false) => 1,
+                (Batching::PerWorker, false) => n.div_ceil(workers * engine.config().batch_multiplier.max(1)),
+                (Batching::Batches(k), false) => n.div_ceil(k.max(1)),
+                (Batching::ChunkSize(c), false) => c,
+                // Enough chunks to balance uneven items, few enough that claiming one costs
+                // nothing, small enough that a chunk's items stay in cache.
+                (Batching::Auto, _) | (_, true) => n.div_ceil(workers * 16).min(4096),
+            }
+            .max(1)
+        });
         let max_ahead = bounded.then(|| self.reorder_window.unwrap_or(4 * workers * self.prefetch));
         let plan = Plan {
             source,
@@ -186,29 +204,31 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             args,
             init,
             workers,
-            options: WorkerOptions {
-                fail_fast,
-                item_stats: self.item_stats,
-                cancel: None,
-            },
-            dispatch: DispatchConfig {
-                prefetch: self.prefetch,
-                max_ahead,
-            },
+            options: WorkerOptions { fail_fast, item_stats: self.item_stats, cancel: None },
+            dispatch: DispatchConfig { prefetch: self.prefetch, max_ahead },
         };
-        let completions = backend.start::<T, I>(plan)?;
-        Ok((
-            Running::new(Some(completions), stats, tracker, sink),
-            declared,
-        ))
+        let completions = match (slice, slice_chunk) {
+            (Some(items), Some(chunk)) => backend.start_slice::<T, I>(plan, SlicePlan { items, chunk })?,
+            _ => backend.start::<T, I>(plan)?,
+        };
+        Ok((Running::new(Some(completions), stats, tracker, sink), declared))
     }
 
     /// Runs the job and returns every output in input order. Fails fast: the first failed
     /// item stops the job and is returned as [`Error::Item`] with its index.
     pub fn run(self) -> Result<Vec<T::Output>> {
-        let (mut run, len) = self.start(true, false)?;
-        let mut out = Vec::with_capacity(len.unwrap_or(0));
-        in_order(&mut run, |b| out.extend(b.outputs))?;
+        let (mut run, len) = self.start(true, true, false)?;
+        let mut out = Vec::new();
+        in_order(&mut run, |b| {
+            if out.capacity() == 0 {
+                // The first batch (or the only one, for a slice job): keep its buffer, grown
+                // to the whole length, instead of copying it.
+                out = b.outputs;
+                out.reserve(len.unwrap_or(0).saturating_sub(out.len()));
+            } else {
+                out.extend(b.outputs)
+            }
+        })?;
         Ok(out)
     }
 
@@ -218,7 +238,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     where
         T::Output: IntoIterator,
     {
-        let (mut run, len) = self.start(true, false)?;
+        let (mut run, len) = self.start(true, true, false)?;
         let mut out = Vec::with_capacity(len.unwrap_or(0));
         in_order(&mut run, |b| out.extend(b.outputs.into_iter().flatten()))?;
         Ok(out)
@@ -242,7 +262,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn gather_with<A>(self, init: A, mut f: impl FnMut(A, T::Output) -> A) -> Result<A> {
-        let (mut run, _) = self.start(true, false)?;
+        let (mut run, _) = self.start(true, true, false)?;
         let mut acc = Some(init);
         in_order(&mut run, |b| {
             for o in b.outputs {
@@ -254,7 +274,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
 
     /// Runs every item, failed or not, and returns each item's own result in input order.
     pub fn collect_results(self) -> Result<Vec<Result<T::Output, ItemError>>> {
-        let (mut run, len) = self.start(false, false)?;
+        let (mut run, len) = self.start(false, false, false)?;
         let mut out = Vec::with_capacity(len.unwrap_or(0));
         let mut reorder = Reorder::default();
         while let Some(b) = run.next_done() {
@@ -286,7 +306,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         'e: 's,
         I: 's,
     {
-        let (run, _) = self.start(true, true)?;
+        let (run, _) = self.start(true, false, true)?;
         Ok(ResultStream::new(run))
     }
 
@@ -296,7 +316,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         'e: 's,
         I: 's,
     {
-        let (run, _) = self.start(true, false)?;
+        let (run, _) = self.start(true, false, false)?;
         Ok(UnorderedStream::new(run))
     }
 }
@@ -319,10 +339,7 @@ fn in_order<O>(run: &mut Running<'_, O>, mut sink: impl FnMut(BatchDone<O>)) -> 
     if reorder.held() > 0 {
         return Err(Error::Backend {
             backend: "engine",
-            message: format!(
-                "{} batch(es) finished after a batch that never did",
-                reorder.held()
-            ),
+            message: format!("{} batch(es) finished after a batch that never did", reorder.held()),
         });
     }
     Ok(())

@@ -13,12 +13,14 @@ pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod inline;
+pub mod items;
 pub mod job;
 mod order;
 pub mod progress;
 pub mod registry;
 mod run;
 pub mod shared;
+pub mod slots;
 pub mod source;
 pub mod stats;
 pub mod store;
@@ -29,10 +31,11 @@ pub mod worker;
 #[cfg(feature = "arrow")]
 pub mod arrow;
 
-pub use backend::{Backend, BackendFactory, Completions, Plan};
+pub use backend::{Backend, BackendFactory, Completions, Plan, SlicePlan};
 pub use batching::{Batcher, Batching};
 pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::{BoxError, Error, FailureKind, ItemError, Result};
+pub use items::SliceItems;
 pub use job::Job;
 pub use progress::Progress;
 pub use shared::Shared;

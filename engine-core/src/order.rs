@@ -11,10 +11,7 @@ pub struct Reorder<O> {
 
 impl<O> Default for Reorder<O> {
     fn default() -> Self {
-        Reorder {
-            next: 0,
-            waiting: BTreeMap::new(),
-        }
+        Reorder { next: 0, waiting: BTreeMap::new() }
     }
 }
 

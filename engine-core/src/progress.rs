@@ -36,20 +36,14 @@ pub struct Progress {
 
 impl Default for Progress {
     fn default() -> Self {
-        Progress {
-            log_every_percent: Some(10),
-            bar: Bar::Auto,
-        }
+        Progress { log_every_percent: Some(10), bar: Bar::Auto }
     }
 }
 
 impl Progress {
     /// No lines, no bar.
     pub fn quiet() -> Self {
-        Progress {
-            log_every_percent: None,
-            bar: Bar::Never,
-        }
+        Progress { log_every_percent: None, bar: Bar::Never }
     }
 }
 
@@ -74,14 +68,8 @@ impl Tracker {
             Ok("always") => Bar::Always,
             _ => config.bar,
         };
-        let bar_mode = if std::io::stderr().is_terminal() {
-            bar_mode
-        } else {
-            Bar::Never
-        };
-        let every = config
-            .log_every_percent
-            .filter(|p| *p > 0 && total.is_some());
+        let bar_mode = if std::io::stderr().is_terminal() { bar_mode } else { Bar::Never };
+        let every = config.log_every_percent.filter(|p| *p > 0 && total.is_some());
         Tracker {
             total,
             done: 0,
@@ -97,9 +85,7 @@ impl Tracker {
     pub(crate) fn advance(&mut self, n: usize) {
         self.done += n;
         if let (Some(every), Some(total)) = (self.every, self.total) {
-            let pct = (self.done as u64 * 100)
-                .checked_div(total as u64)
-                .unwrap_or(100);
+            let pct = (self.done as u64 * 100).checked_div(total as u64).unwrap_or(100);
             if pct >= self.next_log_pct {
                 tracing::info!(
                     target: "adparallelengine::progress",
@@ -126,14 +112,12 @@ impl Tracker {
                 return;
             }
             let bar = match self.total {
-                Some(t) => {
-                    ProgressBar::with_draw_target(Some(t as u64), ProgressDrawTarget::stderr())
-                }
+                Some(t) => ProgressBar::with_draw_target(Some(t as u64), ProgressDrawTarget::stderr()),
                 None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
             };
-            if let Ok(style) = ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})",
-            ) {
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})")
+            {
                 bar.set_style(style);
             }
             bar.set_prefix(self.backend);
@@ -157,14 +141,7 @@ mod tests {
 
     #[test]
     fn logs_every_ten_percent() {
-        let mut t = Tracker::new(
-            Progress {
-                log_every_percent: Some(10),
-                bar: Bar::Never,
-            },
-            Some(200),
-            "test",
-        );
+        let mut t = Tracker::new(Progress { log_every_percent: Some(10), bar: Bar::Never }, Some(200), "test");
         let mut logged = vec![];
         for _ in 0..200 {
             let before = t.next_log_pct;

@@ -45,10 +45,7 @@ macro_rules! register_task {
 
 /// Names of every task registered in this binary.
 pub fn registered_names() -> Vec<&'static str> {
-    inventory::iter::<TaskEntry>
-        .into_iter()
-        .map(|e| (e.name)())
-        .collect()
+    inventory::iter::<TaskEntry>.into_iter().map(|e| (e.name)()).collect()
 }
 
 /// Whether `T` is registered (under its name, by its own type).

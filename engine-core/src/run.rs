@@ -24,13 +24,7 @@ impl<'a, O> Running<'a, O> {
         tracker: Tracker,
         sink: Arc<Mutex<Option<JobStats>>>,
     ) -> Self {
-        Running {
-            inner,
-            stats,
-            started: Instant::now(),
-            tracker,
-            sink,
-        }
+        Running { inner, stats, started: Instant::now(), tracker, sink }
     }
 
     /// The next completed batch (completion order); `None` at the end.
@@ -39,12 +33,7 @@ impl<'a, O> Running<'a, O> {
         match inner.next_done() {
             Some(Ok(mut b)) => {
                 self.stats.items_done += b.outputs.len();
-                self.stats.batches.push(BatchStat {
-                    start: b.start,
-                    len: b.len,
-                    worker: b.worker,
-                    busy: b.busy,
-                });
+                self.stats.batches.push(BatchStat { start: b.start, len: b.len, worker: b.worker, busy: b.busy });
                 self.stats.record_items(b.start, b.item_stats.take());
                 self.tracker.advance(b.len);
                 Some(Ok(b))

@@ -20,14 +20,7 @@ pub struct ItemSource<I: Iterator> {
 impl<I: Iterator> ItemSource<I> {
     /// Wraps an iterator. `declared` is the length the caller promises, if any.
     pub fn new(iter: I, declared: Option<usize>) -> Self {
-        ItemSource {
-            iter,
-            declared,
-            pulled: 0,
-            lookahead: None,
-            exhausted: false,
-            next_seq: 0,
-        }
+        ItemSource { iter, declared, pulled: 0, lookahead: None, exhausted: false, next_seq: 0 }
     }
 
     /// The declared length.
@@ -63,10 +56,7 @@ impl<I: Iterator> ItemSource<I> {
                 self.exhausted = true;
                 return match self.iter.next() {
                     None => Ok(None),
-                    Some(_) => Err(Error::LengthMismatch {
-                        declared: d,
-                        actual: format!("more than {d}"),
-                    }),
+                    Some(_) => Err(Error::LengthMismatch { declared: d, actual: format!("more than {d}") }),
                 };
             }
         }
@@ -78,10 +68,9 @@ impl<I: Iterator> ItemSource<I> {
             None => {
                 self.exhausted = true;
                 match self.declared {
-                    Some(d) if self.pulled < d => Err(Error::LengthMismatch {
-                        declared: d,
-                        actual: self.pulled.to_string(),
-                    }),
+                    Some(d) if self.pulled < d => {
+                        Err(Error::LengthMismatch { declared: d, actual: self.pulled.to_string() })
+                    }
                     _ => Ok(None),
                 }
             }
@@ -123,10 +112,7 @@ impl<I: Iterator> ItemSource<I> {
             if got < want {
                 self.exhausted = true;
                 if let Some(d) = self.declared {
-                    return Err(Error::LengthMismatch {
-                        declared: d,
-                        actual: self.pulled.to_string(),
-                    });
+                    return Err(Error::LengthMismatch { declared: d, actual: self.pulled.to_string() });
                 }
             }
         }
@@ -172,11 +158,7 @@ mod tests {
     fn too_few_items_is_an_error() {
         let mut s = ItemSource::new(0..3, Some(5));
         let e = s.next_batch(10).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("yielded 3 item(s) but the declared length is 5"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("yielded 3 item(s) but the declared length is 5"), "{e}");
     }
 
     #[test]

@@ -47,10 +47,7 @@ pub struct JobStats {
 
 impl JobStats {
     pub(crate) fn new(per_item: bool, len: Option<usize>) -> Self {
-        JobStats {
-            per_item: per_item.then(|| Vec::with_capacity(len.unwrap_or(0))),
-            ..Default::default()
-        }
+        JobStats { per_item: per_item.then(|| Vec::with_capacity(len.unwrap_or(0))), ..Default::default() }
     }
 
     pub(crate) fn record_items(&mut self, start: usize, stats: Option<Vec<ItemStats>>) {
@@ -72,11 +69,7 @@ impl JobStats {
 
     /// The seed's `times`: wall time of each item in input order, when per-item stats are on.
     pub fn times(&self) -> Option<Vec<Duration>> {
-        self.per_item.as_ref().map(|v| {
-            v.iter()
-                .map(|s| s.map(|s| s.time).unwrap_or_default())
-                .collect()
-        })
+        self.per_item.as_ref().map(|v| v.iter().map(|s| s.map(|s| s.time).unwrap_or_default()).collect())
     }
 
     /// The seed's `peak_mem_allocations`: peak bytes of each item in input order, when

@@ -18,12 +18,7 @@ pub struct ResultStream<'a, O> {
 
 impl<'a, O> ResultStream<'a, O> {
     pub(crate) fn new(run: Running<'a, O>) -> Self {
-        ResultStream {
-            run,
-            reorder: Reorder::default(),
-            current: Vec::new().into_iter(),
-            over: false,
-        }
+        ResultStream { run, reorder: Reorder::default(), current: Vec::new().into_iter(), over: false }
     }
 
     /// Batches finished but held back behind an unfinished earlier one (for tests of the
@@ -60,10 +55,7 @@ impl<O> Iterator for ResultStream<'_, O> {
                     if self.reorder.held() > 0 {
                         return self.end(Error::Backend {
                             backend: "engine",
-                            message: format!(
-                                "{} batch(es) finished after a batch that never did",
-                                self.reorder.held()
-                            ),
+                            message: format!("{} batch(es) finished after a batch that never did", self.reorder.held()),
                         });
                     }
                     return None;
@@ -89,11 +81,7 @@ pub struct UnorderedStream<'a, O> {
 
 impl<'a, O> UnorderedStream<'a, O> {
     pub(crate) fn new(run: Running<'a, O>) -> Self {
-        UnorderedStream {
-            run,
-            current: (0..).zip(Vec::new()),
-            over: false,
-        }
+        UnorderedStream { run, current: (0..).zip(Vec::new()), over: false }
     }
 }
 

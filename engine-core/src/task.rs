@@ -70,11 +70,7 @@ pub trait Task: 'static {
     fn init(init: &Self::Init, args: &Self::Args) -> Result<Self::State, BoxError>;
 
     /// Runs on one item. An `Err` or a panic fails that item (and names its index).
-    fn run(
-        item: Self::Item,
-        args: &Self::Args,
-        state: &mut Self::State,
-    ) -> Result<Self::Output, BoxError>;
+    fn run(item: Self::Item, args: &Self::Args, state: &mut Self::State) -> Result<Self::Output, BoxError>;
 }
 
 /// Defines and registers a task from a closure-like body, for tasks with no init and no errors.

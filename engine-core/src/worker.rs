@@ -2,6 +2,7 @@
 
 use crate::batch::{Batch, BatchDone};
 use crate::error::{panic_message, Error, FailureKind, ItemError, Result};
+use crate::slots::Claim;
 use crate::stats::{AllocMark, ItemStats};
 use crate::task::Task;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -33,25 +34,10 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
     pub fn start(id: usize, init: &T::Init, args: A, opts: WorkerOptions) -> Result<Self> {
         let state = match catch_unwind(AssertUnwindSafe(|| T::init(init, args.as_ref()))) {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(Error::Init {
-                    worker: id,
-                    message: e.to_string(),
-                })
-            }
-            Err(p) => {
-                return Err(Error::Init {
-                    worker: id,
-                    message: format!("panicked: {}", panic_message(&*p)),
-                })
-            }
+            Ok(Err(e)) => return Err(Error::Init { worker: id, message: e.to_string() }),
+            Err(p) => return Err(Error::Init { worker: id, message: format!("panicked: {}", panic_message(&*p)) }),
         };
-        Ok(Worker {
-            id,
-            args,
-            state,
-            opts,
-        })
+        Ok(Worker { id, args, state, opts })
     }
 
     /// The worker's number.
@@ -75,29 +61,16 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         let mut index = start;
         loop {
             let run = catch_unwind(AssertUnwindSafe(|| {
-                self.run_items(
-                    &mut items,
-                    &mut index,
-                    &mut outputs,
-                    &mut failures,
-                    item_stats.as_mut(),
-                )
+                self.run_items(&mut items, &mut index, &mut outputs, &mut failures, item_stats.as_mut())
             }));
             match run {
                 Ok(()) => break,
                 Err(p) => {
                     if let Some(stats) = item_stats.as_mut() {
                         // The panicking item's stats were not pushed.
-                        stats.push(ItemStats {
-                            time: Default::default(),
-                            peak_alloc: None,
-                        });
+                        stats.push(ItemStats { time: Default::default(), peak_alloc: None });
                     }
-                    failures.push(ItemError {
-                        index,
-                        kind: FailureKind::Panic,
-                        message: panic_message(&*p),
-                    });
+                    failures.push(ItemError { index, kind: FailureKind::Panic, message: panic_message(&*p) });
                     index += 1;
                     if self.opts.fail_fast {
                         break;
@@ -105,15 +78,39 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
                 }
             }
         }
-        BatchDone {
-            seq,
-            start,
-            len,
-            outputs,
-            failures,
-            worker: self.id,
-            busy: began.elapsed(),
-            item_stats,
+        BatchDone { seq, start, len, outputs, failures, worker: self.id, busy: began.elapsed(), item_stats }
+    }
+
+    /// Runs the items of a claimed chunk of a slice job (`items` is that chunk of the slice),
+    /// writing each output in its place. Fail-fast: the first failure leaves the chunk empty
+    /// and is returned.
+    pub fn run_chunk_cloned(&mut self, claim: Claim<'_, T::Output>, items: &[T::Item]) -> Result<(), ItemError>
+    where
+        T::Item: Clone,
+    {
+        let args = self.args.as_ref();
+        let state = &mut self.state;
+        let start = claim.range().start;
+        let mut failure = None;
+        let written = std::cell::Cell::new(0);
+        let outputs = items.iter().map_while(|item| match T::run(item.clone(), args, state) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                failure = Some(e.to_string());
+                None
+            }
+        });
+        let filled = catch_unwind(AssertUnwindSafe(|| claim.fill(outputs, &written)));
+        let index = start + written.get();
+        match filled {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(match failure {
+                Some(message) => ItemError { index, kind: FailureKind::Error, message },
+                None => {
+                    ItemError { index, kind: FailureKind::Lost, message: "chunk had fewer items than slots".into() }
+                }
+            }),
+            Err(p) => Err(ItemError { index, kind: FailureKind::Panic, message: panic_message(&*p) }),
         }
     }
 
@@ -140,21 +137,14 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
                     let mark = AllocMark::start();
                     let t0 = Instant::now();
                     let r = T::run(item, args, state);
-                    stats.push(ItemStats {
-                        time: t0.elapsed(),
-                        peak_alloc: mark.peak(),
-                    });
+                    stats.push(ItemStats { time: t0.elapsed(), peak_alloc: mark.peak() });
                     r
                 }
             };
             match res {
                 Ok(out) => outputs.push(out),
                 Err(e) => {
-                    failures.push(ItemError {
-                        index: *index,
-                        kind: FailureKind::Error,
-                        message: e.to_string(),
-                    });
+                    failures.push(ItemError { index: *index, kind: FailureKind::Error, message: e.to_string() });
                     if self.opts.fail_fast {
                         *index += 1;
                         return;
@@ -186,10 +176,7 @@ pub fn serve<T: Task, A: AsRef<T::Args>>(
                 Error::Init { message, .. } => message,
                 other => other.to_string(),
             };
-            send(Event::InitFailed {
-                worker: id,
-                message,
-            });
+            send(Event::InitFailed { worker: id, message });
             return;
         }
     };

@@ -28,9 +28,7 @@ pub struct MemoryStore {
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore")
-            .field("len", &self.len())
-            .finish()
+        f.debug_struct("MemoryStore").field("len", &self.len()).finish()
     }
 }
 
@@ -42,8 +40,7 @@ impl SharedStore for MemoryStore {
     fn put(&self, bytes: &[u8]) -> Result<ShareKey> {
         let key = ShareKey::of(bytes);
         let mut map = self.values.write().map_err(|_| poisoned())?;
-        map.entry(key.clone())
-            .or_insert_with(|| Arc::new(bytes.to_vec()));
+        map.entry(key.clone()).or_insert_with(|| Arc::new(bytes.to_vec()));
         Ok(key)
     }
 
@@ -56,10 +53,7 @@ impl SharedStore for MemoryStore {
     }
 
     fn contains(&self, key: &ShareKey) -> bool {
-        self.values
-            .read()
-            .map(|m| m.contains_key(key))
-            .unwrap_or(false)
+        self.values.read().map(|m| m.contains_key(key)).unwrap_or(false)
     }
 
     fn len(&self) -> usize {
@@ -81,10 +75,7 @@ mod tests {
         let s = MemoryStore::default();
         let k1 = s.put(b"v1").unwrap();
         let k2 = s.put(b"v2").unwrap();
-        assert_ne!(
-            k1, k2,
-            "a second share under the same name must not serve the old data"
-        );
+        assert_ne!(k1, k2, "a second share under the same name must not serve the old data");
         assert_eq!((*s.get(&k2).unwrap()).as_ref(), b"v2");
         assert_eq!(s.put(b"v1").unwrap(), k1);
         assert_eq!(s.len(), 2);

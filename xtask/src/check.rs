@@ -62,11 +62,7 @@ pub fn expected_blocks(gather: bool) -> Vec<ExpectedBlock> {
     let mut blocks = Vec::with_capacity(2 * ITEMS);
     for i in 0..ITEMS {
         for (j, values) in outputs(i).into_iter().enumerate() {
-            let header = if gather {
-                format!("frame {}", 2 * i + j)
-            } else {
-                format!("item {i} ({j})")
-            };
+            let header = if gather { format!("frame {}", 2 * i + j) } else { format!("item {i} ({j})") };
             blocks.push(ExpectedBlock { header, values });
         }
     }
@@ -88,16 +84,8 @@ impl Expectation {
     /// The expectation for one run: the backend is `serial` when `max_workers` is `1` or the
     /// kind is `serial`, the kind itself otherwise.
     pub fn new(kind: &str, gather: bool, max_workers: &str) -> Expectation {
-        let backend = if max_workers == "1" || kind == "serial" {
-            "serial"
-        } else {
-            kind
-        };
-        Expectation {
-            gather,
-            kind: kind.to_string(),
-            backend: backend.to_string(),
-        }
+        let backend = if max_workers == "1" || kind == "serial" { "serial" } else { kind };
+        Expectation { gather, kind: kind.to_string(), backend: backend.to_string() }
     }
 }
 
@@ -147,12 +135,8 @@ fn cells(line: &str) -> Vec<String> {
 /// Splits stdout into tables and the final `done:` line. Errors on a line that belongs to no
 /// table (blank lines are ignored).
 pub fn parse(stdout: &str) -> Result<Parsed, String> {
-    let lines: Vec<(usize, &str)> = stdout
-        .lines()
-        .enumerate()
-        .map(|(n, l)| (n + 1, l.trim_end()))
-        .filter(|(_, l)| !l.is_empty())
-        .collect();
+    let lines: Vec<(usize, &str)> =
+        stdout.lines().enumerate().map(|(n, l)| (n + 1, l.trim_end())).filter(|(_, l)| !l.is_empty()).collect();
     let mut parsed = Parsed::default();
     let body = match lines.last() {
         Some((_, last)) if last.starts_with("done:") => {
@@ -163,12 +147,7 @@ pub fn parse(stdout: &str) -> Result<Parsed, String> {
     };
     for &(n, line) in body {
         if let Some(h) = header(line) {
-            parsed.blocks.push(Block {
-                header: h.to_string(),
-                line: n,
-                columns: None,
-                rows: Vec::new(),
-            });
+            parsed.blocks.push(Block { header: h.to_string(), line: n, columns: None, rows: Vec::new() });
             continue;
         }
         let block = match parsed.blocks.last_mut() {
@@ -188,8 +167,7 @@ pub fn parse(stdout: &str) -> Result<Parsed, String> {
 
 /// Value of the `key=` field of a `done:` line.
 fn field<'a>(done: &'a str, key: &str) -> Option<&'a str> {
-    done.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    done.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Checks the stdout of one run; the error is a short reason.
@@ -206,10 +184,7 @@ pub fn check_output(stdout: &str, want: &Expectation) -> Result<(), String> {
             ));
         };
         if got.header != exp.header {
-            return Err(format!(
-                "block {k}: got `{}:` (line {}), want `{}:`",
-                got.header, got.line, exp.header
-            ));
+            return Err(format!("block {k}: got `{}:` (line {}), want `{}:`", got.header, got.line, exp.header));
         }
         check_block(got, exp)?;
     }
@@ -222,9 +197,7 @@ pub fn check_output(stdout: &str, want: &Expectation) -> Result<(), String> {
             extra.line
         ));
     }
-    let done = parsed
-        .done
-        .ok_or_else(|| "no `done:` line at the end of stdout".to_string())?;
+    let done = parsed.done.ok_or_else(|| "no `done:` line at the end of stdout".to_string())?;
     check_done(&done, want)
 }
 
@@ -237,24 +210,14 @@ fn check_block(got: &Block, exp: &ExpectedBlock) -> Result<(), String> {
         None => return Err(format!("{h}: no table")),
     }
     if got.rows.len() != exp.values.len() {
-        return Err(format!(
-            "{h}: {} data rows, want {}",
-            got.rows.len(),
-            exp.values.len()
-        ));
+        return Err(format!("{h}: {} data rows, want {}", got.rows.len(), exp.values.len()));
     }
     for (r, (row, want_row)) in got.rows.iter().zip(&exp.values).enumerate() {
         if row.len() != want_row.len() {
-            return Err(format!(
-                "{h}: row {r} has {} cells, want {}",
-                row.len(),
-                want_row.len()
-            ));
+            return Err(format!("{h}: row {r} has {} cells, want {}", row.len(), want_row.len()));
         }
         for (c, (cell, &want)) in row.iter().zip(want_row).enumerate() {
-            let v: f64 = cell
-                .parse()
-                .map_err(|_| format!("{h}[{r}][{c}]: not a number: {cell:?}"))?;
+            let v: f64 = cell.parse().map_err(|_| format!("{h}[{r}][{c}]: not a number: {cell:?}"))?;
             // Written so that a NaN fails too.
             let close = (v - want).abs() < TOLERANCE;
             if !close {
@@ -268,11 +231,7 @@ fn check_block(got: &Block, exp: &ExpectedBlock) -> Result<(), String> {
 /// Checks the final `done: kind=.. backend=.. workers=.. items=.. batches=..` line.
 fn check_done(done: &str, want: &Expectation) -> Result<(), String> {
     let items = ITEMS.to_string();
-    let checks = [
-        ("kind", want.kind.as_str()),
-        ("backend", want.backend.as_str()),
-        ("items", items.as_str()),
-    ];
+    let checks = [("kind", want.kind.as_str()), ("backend", want.backend.as_str()), ("items", items.as_str())];
     for (key, value) in checks {
         match field(done, key) {
             Some(v) if v == value => {}
@@ -304,9 +263,7 @@ mod tests {
         for b in expected_blocks(gather) {
             s.push_str(&format!("{}:\n{}\n", b.header, table(&b.values)));
         }
-        s.push_str(&format!(
-            "done: kind=threads backend={backend} workers=2 items=6 batches=6\n"
-        ));
+        s.push_str(&format!("done: kind=threads backend={backend} workers=2 items=6 batches=6\n"));
         s
     }
 
@@ -339,14 +296,8 @@ mod tests {
                    | 10.0 | 15.0 |\n+------+------+\n";
         let p = parse(out).unwrap();
         assert_eq!(p.blocks.len(), 1);
-        assert_eq!(
-            p.blocks[0].columns.as_deref(),
-            Some(&["0".into(), "1".into()][..])
-        );
-        assert_eq!(
-            p.blocks[0].rows[1],
-            vec!["10.0".to_string(), "15.0".to_string()]
-        );
+        assert_eq!(p.blocks[0].columns.as_deref(), Some(&["0".into(), "1".into()][..]));
+        assert_eq!(p.blocks[0].rows[1], vec!["10.0".to_string(), "15.0".to_string()]);
         assert_eq!(p.done, None);
     }
 
@@ -391,10 +342,7 @@ mod tests {
     #[test]
     fn bad_done_line() {
         let err = check_output(&good(true, "threads"), &want(true, "1")).unwrap_err();
-        assert!(
-            err.contains("backend=threads, want backend=serial"),
-            "{err}"
-        );
+        assert!(err.contains("backend=threads, want backend=serial"), "{err}");
         let out = good(true, "threads").replace("items=6", "items=5");
         let err = check_output(&out, &want(true, "default")).unwrap_err();
         assert!(err.contains("items=5"), "{err}");
@@ -418,12 +366,7 @@ mod tests {
     fn extra_block() {
         let full = good(true, "threads");
         let end = full.find("done:").unwrap();
-        let out = format!(
-            "{}frame 12:\n{}\n{}",
-            &full[..end],
-            table(&[[0.0; 2]; 2]),
-            &full[end..]
-        );
+        let out = format!("{}frame 12:\n{}\n{}", &full[..end], table(&[[0.0; 2]; 2]), &full[end..]);
         let err = check_output(&out, &want(true, "default")).unwrap_err();
         assert!(err.contains("extra `frame 12:`"), "{err}");
     }

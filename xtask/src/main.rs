@@ -44,11 +44,7 @@ fn parse_test_matrix(args: &[String]) -> Result<matrix::Options, String> {
     while let Some(arg) = it.next() {
         let kinds = if arg == "--kinds" {
             let value = it.next();
-            Some(
-                value
-                    .ok_or("--kinds needs a value, e.g. --kinds serial,threads")?
-                    .as_str(),
-            )
+            Some(value.ok_or("--kinds needs a value, e.g. --kinds serial,threads")?.as_str())
         } else {
             arg.strip_prefix("--kinds=")
         };
@@ -70,10 +66,7 @@ fn parse_kinds(value: &str) -> Result<Vec<String>, String> {
     let mut kinds: Vec<String> = Vec::new();
     for k in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
         if !matrix::KINDS.contains(&k) {
-            return Err(format!(
-                "unknown kind {k:?}: expected some of {}",
-                matrix::KINDS.join(", ")
-            ));
+            return Err(format!("unknown kind {k:?}: expected some of {}", matrix::KINDS.join(", ")));
         }
         if !kinds.iter().any(|x| x == k) {
             kinds.push(k.to_string());

@@ -47,10 +47,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options {
-            kinds: KINDS.iter().map(|k| k.to_string()).collect(),
-            release: true,
-        }
+        Options { kinds: KINDS.iter().map(|k| k.to_string()).collect(), release: true }
     }
 }
 
@@ -120,14 +117,7 @@ pub fn cells(kind: &str) -> Vec<Cell> {
             for share in SHARE {
                 for generator in GENERATOR {
                     for max_workers in MAX_WORKERS {
-                        out.push(Cell {
-                            kind: kind.to_string(),
-                            gather,
-                            batched,
-                            share,
-                            generator,
-                            max_workers,
-                        });
+                        out.push(Cell { kind: kind.to_string(), gather, batched, share, generator, max_workers });
                     }
                 }
             }
@@ -154,23 +144,16 @@ fn build(root: &Path, release: bool) -> Result<PathBuf, String> {
     }
     cmd.args(["--example", EXAMPLE]);
     eprintln!("building: {cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+    let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
     if !status.success() {
-        return Err(format!(
-            "`cargo build --example {EXAMPLE}` failed: {status}"
-        ));
+        return Err(format!("`cargo build --example {EXAMPLE}` failed: {status}"));
     }
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => root.join(dir),
         None => root.join("target"),
     };
     let profile = if release { "release" } else { "debug" };
-    let bin = target
-        .join(profile)
-        .join("examples")
-        .join(format!("{EXAMPLE}{}", std::env::consts::EXE_SUFFIX));
+    let bin = target.join(profile).join("examples").join(format!("{EXAMPLE}{}", std::env::consts::EXE_SUFFIX));
     if !bin.is_file() {
         return Err(format!("built, but {} does not exist", bin.display()));
     }
@@ -220,11 +203,7 @@ fn detail(kind: &str, args: &[String], result: Result<&Outcome, &std::io::Error>
     match result {
         Err(e) => s.push_str(&format!("  could not start: {e}\n")),
         Ok(o) => {
-            s.push_str(&format!(
-                "  ended: {} after {} ms\n",
-                o.describe(),
-                o.elapsed.as_millis()
-            ));
+            s.push_str(&format!("  ended: {} after {} ms\n", o.describe(), o.elapsed.as_millis()));
             s.push_str(&format!("  stdout:\n{}", tail(&o.stdout, TAIL_LINES)));
             s.push_str(&format!("  stderr:\n{}", tail(&o.stderr, TAIL_LINES)));
         }
@@ -236,10 +215,7 @@ fn detail(kind: &str, args: &[String], result: Result<&Outcome, &std::io::Error>
 /// last non-empty one.
 fn stderr_reason(stderr: &str) -> &str {
     let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
-    lines()
-        .find(|l| l.starts_with("Error") || l.contains("panicked"))
-        .or_else(|| lines().next_back())
-        .unwrap_or("")
+    lines().find(|l| l.starts_with("Error") || l.contains("panicked")).or_else(|| lines().next_back()).unwrap_or("")
 }
 
 /// How probing a kind went.
@@ -303,11 +279,7 @@ struct CellResult {
 fn run_cell(root: &Path, bin: &Path, cell: Cell) -> CellResult {
     let args = cell.args();
     let (result, ms, detail) = match run::run(command(root, bin, &cell.kind, &args), TIMEOUT) {
-        Err(e) => (
-            Err(format!("cannot start: {e}")),
-            0,
-            Some(detail(&cell.kind, &args, Err(&e))),
-        ),
+        Err(e) => (Err(format!("cannot start: {e}")), 0, Some(detail(&cell.kind, &args, Err(&e)))),
         Ok(o) => {
             let ms = o.elapsed.as_millis();
             let result = if o.timed_out() {
@@ -322,12 +294,7 @@ fn run_cell(root: &Path, bin: &Path, cell: Cell) -> CellResult {
             (result, ms, detail)
         }
     };
-    CellResult {
-        cell,
-        result,
-        ms,
-        detail,
-    }
+    CellResult { cell, result, ms, detail }
 }
 
 /// Cuts `s` to at most `n` characters, marking the cut.
@@ -400,13 +367,7 @@ pub fn test_matrix(opts: &Options) -> ExitCode {
     let mut failures: Vec<String> = Vec::new();
     let mut header_printed = false;
     for kind in &opts.kinds {
-        let mut summary = KindSummary {
-            kind: kind.clone(),
-            passed: 0,
-            failed: 0,
-            ms: 0,
-            skipped: None,
-        };
+        let mut summary = KindSummary { kind: kind.clone(), passed: 0, failed: 0, ms: 0, skipped: None };
         let probe_failure = match probe(&root, &bin, kind) {
             Probe::Available => None,
             Probe::NotBuilt(reason) => {
@@ -427,12 +388,9 @@ pub fn test_matrix(opts: &Options) -> ExitCode {
         }
         for cell in cells(kind) {
             let r = match &probe_failure {
-                Some(reason) => CellResult {
-                    cell,
-                    result: Err(format!("probe failed: {reason}")),
-                    ms: 0,
-                    detail: None,
-                },
+                Some(reason) => {
+                    CellResult { cell, result: Err(format!("probe failed: {reason}")), ms: 0, detail: None }
+                }
                 None => run_cell(&root, &bin, cell),
             };
             print_row(&r);
@@ -470,13 +428,7 @@ pub fn test_matrix(opts: &Options) -> ExitCode {
                 println!("{:<8} skipped (not built)", s.kind);
                 skipped.push(s.kind.as_str());
             }
-            None => println!(
-                "{:<8} {} passed, {} failed, {:.1} s",
-                s.kind,
-                s.passed,
-                s.failed,
-                s.ms as f64 / 1000.0
-            ),
+            None => println!("{:<8} {} passed, {} failed, {:.1} s", s.kind, s.passed, s.failed, s.ms as f64 / 1000.0),
         }
         passed += s.passed;
         failed += s.failed;
@@ -506,14 +458,8 @@ mod tests {
     fn sixty_four_cells_per_kind() {
         let cs = cells("threads");
         assert_eq!(cs.len(), 64);
-        assert_eq!(
-            cs[0].args(),
-            ["threads", "True", "False", "True", "True", "default"]
-        );
-        assert_eq!(
-            cs[63].args(),
-            ["threads", "False", "auto", "False", "False", "1"]
-        );
+        assert_eq!(cs[0].args(), ["threads", "True", "False", "True", "True", "default"]);
+        assert_eq!(cs[63].args(), ["threads", "False", "auto", "False", "False", "1"]);
         let mut all: Vec<_> = cs.iter().map(Cell::args).collect();
         all.sort();
         all.dedup();
@@ -541,10 +487,7 @@ mod tests {
         for k in KINDS {
             assert!(launcher(k).is_empty(), "{k}");
         }
-        assert_eq!(
-            shown("serial", &["serial".into(), "True".into()]),
-            "complete serial True"
-        );
+        assert_eq!(shown("serial", &["serial".into(), "True".into()]), "complete serial True");
     }
 
     #[cfg(unix)]
@@ -555,14 +498,8 @@ mod tests {
             c.args(["-c", script]);
             run::run(c, Duration::from_secs(30))
         };
-        assert!(matches!(
-            classify_probe("serial", sh("exit 0")),
-            Probe::Available
-        ));
-        let p = classify_probe(
-            "mpi",
-            sh("echo 'Error: engine kind `mpi` is not available: not built' >&2; exit 1"),
-        );
+        assert!(matches!(classify_probe("serial", sh("exit 0")), Probe::Available));
+        let p = classify_probe("mpi", sh("echo 'Error: engine kind `mpi` is not available: not built' >&2; exit 1"));
         match p {
             Probe::NotBuilt(r) => {
                 assert_eq!(r, "Error: engine kind `mpi` is not available: not built")
@@ -572,10 +509,7 @@ mod tests {
         match classify_probe("mpi", sh("echo 'Error: boom' >&2; exit 1")) {
             Probe::Failed(reason, detail) => {
                 assert_eq!(reason, "exit code 1: Error: boom");
-                assert!(
-                    detail.contains("$ complete mpi False False False"),
-                    "{detail}"
-                );
+                assert!(detail.contains("$ complete mpi False False False"), "{detail}");
             }
             other => panic!("{other:?}"),
         }

@@ -63,11 +63,7 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<String> {
 }
 
 /// Waits for `child` until `timeout`, killing it past that. None on timeout.
-fn wait(
-    child: &mut Child,
-    start: Instant,
-    timeout: Duration,
-) -> std::io::Result<Option<ExitStatus>> {
+fn wait(child: &mut Child, start: Instant, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
@@ -84,9 +80,7 @@ fn wait(
 
 /// Runs `cmd` (stdin closed, stdout and stderr captured), killing it after `timeout`.
 pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Outcome> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn()?;
     let out = drain(child.stdout.take());
@@ -95,12 +89,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Outcome> {
     let elapsed = start.elapsed();
     let stdout = out.recv_timeout(DRAIN).unwrap_or_default();
     let stderr = err.recv_timeout(DRAIN).unwrap_or_default();
-    Ok(Outcome {
-        status,
-        stdout,
-        stderr,
-        elapsed,
-    })
+    Ok(Outcome { status, stdout, stderr, elapsed })
 }
 
 #[cfg(all(test, unix))]
@@ -115,11 +104,7 @@ mod tests {
 
     #[test]
     fn captures_output_and_status() {
-        let o = run(
-            sh("echo out; echo err >&2; exit 3"),
-            Duration::from_secs(30),
-        )
-        .unwrap();
+        let o = run(sh("echo out; echo err >&2; exit 3"), Duration::from_secs(30)).unwrap();
         assert_eq!(o.stdout, "out\n");
         assert_eq!(o.stderr, "err\n");
         assert!(!o.success());
@@ -128,11 +113,7 @@ mod tests {
 
     #[test]
     fn kills_on_timeout() {
-        let o = run(
-            sh("echo started; exec sleep 30"),
-            Duration::from_millis(300),
-        )
-        .unwrap();
+        let o = run(sh("echo started; exec sleep 30"), Duration::from_millis(300)).unwrap();
         assert!(o.timed_out());
         assert_eq!(o.describe(), "timeout");
         assert!(o.elapsed < Duration::from_secs(10), "{:?}", o.elapsed);

@@ -1,0 +1,197 @@
+//! [`ChunkedOutput`]: the output of a slice job, written in place by workers claiming chunks.
+
+use std::cell::Cell;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// `n` output slots cut into chunks of `chunk`; workers [`claim`](Self::claim) chunks (each
+/// exactly once) and fill them in place, so results land in input order with no reassembly
+/// and no copy.
+pub struct ChunkedOutput<O> {
+    buf: Vec<O>,
+    /// `buf.as_mut_ptr()`, taken once: claims write through it while the owner holds `&self`.
+    base: *mut O,
+    n: usize,
+    chunk: usize,
+    next: AtomicUsize,
+    done: Box<[AtomicBool]>,
+    stop: AtomicBool,
+}
+
+// SAFETY: workers only reach the buffer through `Claim`s, and `claim` hands each chunk out
+// once (an atomic counter), so no two threads ever touch the same slot. Outputs are moved in
+// from the claiming thread and out on the owner's, hence `O: Send`.
+unsafe impl<O: Send> Sync for ChunkedOutput<O> {}
+// SAFETY: it owns its outputs like a `Vec<O>` does.
+unsafe impl<O: Send> Send for ChunkedOutput<O> {}
+
+/// One chunk of slots, claimed by one worker.
+pub struct Claim<'a, O> {
+    start: usize,
+    slots: &'a mut [MaybeUninit<O>],
+    done: &'a AtomicBool,
+}
+
+impl<O> ChunkedOutput<O> {
+    /// Slots for `n` outputs in chunks of `chunk` (at least 1).
+    pub fn new(n: usize, chunk: usize) -> Self {
+        let chunk = chunk.max(1);
+        let chunks = n.div_ceil(chunk);
+        let mut buf = Vec::with_capacity(n);
+        let base = buf.as_mut_ptr();
+        ChunkedOutput {
+            buf,
+            base,
+            n,
+            chunk,
+            next: AtomicUsize::new(0),
+            done: (0..chunks).map(|_| AtomicBool::new(false)).collect(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Number of chunks.
+    pub fn chunks(&self) -> usize {
+        self.done.len()
+    }
+
+    /// The next unclaimed chunk, or `None` when all are claimed or [`stop`](Self::stop) was
+    /// called.
+    pub fn claim(&self) -> Option<Claim<'_, O>> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let c = self.next.fetch_add(1, Ordering::Relaxed);
+        if c >= self.done.len() {
+            return None;
+        }
+        let start = c * self.chunk;
+        let end = (start + self.chunk).min(self.n);
+        // SAFETY: chunk `c` is handed out once, so `start..end` is borrowed by this claim only;
+        // it lies within the buffer's capacity (`n`), and `MaybeUninit` needs no init.
+        let slots =
+            unsafe { std::slice::from_raw_parts_mut((self.base as *mut MaybeUninit<O>).add(start), end - start) };
+        Some(Claim { start, slots, done: &self.done[c] })
+    }
+
+    /// No more claims (a chunk failed): the others finish the chunk they hold and stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// All outputs in order, when every chunk was filled.
+    pub fn into_vec(mut self) -> Option<Vec<O>> {
+        if !self.done.iter().all(|d| d.load(Ordering::Acquire)) {
+            return None;
+        }
+        // SAFETY: every chunk was filled (`Claim::fill` sets the flag only after writing every
+        // slot of its chunk), so all `n` slots are initialised.
+        unsafe { self.buf.set_len(self.n) };
+        for d in self.done.iter() {
+            d.store(false, Ordering::Relaxed);
+        }
+        Some(std::mem::take(&mut self.buf))
+    }
+}
+
+impl<O> Drop for ChunkedOutput<O> {
+    fn drop(&mut self) {
+        // Drop the outputs of filled chunks; the buffer itself is freed by `Vec`'s drop
+        // (its length stays 0).
+        let base = self.base;
+        for (c, d) in self.done.iter().enumerate() {
+            if d.load(Ordering::Acquire) {
+                let start = c * self.chunk;
+                let end = (start + self.chunk).min(self.n);
+                // SAFETY: a set flag means `start..end` was fully written and not moved out.
+                unsafe { std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(base.add(start), end - start)) };
+            }
+        }
+    }
+}
+
+impl<O> Claim<'_, O> {
+    /// Index range (in the input) of this chunk.
+    pub fn range(&self) -> Range<usize> {
+        self.start..self.start + self.slots.len()
+    }
+
+    /// Fills the chunk from `outputs`, in order. It must yield exactly one output per slot
+    /// (else the chunk stays empty and this returns `false`); an early `None` or a panic in
+    /// `outputs` leaves no output behind (those written are dropped). Unless the chunk is
+    /// filled, `written` tells how many outputs came before the end or the panic, that is the
+    /// offset of the item that stopped it.
+    pub fn fill(self, outputs: impl Iterator<Item = O>, written: &Cell<usize>) -> bool {
+        struct Guard<'g, O> {
+            slots: &'g mut [MaybeUninit<O>],
+            written: usize,
+            report: &'g Cell<usize>,
+        }
+        impl<O> Drop for Guard<'_, O> {
+            fn drop(&mut self) {
+                // Reported here (also while unwinding), not per item: a store per item would
+                // put a memory dependency in the hot loop.
+                self.report.set(self.written);
+                for s in &mut self.slots[..self.written] {
+                    // SAFETY: the first `written` slots were initialised by `fill`.
+                    unsafe { s.assume_init_drop() };
+                }
+            }
+        }
+        let mut g = Guard { slots: self.slots, written: 0, report: written };
+        for o in outputs {
+            if g.written == g.slots.len() {
+                return false;
+            }
+            g.slots[g.written].write(o);
+            g.written += 1;
+        }
+        if g.written != g.slots.len() {
+            return false;
+        }
+        std::mem::forget(g);
+        self.done.store(true, Ordering::Release);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn chunks_are_claimed_once_and_land_in_order() {
+        let out = ChunkedOutput::<String>::new(10, 3);
+        assert_eq!(out.chunks(), 4);
+        let mut claims = vec![];
+        while let Some(c) = out.claim() {
+            claims.push(c);
+        }
+        assert_eq!(claims.iter().map(|c| c.range()).collect::<Vec<_>>(), vec![0..3, 3..6, 6..9, 9..10]);
+        for c in claims.into_iter().rev() {
+            let r = c.range();
+            assert!(c.fill(r.map(|i| i.to_string()), &Cell::new(0)));
+        }
+        let v = out.into_vec().unwrap();
+        assert_eq!(v, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn partial_and_failed_chunks_leak_nothing() {
+        let token = Arc::new(());
+        let out = ChunkedOutput::<Arc<()>>::new(6, 2);
+        let a = out.claim().unwrap();
+        assert!(a.fill(std::iter::repeat_n(token.clone(), 2), &Cell::new(0)));
+        let b = out.claim().unwrap();
+        let written = Cell::new(0);
+        assert!(!b.fill(std::iter::repeat_n(token.clone(), 1), &written), "too few outputs");
+        assert_eq!(written.get(), 1);
+        out.stop();
+        assert!(out.claim().is_none());
+        assert_eq!(Arc::strong_count(&token), 3, "only the filled chunk holds outputs");
+        assert!(out.into_vec().is_none());
+        assert_eq!(Arc::strong_count(&token), 1, "dropping the buffer dropped the filled chunk");
+    }
+}
