@@ -50,6 +50,11 @@ pub mod backends {
     pub use backend_threads::ThreadsBackend;
 }
 
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Shared-store implementations.
 pub mod stores {
     pub use share_store::MemoryStore;

@@ -191,9 +191,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
                 (Batching::PerWorker, false) => n.div_ceil(workers * engine.config().batch_multiplier.max(1)),
                 (Batching::Batches(k), false) => n.div_ceil(k.max(1)),
                 (Batching::ChunkSize(c), false) => c,
-                // Enough chunks to balance uneven items, few enough that claiming one costs
-                // nothing, small enough that a chunk's items stay in cache.
-                (Batching::Auto, _) | (_, true) => n.div_ceil(workers * 16).min(4096),
+                // Sixteen chunks per worker balance uneven items; the cap keeps chunks of tiny
+                // items small enough to claim often without costing anything.
+                (Batching::Auto, _) | (_, true) => n.div_ceil(workers * 16).min(1 << 15),
             }
             .max(1)
         });

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo xtask test-matrix [--kinds serial,threads,...] [--release|--debug]
+//! cargo xtask bench [CRITERION ARGS]
+//! cargo xtask ci
 //! cargo xtask help
 //! ```
 //!
@@ -9,7 +11,9 @@
 //! combination, [`check`] parses and checks its output against independently computed values,
 //! [`run`] runs one child process with a timeout.
 
+mod bench;
 mod check;
+mod ci;
 mod matrix;
 mod run;
 
@@ -25,8 +29,11 @@ commands:
         combination of GATHER x BATCHED x SHARE x GENERATOR x MAX_WORKERS (64 cells per kind)
         and check its output. Kinds: serial, threads, process, mpi, k8s (default: all);
         kinds not built in this version are skipped. Exits non-zero if any cell fails.
-  bench   (not implemented yet)
-  ci      (not implemented yet)
+  bench [CRITERION ARGS]
+        Run the criterion benches and print each result with its ratio to the baseline of
+        its group (bare rayon, ...), measured in the same run.
+  ci    Everything CI checks: cargo fmt --check, clippy -D warnings, every test (unit,
+        integration, doc), benches build, then the test matrix.
   help    Print this message.
 ";
 
@@ -92,11 +99,8 @@ fn main() -> ExitCode {
             Ok(opts) => matrix::test_matrix(&opts),
             Err(e) => usage_error(&e),
         },
-        // Later subcommands: `bench` and `ci` get their own modules and arms here.
-        "bench" | "ci" => {
-            eprintln!("cargo xtask {command}: not implemented yet");
-            ExitCode::from(2)
-        }
+        "bench" => bench::bench(rest),
+        "ci" => ci::ci(),
         other => usage_error(&format!("unknown command {other:?}")),
     }
 }

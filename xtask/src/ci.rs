@@ -1,0 +1,42 @@
+//! `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
+//! `-D warnings`, every test of the workspace (unit, integration and doc tests), then the
+//! test matrix. `.ci/run` and the README's test command both run this.
+
+use crate::matrix;
+use std::process::{Command, ExitCode};
+
+/// One step: a cargo command line.
+struct Step {
+    name: &'static str,
+    args: &'static [&'static str],
+}
+
+const STEPS: &[Step] = &[
+    Step { name: "format", args: &["fmt", "--all", "--", "--check"] },
+    Step { name: "clippy", args: &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"] },
+    Step { name: "tests", args: &["test", "--workspace"] },
+    Step { name: "benches build", args: &["bench", "--workspace", "--no-run"] },
+];
+
+/// Runs every step; stops at the first failure.
+pub fn ci() -> ExitCode {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = matrix::workspace_root();
+    for step in STEPS {
+        eprintln!("== ci: {} (cargo {})", step.name, step.args.join(" "));
+        let status = Command::new(&cargo).current_dir(&root).args(step.args).status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("== ci: {} failed: {s}", step.name);
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("== ci: cannot run cargo for {}: {e}", step.name);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!("== ci: test matrix");
+    matrix::test_matrix(&matrix::Options::default())
+}
