@@ -58,7 +58,7 @@ struct ThreadLink<I> {
     cancel: Arc<AtomicBool>,
 }
 
-impl<I: Send> WorkerLink<I> for ThreadLink<I> {
+impl<I: Send> WorkerLink<Batch<I>> for ThreadLink<I> {
     fn send(&mut self, batch: Batch<I>) -> Result<()> {
         let tx = self
             .tx
@@ -92,7 +92,7 @@ impl Backend for ThreadsBackend {
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
         let cancel = Arc::new(AtomicBool::new(false));
         let (events_tx, events_rx) = unbounded::<Event<T::Output>>();
-        let mut links: Vec<Box<dyn WorkerLink<T::Item> + 'a>> = Vec::with_capacity(plan.workers);
+        let mut links: Vec<Box<dyn WorkerLink<Batch<T::Item>> + 'a>> = Vec::with_capacity(plan.workers);
         for id in 0..plan.workers {
             let (tx, rx) = unbounded::<Batch<T::Item>>();
             let args = Arc::clone(&plan.args);

@@ -49,6 +49,13 @@ pub enum Event<O> {
         /// The error or panic message.
         message: String,
     },
+    /// The worker cannot work for this job (another build, an unknown task): not retried.
+    Fatal {
+        /// The worker's number.
+        worker: usize,
+        /// What it said.
+        message: String,
+    },
     /// The worker is gone (exited, killed, connection lost) with batches in flight.
     Lost {
         /// The worker's number.

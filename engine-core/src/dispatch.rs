@@ -1,28 +1,71 @@
 //! The dispatch loop shared by every backend whose workers are reached through links
-//! (threads, processes, MPI ranks, pods): pull-based, with a small prefetch window and a
-//! bounded reorder window.
+//! (threads, processes, MPI ranks, pods): pull-based with a small prefetch window, a bounded
+//! reorder window, per-item timeouts, and retries of the batches of a worker that died.
 
 use crate::backend::Completions;
 use crate::batch::{Batch, BatchDone, Event};
 use crate::batching::Batcher;
-use crate::error::{Error, Result};
+use crate::error::{Error, FailureKind, ItemError, Result};
 use crate::source::ItemSource;
-use crossbeam_channel::Receiver;
-use std::collections::VecDeque;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// What a link carries for one batch: the batch itself (threads) or its encoding (processes).
+pub trait Parcel: Send + Sized {
+    /// The batch's sequence number.
+    fn seq(&self) -> u64;
+    /// Index of its first item.
+    fn start(&self) -> usize;
+    /// Number of items.
+    fn len(&self) -> usize;
+    /// Whether it holds no item.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// A copy kept while it is in flight, to resend it if its worker dies. `None` (the
+    /// default): workers of this kind cannot die alone, and nothing is kept.
+    fn keep(&self) -> Option<Self> {
+        None
+    }
+    /// Splits into one parcel per item, to find the item that kills its worker.
+    fn split(self) -> Vec<Self> {
+        vec![self]
+    }
+}
+
+impl<I: Send> Parcel for Batch<I> {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn start(&self) -> usize {
+        self.start
+    }
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
 
 /// The driver's end of one worker.
-pub trait WorkerLink<I>: Send {
-    /// Queues a batch for the worker.
-    fn send(&mut self, batch: Batch<I>) -> Result<()>;
-    /// No more batches: the worker finishes what it holds, then stops.
+pub trait WorkerLink<P>: Send {
+    /// Queues a parcel for the worker.
+    fn send(&mut self, parcel: P) -> Result<()>;
+    /// No more parcels: the worker finishes what it holds, then stops.
     fn close(&mut self);
     /// Stop now: the worker drops what it holds (the job failed or was dropped).
     fn cancel(&mut self) {
         self.close()
     }
+    /// Kill the worker (an item timed out). Its loss is then reported as an [`Event::Lost`].
+    fn kill(&mut self) {
+        self.cancel()
+    }
 }
 
-/// Prefetch and ordering knobs of the dispatch loop.
+/// Starts a replacement worker in a slot whose worker died.
+pub type Respawn<'a, P> = Box<dyn FnMut(usize) -> Result<Box<dyn WorkerLink<P> + 'a>> + 'a>;
+
+/// Prefetch, ordering and failure knobs of the dispatch loop.
 #[derive(Debug, Clone, Copy)]
 pub struct DispatchConfig {
     /// Batches queued per worker (1 running + the rest waiting), so a worker never idles
@@ -31,53 +74,114 @@ pub struct DispatchConfig {
     /// Most batches between the oldest unfinished one and the newest cut: bounds what an
     /// ordered stream buffers. `None` when every result is kept anyway.
     pub max_ahead: Option<usize>,
+    /// How many times the items of a worker that died are tried again (on a fresh worker)
+    /// before they are reported as failed.
+    pub max_retries: usize,
+    /// Longest time one item may take; its worker is killed past it (per batch: this times
+    /// the batch's length). `None`: no limit.
+    pub item_timeout: Option<Duration>,
 }
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        DispatchConfig { prefetch: 2, max_ahead: None }
+        DispatchConfig { prefetch: 2, max_ahead: None, max_retries: 2, item_timeout: None }
     }
+}
+
+struct InFlight<P> {
+    seq: u64,
+    start: usize,
+    len: usize,
+    kept: Option<P>,
+    attempt: usize,
+}
+
+struct Slot<'a, P> {
+    link: Option<Box<dyn WorkerLink<P> + 'a>>,
+    in_flight: VecDeque<InFlight<P>>,
+    head_since: Instant,
+    timed_out: Option<Duration>,
+}
+
+/// Parts of a batch split after its worker died, gathered until all are back.
+struct Parts<O> {
+    remaining: usize,
+    done: Vec<BatchDone<O>>,
 }
 
 /// Runs a job over worker links: hands out batches as workers free up and returns completed
 /// batches. Dropping it cancels every worker.
-pub struct Dispatch<'a, I: Iterator, O> {
+pub struct Dispatch<'a, I: Iterator, O, P: Parcel> {
     backend: &'static str,
     source: ItemSource<I>,
     batcher: Box<dyn Batcher + 'a>,
-    links: Vec<Box<dyn WorkerLink<I::Item> + 'a>>,
+    prepare: Box<dyn FnMut(Batch<I::Item>) -> Result<P> + 'a>,
+    slots: Vec<Slot<'a, P>>,
+    respawn: Option<Respawn<'a, P>>,
     events: Receiver<Event<O>>,
-    in_flight: Vec<usize>,
-    in_flight_total: usize,
     config: DispatchConfig,
-    /// Sequence number of the oldest unfinished batch, and the done flags from there on.
+    retry: VecDeque<(P, usize)>,
+    parts: HashMap<u64, Parts<O>>,
+    ready: VecDeque<BatchDone<O>>,
+    outstanding: usize,
     oldest: u64,
     done_flags: VecDeque<bool>,
+    broken: Option<Error>,
     over: bool,
 }
 
-impl<'a, I: Iterator, O> Dispatch<'a, I, O> {
-    /// A dispatch loop over `links`; workers report on `events`.
+impl<'a, I: Iterator, O> Dispatch<'a, I, O, Batch<I::Item>>
+where
+    I::Item: Send + 'a,
+{
+    /// A dispatch loop whose links take batches as they are (in-process workers).
     pub fn new(
         backend: &'static str,
         source: ItemSource<I>,
         batcher: Box<dyn Batcher + 'a>,
-        links: Vec<Box<dyn WorkerLink<I::Item> + 'a>>,
+        links: Vec<Box<dyn WorkerLink<Batch<I::Item>> + 'a>>,
         events: Receiver<Event<O>>,
         config: DispatchConfig,
     ) -> Self {
-        let n = links.len();
+        Dispatch::with_parcels(backend, source, batcher, Box::new(Ok), links, None, events, config)
+    }
+}
+
+impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
+    /// A dispatch loop whose links take parcels made by `prepare` (encoded batches, for
+    /// out-of-process workers), with `respawn` replacing workers that die.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_parcels(
+        backend: &'static str,
+        source: ItemSource<I>,
+        batcher: Box<dyn Batcher + 'a>,
+        prepare: Box<dyn FnMut(Batch<I::Item>) -> Result<P> + 'a>,
+        links: Vec<Box<dyn WorkerLink<P> + 'a>>,
+        respawn: Option<Respawn<'a, P>>,
+        events: Receiver<Event<O>>,
+        config: DispatchConfig,
+    ) -> Self {
+        let now = Instant::now();
+        let slots = links
+            .into_iter()
+            .map(|l| Slot { link: Some(l), in_flight: VecDeque::new(), head_since: now, timed_out: None })
+            .collect();
         Dispatch {
             backend,
             source,
             batcher,
-            links,
+            prepare,
+            slots,
+            respawn,
             events,
-            in_flight: vec![0; n],
-            in_flight_total: 0,
             config: DispatchConfig { prefetch: config.prefetch.max(1), ..config },
+            retry: VecDeque::new(),
+            parts: HashMap::new(),
+            ready: VecDeque::new(),
+            outstanding: 0,
             oldest: 0,
             done_flags: VecDeque::new(),
+            broken: None,
             over: false,
         }
     }
@@ -89,24 +193,50 @@ impl<'a, I: Iterator, O> Dispatch<'a, I, O> {
         }
     }
 
-    /// Gives every worker batches up to the prefetch depth, breadth first.
+    fn send_to(&mut self, w: usize, parcel: P, attempt: usize) -> Result<()> {
+        let slot = &mut self.slots[w];
+        let Some(link) = slot.link.as_mut() else {
+            return Err(Error::Backend { backend: self.backend, message: format!("worker {w} is gone") });
+        };
+        let entry =
+            InFlight { seq: parcel.seq(), start: parcel.start(), len: parcel.len(), kept: parcel.keep(), attempt };
+        if slot.in_flight.is_empty() {
+            slot.head_since = Instant::now();
+        }
+        if let Err(e) = link.send(parcel) {
+            // The worker is gone; the reason (its init failed, it died) is on its way as an
+            // event, which says more than this error: keep this one for when none comes.
+            slot.link = None;
+            self.broken.get_or_insert(e);
+            return Ok(());
+        }
+        slot.in_flight.push_back(entry);
+        Ok(())
+    }
+
+    /// Gives every live worker parcels up to the prefetch depth, breadth first: retries first,
+    /// then new batches.
     fn fill(&mut self) -> Result<()> {
         for depth in 1..=self.config.prefetch {
-            for w in 0..self.links.len() {
-                if self.in_flight[w] >= depth {
+            for w in 0..self.slots.len() {
+                if self.slots[w].link.is_none() || self.slots[w].in_flight.len() >= depth {
+                    continue;
+                }
+                if let Some((parcel, attempt)) = self.retry.pop_front() {
+                    self.send_to(w, parcel, attempt)?;
                     continue;
                 }
                 if self.source.is_done() || !self.window_open() {
-                    return Ok(());
+                    continue;
                 }
                 let size = self.batcher.next_size(self.source.remaining());
                 let Some(batch) = self.source.next_batch(size)? else {
-                    return Ok(());
+                    continue;
                 };
                 self.done_flags.push_back(false);
-                self.links[w].send(batch)?;
-                self.in_flight[w] += 1;
-                self.in_flight_total += 1;
+                self.outstanding += 1;
+                let parcel = (self.prepare)(batch)?;
+                self.send_to(w, parcel, 0)?;
             }
         }
         Ok(())
@@ -127,7 +257,7 @@ impl<'a, I: Iterator, O> Dispatch<'a, I, O> {
             return;
         }
         self.over = true;
-        for l in &mut self.links {
+        for l in self.slots.iter_mut().filter_map(|s| s.link.as_mut()) {
             if cancel {
                 l.cancel()
             } else {
@@ -140,49 +270,207 @@ impl<'a, I: Iterator, O> Dispatch<'a, I, O> {
         self.shut(true);
         Some(Err(e))
     }
+
+    /// A batch (or a part of a split one) is back.
+    fn finished(&mut self, b: BatchDone<O>) {
+        let seq = b.seq;
+        let Some(p) = self.parts.get_mut(&seq) else {
+            self.complete(b);
+            return;
+        };
+        p.remaining = p.remaining.saturating_sub(b.len);
+        p.done.push(b);
+        if p.remaining == 0 {
+            if let Some(merged) = self.parts.remove(&seq).and_then(|p| merge(p.done)) {
+                self.complete(merged);
+            }
+        }
+    }
+
+    fn complete(&mut self, b: BatchDone<O>) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.batcher.observe(b.len, b.busy);
+        self.mark_done(b.seq);
+        self.ready.push_back(b);
+    }
+
+    /// A worker died: its parcels are retried (split into single items) on the others, items
+    /// past the retry limit fail, and the slot gets a fresh worker.
+    fn lost(&mut self, w: usize, reason: String) -> Result<()> {
+        let Some(slot) = self.slots.get_mut(w) else { return Ok(()) };
+        slot.link = None;
+        let reason = match slot.timed_out.take() {
+            Some(limit) => format!("timed out after {limit:?}"),
+            None => reason,
+        };
+        let timed_out = reason.starts_with("timed out");
+        let entries: Vec<InFlight<P>> = slot.in_flight.drain(..).collect();
+        tracing::warn!(backend = self.backend, worker = w, %reason, batches = entries.len(), "worker lost");
+        for e in entries {
+            let Some(parcel) = e.kept else {
+                return Err(Error::Backend {
+                    backend: self.backend,
+                    message: format!("worker {w} lost with items {}..{} in flight: {reason}", e.start, e.start + e.len),
+                });
+            };
+            let attempt = e.attempt + 1;
+            if e.len > 1 {
+                // Which item killed it is unknown: run each alone from now on.
+                self.parts.entry(e.seq).or_insert_with(|| Parts { remaining: e.len, done: Vec::new() });
+                for p in parcel.split() {
+                    self.retry.push_back((p, attempt));
+                }
+            } else if attempt > self.config.max_retries {
+                let kind = if timed_out { FailureKind::Timeout } else { FailureKind::Lost };
+                let message = format!("its worker was lost {attempt} time(s); last: {reason}");
+                self.finished(BatchDone {
+                    seq: e.seq,
+                    start: e.start,
+                    len: 1,
+                    outputs: Vec::new(),
+                    failures: vec![ItemError { index: e.start, kind, message }],
+                    worker: w,
+                    busy: Duration::ZERO,
+                    item_stats: None,
+                });
+            } else {
+                self.retry.push_back((parcel, attempt));
+            }
+        }
+        if let Some(respawn) = self.respawn.as_mut() {
+            match respawn(w) {
+                Ok(link) => {
+                    let slot = &mut self.slots[w];
+                    slot.link = Some(link);
+                    slot.head_since = Instant::now();
+                }
+                Err(e) => tracing::warn!(backend = self.backend, worker = w, error = %e, "cannot replace worker"),
+            }
+        }
+        if self.slots.iter().all(|s| s.link.is_none()) && (self.outstanding > 0 || !self.source.is_done()) {
+            return Err(Error::Backend {
+                backend: self.backend,
+                message: format!("every worker is gone; last: {reason}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Kills workers whose head batch overran its time; returns how long to wait at most.
+    fn check_timeouts(&mut self) -> Option<Duration> {
+        let limit = self.config.item_timeout?;
+        let now = Instant::now();
+        let mut wait: Option<Duration> = None;
+        for slot in &mut self.slots {
+            let (Some(head), Some(link)) = (slot.in_flight.front(), slot.link.as_mut()) else { continue };
+            if slot.timed_out.is_some() {
+                continue;
+            }
+            let allowed = limit * head.len as u32;
+            let deadline = slot.head_since + allowed;
+            if now >= deadline {
+                slot.timed_out = Some(allowed);
+                link.kill();
+            } else {
+                let left = deadline - now;
+                wait = Some(wait.map_or(left, |w| w.min(left)));
+            }
+        }
+        // Check again soon while a killed worker's loss is on its way.
+        Some(wait.unwrap_or(Duration::from_millis(50)))
+    }
 }
 
-impl<I: Iterator, O> Completions<O> for Dispatch<'_, I, O> {
-    fn next_done(&mut self) -> Option<Result<BatchDone<O>>> {
-        if self.over {
-            return None;
-        }
-        if let Err(e) = self.fill() {
-            return self.fail(e);
-        }
-        if self.in_flight_total == 0 {
-            self.shut(false);
-            return None;
-        }
-        match self.events.recv() {
-            Ok(Event::Done(b)) => {
-                if let Some(n) = self.in_flight.get_mut(b.worker) {
-                    *n = n.saturating_sub(1);
-                }
-                self.in_flight_total -= 1;
-                self.batcher.observe(b.len, b.busy);
-                self.mark_done(b.seq);
-                Some(Ok(b))
+/// Joins the parts of a split batch back into one.
+fn merge<O>(mut parts: Vec<BatchDone<O>>) -> Option<BatchDone<O>> {
+    parts.sort_by_key(|b| b.start);
+    let mut it = parts.into_iter();
+    let mut acc = it.next()?;
+    for b in it {
+        acc.len += b.len;
+        acc.outputs.extend(b.outputs);
+        acc.failures.extend(b.failures);
+        acc.busy += b.busy;
+        acc.worker = b.worker;
+        acc.item_stats = match (acc.item_stats.take(), b.item_stats) {
+            (Some(mut a), Some(s)) => {
+                a.extend(s);
+                Some(a)
             }
-            Ok(Event::InitFailed { worker, message }) => self.fail(Error::Init { worker, message }),
-            Ok(Event::Lost { worker, reason }) => self.fail(Error::Backend {
-                backend: self.backend,
-                message: format!("worker {worker} lost with batches in flight: {reason}"),
-            }),
-            Err(_) => {
-                let n = self.in_flight_total;
-                self.fail(Error::Backend {
+            _ => None,
+        };
+    }
+    Some(acc)
+}
+
+impl<I: Iterator, O, P: Parcel> Completions<O> for Dispatch<'_, I, O, P> {
+    fn next_done(&mut self) -> Option<Result<BatchDone<O>>> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Some(Ok(b));
+            }
+            if self.over {
+                return None;
+            }
+            if let Err(e) = self.fill() {
+                return self.fail(e);
+            }
+            if let Some(e) = self.broken.take() {
+                // A parcel could not be sent: the job cannot complete. Prefer the worker's own
+                // account of why, if it arrives promptly.
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while let Ok(ev) = self.events.recv_deadline(deadline) {
+                    match ev {
+                        Event::InitFailed { worker, message } => return self.fail(Error::Init { worker, message }),
+                        Event::Fatal { worker, message } => {
+                            let message = format!("worker {worker}: {message}");
+                            return self.fail(Error::Backend { backend: self.backend, message });
+                        }
+                        _ => {}
+                    }
+                }
+                return self.fail(e);
+            }
+            if self.outstanding == 0 && self.source.is_done() {
+                self.shut(false);
+                return None;
+            }
+            let event = match self.check_timeouts() {
+                None => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(wait) => self.events.recv_timeout(wait),
+            };
+            let res = match event {
+                Ok(Event::Done(b)) => {
+                    if let Some(slot) = self.slots.get_mut(b.worker) {
+                        if let Some(pos) = slot.in_flight.iter().position(|f| f.seq == b.seq && f.start == b.start) {
+                            slot.in_flight.remove(pos);
+                        }
+                        slot.head_since = Instant::now();
+                    }
+                    self.finished(b);
+                    Ok(())
+                }
+                Ok(Event::InitFailed { worker, message }) => Err(Error::Init { worker, message }),
+                Ok(Event::Fatal { worker, message }) => {
+                    Err(Error::Backend { backend: self.backend, message: format!("worker {worker}: {message}") })
+                }
+                Ok(Event::Lost { worker, reason }) => self.lost(worker, reason),
+                Err(RecvTimeoutError::Timeout) => Ok(()),
+                Err(RecvTimeoutError::Disconnected) => Err(Error::Backend {
                     backend: self.backend,
-                    message: format!("every worker stopped with {n} batch(es) outstanding"),
-                })
+                    message: format!("every worker stopped with {} batch(es) outstanding", self.outstanding),
+                }),
+            };
+            if let Err(e) = res {
+                return self.fail(e);
             }
         }
     }
 }
 
-impl<I: Iterator, O> Drop for Dispatch<'_, I, O> {
+impl<I: Iterator, O, P: Parcel> Drop for Dispatch<'_, I, O, P> {
     fn drop(&mut self) {
-        let unfinished = self.in_flight_total > 0 || !self.source.is_done();
+        let unfinished = self.outstanding > 0 || !self.source.is_done();
         self.shut(unfinished);
     }
 }

@@ -14,6 +14,8 @@ pub enum FailureKind {
     Panic,
     /// The item produced no result (its worker was lost, or the job was cancelled).
     Lost,
+    /// The item ran past the job's item timeout.
+    Timeout,
 }
 
 impl fmt::Display for FailureKind {
@@ -22,6 +24,7 @@ impl fmt::Display for FailureKind {
             FailureKind::Error => f.write_str("returned an error"),
             FailureKind::Panic => f.write_str("panicked"),
             FailureKind::Lost => f.write_str("was lost"),
+            FailureKind::Timeout => f.write_str("timed out"),
         }
     }
 }

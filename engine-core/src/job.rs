@@ -36,6 +36,8 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     progress: Progress,
     prefetch: usize,
     reorder_window: Option<usize>,
+    max_retries: usize,
+    item_timeout: Option<std::time::Duration>,
     slice: Option<SliceItems<'e, T>>,
 }
 
@@ -60,6 +62,8 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             progress: config.progress,
             prefetch: 2,
             reorder_window: None,
+            max_retries: 2,
+            item_timeout: None,
             slice: None,
         }
     }
@@ -125,6 +129,23 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// worker).
     pub fn reorder_window(mut self, batches: usize) -> Self {
         self.reorder_window = Some(batches.max(1));
+        self
+    }
+
+    /// How many times the items of a worker that died (a crash, a signal, an OOM kill, a lost
+    /// connection) are tried again on a fresh worker before they fail (default 2). After the
+    /// first loss a batch's items are retried one by one, so the failure names the item that
+    /// kills its worker. In-process backends have no such failure.
+    pub fn retries(mut self, n: usize) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Longest time one item may take on an out-of-process backend: past it the worker running
+    /// it is killed (only that one), and the item is retried, then fails with
+    /// [`FailureKind::Timeout`]. Threads cannot be killed, so in-process backends ignore it.
+    pub fn item_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.item_timeout = Some(limit);
         self
     }
 
@@ -205,7 +226,12 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             init,
             workers,
             options: WorkerOptions { fail_fast, item_stats: self.item_stats, cancel: None },
-            dispatch: DispatchConfig { prefetch: self.prefetch, max_ahead },
+            dispatch: DispatchConfig {
+                prefetch: self.prefetch,
+                max_ahead,
+                max_retries: self.max_retries,
+                item_timeout: self.item_timeout,
+            },
         };
         let completions = match (slice, slice_chunk) {
             (Some(items), Some(chunk)) => backend.start_slice::<T, I>(plan, SlicePlan { items, chunk })?,

@@ -18,6 +18,7 @@ pub mod job;
 mod order;
 pub mod progress;
 pub mod registry;
+pub mod remote;
 mod run;
 pub mod shared;
 pub mod slots;
@@ -26,6 +27,7 @@ pub mod stats;
 pub mod store;
 pub mod stream;
 pub mod task;
+pub mod wire;
 pub mod worker;
 
 #[cfg(feature = "arrow")]
@@ -47,5 +49,5 @@ pub use task::{Payload, Task};
 /// Re-exports used by this crate's macros. Not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use inventory;
+    pub use linkme;
 }

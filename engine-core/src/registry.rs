@@ -1,4 +1,8 @@
 //! Link-time registry of tasks, so any process running the same binary finds a task by name.
+//!
+//! Entries live in a `linkme` distributed slice: the linker gathers them, so the registry is
+//! complete before any code runs, including the pre-`main` hook through which a re-executed
+//! worker process serves without ever entering the user's `main`.
 
 use crate::error::{Error, Result};
 use crate::task::Task;
@@ -11,9 +15,14 @@ pub struct TaskEntry {
     pub name: fn() -> &'static str,
     /// The task type's identity, to tell two types registered under one name apart.
     pub type_id: fn() -> TypeId,
+    /// Runs one job of this task in a worker process (decodes args, init, batches).
+    pub serve: crate::remote::ServeJob,
 }
 
-inventory::collect!(TaskEntry);
+/// Every registered task of this binary.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static TASKS: [TaskEntry];
 
 /// Registers a task so that workers find it by name. Put it next to the `impl Task`.
 ///
@@ -34,18 +43,31 @@ inventory::collect!(TaskEntry);
 #[macro_export]
 macro_rules! register_task {
     ($task:ty) => {
-        $crate::__private::inventory::submit! {
-            $crate::registry::TaskEntry {
+        const _: () = {
+            #[$crate::__private::linkme::distributed_slice($crate::registry::TASKS)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static ENTRY: $crate::registry::TaskEntry = $crate::registry::TaskEntry {
                 name: <$task as $crate::Task>::name,
                 type_id: ::std::any::TypeId::of::<$task>,
-            }
-        }
+                serve: $crate::remote::serve_job::<$task>,
+            };
+        };
     };
 }
 
 /// Names of every task registered in this binary.
 pub fn registered_names() -> Vec<&'static str> {
-    inventory::iter::<TaskEntry>.into_iter().map(|e| (e.name)()).collect()
+    TASKS.iter().map(|e| (e.name)()).collect()
+}
+
+/// The entry registered under `name`.
+pub fn lookup(name: &str) -> Result<&'static TaskEntry> {
+    let mut found = TASKS.iter().filter(|e| (e.name)() == name);
+    let first = found.next().ok_or_else(|| Error::TaskNotRegistered(name.to_string()))?;
+    if found.any(|e| (e.type_id)() != (first.type_id)()) {
+        return Err(Error::DuplicateTaskName(name.to_string()));
+    }
+    Ok(first)
 }
 
 /// Whether `T` is registered (under its name, by its own type).
@@ -57,19 +79,9 @@ pub fn is_registered<T: Task>() -> bool {
 /// start of every job, on every backend, so a forgotten registration fails on serial already
 /// rather than later on a cluster.
 pub fn check<T: Task>() -> Result<()> {
-    let name = T::name();
-    let mut found = false;
-    for entry in inventory::iter::<TaskEntry> {
-        if (entry.name)() == name {
-            if (entry.type_id)() != TypeId::of::<T>() {
-                return Err(Error::DuplicateTaskName(name.to_string()));
-            }
-            found = true;
-        }
+    let entry = lookup(T::name())?;
+    if (entry.type_id)() != TypeId::of::<T>() {
+        return Err(Error::DuplicateTaskName(T::name().to_string()));
     }
-    if found {
-        Ok(())
-    } else {
-        Err(Error::TaskNotRegistered(name.to_string()))
-    }
+    Ok(())
 }
