@@ -13,6 +13,9 @@ pub enum AnyBackend {
     /// A rayon thread pool.
     #[cfg(feature = "threads")]
     Threads(backend_threads::ThreadsBackend),
+    /// Worker processes running this executable.
+    #[cfg(feature = "process")]
+    Process(backend_process::ProcessBackend),
 }
 
 impl AnyBackend {
@@ -22,6 +25,8 @@ impl AnyBackend {
             AnyBackend::Serial(_) => Kind::Serial,
             #[cfg(feature = "threads")]
             AnyBackend::Threads(_) => Kind::Threads,
+            #[cfg(feature = "process")]
+            AnyBackend::Process(_) => Kind::Process,
         }
     }
 }
@@ -32,6 +37,8 @@ macro_rules! each {
             AnyBackend::Serial($b) => $e,
             #[cfg(feature = "threads")]
             AnyBackend::Threads($b) => $e,
+            #[cfg(feature = "process")]
+            AnyBackend::Process($b) => $e,
         }
     };
 }
@@ -65,6 +72,10 @@ impl Backend for AnyBackend {
 impl BackendFactory for Kind {
     type Backend = AnyBackend;
     fn create(self, config: &EngineConfig) -> Result<AnyBackend> {
+        // Safety net: a worker process whose pre-main hook did not run serves here, before
+        // anything else of `main` can start more workers.
+        #[cfg(feature = "process")]
+        backend_process::become_worker_if_asked();
         self.ensure_available()?;
         let workers = config.workers_or_default();
         if self == Kind::Serial || workers == 1 {
@@ -73,6 +84,8 @@ impl BackendFactory for Kind {
         match self {
             #[cfg(feature = "threads")]
             Kind::Threads => Ok(AnyBackend::Threads(backend_threads::ThreadsBackend::new(workers)?)),
+            #[cfg(feature = "process")]
+            Kind::Process => Ok(AnyBackend::Process(backend_process::ProcessBackend::new(workers)?)),
             other => Err(engine_core::Error::KindUnavailable {
                 kind: other.as_str().into(),
                 reason: "no backend for this kind in this build".into(),

@@ -57,7 +57,7 @@ impl Kind {
         let (feature_on, built) = match self {
             Kind::Serial => (true, true),
             Kind::Threads => (cfg!(feature = "threads"), true),
-            Kind::Process => (cfg!(feature = "process"), false),
+            Kind::Process => (cfg!(feature = "process"), true),
             Kind::Mpi => (cfg!(feature = "mpi"), false),
             Kind::K8s => (cfg!(feature = "k8s"), false),
         };

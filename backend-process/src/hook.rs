@@ -1,0 +1,74 @@
+//! Becoming a worker: a re-executed copy of the program finds the driver's socket in its
+//! environment and serves it from a hook that runs **before `main`**, so a worker never runs
+//! the user's `main` (no re-run side effects, no fork bombs) and test binaries work as they
+//! are: the hook runs before the test harness too.
+
+use engine_core::remote::{serve_connection, FromWorker, ToWorker, Transport};
+use engine_core::wire::{decode, encode_frame, read_frame, DEFAULT_MAX_FRAME};
+use std::io::{BufReader, Write};
+use std::os::unix::io::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+/// The variable that tells a process it is a worker: the number of its socket's descriptor.
+pub const ENV_WORKER_FD: &str = "ADPARALLELENGINE_WORKER_FD";
+/// The descriptor the driver puts the worker's socket on.
+pub(crate) const WORKER_FD: i32 = 3;
+
+/// Runs before `main` (an ELF `.init_array` entry). The task registry is a linker-built
+/// slice, complete before any constructor runs, so the worker can find tasks already here.
+#[used]
+#[cfg_attr(any(target_os = "linux", target_os = "android", target_os = "freebsd"), link_section = ".init_array")]
+#[cfg_attr(target_os = "macos", link_section = "__DATA,__mod_init_func")]
+pub(crate) static PRE_MAIN_HOOK: extern "C" fn() = pre_main_hook;
+
+extern "C" fn pre_main_hook() {
+    become_worker_if_asked();
+}
+
+/// If this process was started as a worker, serves the driver and exits; otherwise returns at
+/// once. The pre-`main` hook calls it; engine construction calls it again as a safety net.
+pub fn become_worker_if_asked() {
+    let Some(fd) = std::env::var(ENV_WORKER_FD).ok().and_then(|v| v.parse::<i32>().ok()) else {
+        return;
+    };
+    // Children of this worker (if a task starts processes) are not workers.
+    std::env::remove_var(ENV_WORKER_FD);
+    // SAFETY: the driver put our end of a socketpair on this descriptor and nothing else in
+    // this process owns it.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let code = match std::panic::catch_unwind(move || serve(stream)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(msg)) => {
+            eprintln!("adparallelengine worker {}: {msg}", std::process::id());
+            3
+        }
+        Err(_) => 4,
+    };
+    std::process::exit(code);
+}
+
+fn serve(stream: UnixStream) -> Result<(), String> {
+    let writer = stream.try_clone().map_err(|e| format!("cannot clone the driver socket: {e}"))?;
+    let mut t = SocketTransport { reader: BufReader::with_capacity(1 << 16, stream), writer };
+    serve_connection(&mut t)
+}
+
+/// The worker's end of a socket, speaking engine-core's frames.
+struct SocketTransport {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Transport for SocketTransport {
+    fn send(&mut self, msg: &FromWorker) -> std::io::Result<()> {
+        let frame = encode_frame(msg).map_err(std::io::Error::other)?;
+        self.writer.write_all(&frame)
+    }
+
+    fn recv(&mut self) -> std::io::Result<Option<ToWorker>> {
+        match read_frame(&mut self.reader, DEFAULT_MAX_FRAME)? {
+            None => Ok(None),
+            Some(payload) => decode(&payload).map(Some).map_err(std::io::Error::other),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! One worker process as the driver sees it: spawning it, its link (the socket's write half)
+//! and the reader thread that turns its frames into engine events.
+
+use crate::cleanup;
+use crate::hook::{ENV_WORKER_FD, WORKER_FD};
+use crossbeam_channel::Sender;
+use engine_core::batch::{BatchDone, Event};
+use engine_core::dispatch::{Parcel, WorkerLink};
+use engine_core::remote::{fingerprint, FromWorker, ToWorker};
+use engine_core::wire::{decode, decode_seq, encode_frame, read_frame, EncodedBatch, DEFAULT_MAX_FRAME};
+use engine_core::{Error, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::{BufReader, Write};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+fn backend_err(message: String) -> Error {
+    Error::Backend { backend: "process", message }
+}
+
+/// Starts this executable as worker `w`, connected to us by a socketpair.
+fn spawn_process(exe: &Path) -> Result<(Child, UnixStream)> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| backend_err(format!("cannot create a socketpair: {e}")))?;
+    let fd = theirs.as_raw_fd();
+    let parent = std::process::id() as i32;
+    let mut cmd = Command::new(exe);
+    cmd.env(ENV_WORKER_FD, WORKER_FD.to_string()).stdin(Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // async-signal-safe calls (dup2, fcntl, prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == WORKER_FD {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(fd, WORKER_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The driver may have died before the prctl: then nobody will kill us.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+            }
+            let _ = parent;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| backend_err(format!("cannot start worker process {}: {e}", exe.display())))?;
+    drop(theirs);
+    cleanup::track(child.id() as i32);
+    Ok((child, ours))
+}
+
+/// How a process ended, in words.
+fn describe(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("worker process exited with code {c}"),
+            (None, Some(sig)) => {
+                let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown");
+                format!("worker process killed by signal {sig} ({name})")
+            }
+            _ => format!("worker process ended: {s}"),
+        },
+        Err(e) => format!("worker process vanished: {e}"),
+    }
+}
+
+/// Encodes a batch frame straight from the encoded items, without copying them into a
+/// message first. Its bytes are those of `ToWorker::Batch` (checked by a test).
+fn batch_frame(p: &EncodedBatch) -> Result<Vec<u8>> {
+    struct Bytes<'a>(&'a [u8]);
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+    // `ToWorker::Batch` is variant 2: postcard writes the variant index, then the fields.
+    let msg = (2u32, p.seq(), p.start(), p.len(), Bytes(p.item_bytes()));
+    encode_frame(&msg)
+}
+
+/// What every worker of a job is told when it starts: who it is, and the job.
+pub(crate) struct JobFrames {
+    pub(crate) job: Vec<u8>,
+}
+
+/// Spawns the workers of one job (and their replacements).
+pub(crate) struct Spawner<O> {
+    pub(crate) exe: std::path::PathBuf,
+    pub(crate) frames: Arc<JobFrames>,
+    pub(crate) events: Sender<Event<O>>,
+    pub(crate) readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
+    /// Starts worker `w`: the process, its handshake and job, and its reader thread.
+    pub(crate) fn spawn(&self, w: usize) -> Result<ProcLink> {
+        let (child, stream) = spawn_process(&self.exe)?;
+        let pid = child.id() as i32;
+        let mut writer = stream;
+        let reader = writer.try_clone().map_err(|e| backend_err(format!("cannot clone a socket: {e}")))?;
+        let hello = encode_frame(&ToWorker::Hello { fingerprint: fingerprint().to_string(), worker: w })?;
+        let sent = writer.write_all(&hello).and_then(|()| writer.write_all(&self.frames.job));
+        let events = self.events.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("adparallelengine-reader-{w}"))
+            .spawn(move || read_worker(w, child, reader, events))
+            .map_err(|e| backend_err(format!("cannot start a reader thread: {e}")))?;
+        if let Ok(mut g) = self.readers.lock() {
+            g.push(handle);
+        }
+        if let Err(e) = sent {
+            // The reader reports the process's end; this link is dead.
+            tracing::warn!(worker = w, error = %e, "cannot send the job to a new worker");
+        }
+        tracing::debug!(worker = w, pid, "worker process started");
+        Ok(ProcLink { writer: Some(writer), pid })
+    }
+}
+
+/// The reader thread of one worker: frames to events, then the process's end.
+fn read_worker<O: DeserializeOwned>(w: usize, mut child: Child, stream: UnixStream, events: Sender<Event<O>>) {
+    let mut r = BufReader::with_capacity(1 << 16, stream);
+    let mut ended = false;
+    let mut trouble: Option<String> = None;
+    loop {
+        let payload = match read_frame(&mut r, DEFAULT_MAX_FRAME) {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) => {
+                trouble = Some(format!("connection failed: {e}"));
+                break;
+            }
+        };
+        let event = match decode::<FromWorker>(&payload) {
+            Ok(FromWorker::Hello { .. }) => continue,
+            Ok(FromWorker::JobEnded) => {
+                ended = true;
+                continue;
+            }
+            Ok(FromWorker::Refused { reason }) => Event::Fatal { worker: w, message: reason },
+            Ok(FromWorker::InitFailed { message }) => Event::InitFailed { worker: w, message },
+            Ok(FromWorker::Done { seq, start, len, count, outputs, failures, busy, item_stats }) => {
+                match decode_seq::<O>(&outputs.0, count) {
+                    Ok(outputs) => {
+                        Event::Done(BatchDone { seq, start, len, outputs, failures, worker: w, busy, item_stats })
+                    }
+                    Err(e) => Event::Fatal { worker: w, message: format!("cannot decode outputs: {e}") },
+                }
+            }
+            Err(e) => Event::Fatal { worker: w, message: format!("bad message from worker: {e}") },
+        };
+        if events.send(event).is_err() {
+            // The job is gone: stop this worker.
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            break;
+        }
+    }
+    drop(r);
+    let status = child.wait();
+    cleanup::untrack(child.id() as i32);
+    if !ended {
+        let mut reason = describe(status);
+        if let Some(t) = trouble {
+            reason = format!("{reason} ({t})");
+        }
+        let _ = events.send(Event::Lost { worker: w, reason });
+    }
+}
+
+/// The driver's end of one worker process.
+pub(crate) struct ProcLink {
+    writer: Option<UnixStream>,
+    pid: i32,
+}
+
+impl WorkerLink<EncodedBatch> for ProcLink {
+    fn send(&mut self, parcel: EncodedBatch) -> Result<()> {
+        let w = self.writer.as_mut().ok_or_else(|| backend_err("batch sent to a closed worker".into()))?;
+        let frame = batch_frame(&parcel)?;
+        w.write_all(&frame).map_err(|e| backend_err(format!("worker process {} is gone: {e}", self.pid)))
+    }
+
+    fn close(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            if let Ok(frame) = encode_frame(&ToWorker::EndJob) {
+                let _ = w.write_all(&frame);
+            }
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    fn cancel(&mut self) {
+        self.writer = None;
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine_core::batch::Batch;
+
+    #[test]
+    fn batch_frames_are_to_worker_batch_messages() {
+        let b = EncodedBatch::encode(&Batch { seq: 3, start: 40, items: vec![1u64, 2, 300] }).unwrap();
+        let frame = batch_frame(&b).unwrap();
+        let msg: ToWorker = decode(&frame[8..]).unwrap();
+        match msg {
+            ToWorker::Batch { seq, start, count, items } => {
+                assert_eq!((seq, start, count), (3, 40, 3));
+                assert_eq!(decode_seq::<u64>(&items.0, 3).unwrap(), vec![1, 2, 300]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! [`DirStore`]: content-addressed files in a private directory, mapped read-only on `get`.
+
+use engine_core::{Error, Result, ShareKey, SharedBytes, SharedStore};
+use memmap2::Mmap;
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+/// Start of the name of every directory made by [`DirStore::create`].
+const DIR_PREFIX: &str = "adparallelengine-";
+/// Extension of the file holding one value.
+const EXT: &str = "bin";
+/// Start of the name of a file being written (renamed to `<key>.bin` once complete).
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Content-addressed values as files in one directory, mapped read-only by [`get`](Self::get).
+///
+/// The driver makes the store with [`create`](Self::create): a fresh private directory (mode
+/// 0700) that the store owns and removes, with every file in it, on drop and on
+/// [`clear`](SharedStore::clear). Each value is one file `<key>.bin` (mode 0600) named by
+/// [`ShareKey::of`] its bytes, written once under a temporary name and renamed into place, so a
+/// reader never sees a partial file and a file is never modified after it appears. Putting the
+/// same bytes again writes nothing; putting new bytes gives a new key, so a second share under
+/// the same name never serves the old data.
+///
+/// A worker process of the same machine opens the directory with [`open`](Self::open): a
+/// read-only view whose [`get`](Self::get) maps the file (no copy, pages shared with every other
+/// process mapping it) and whose drop removes nothing.
+///
+/// Nothing else may modify a store file in place while it is mapped: as with any file mapping,
+/// truncating it under a reader makes that reader's process fault (SIGBUS) on access. The store
+/// itself never does (it only creates, renames and removes whole files).
+///
+/// ```
+/// use engine_core::SharedStore;
+/// use share_store::DirStore;
+///
+/// let store = DirStore::create(None)?;
+/// let a = store.put(b"big table")?;
+/// assert_eq!(store.put(b"big table")?, a); // same content, same key, written once
+/// assert_eq!(store.writes(), 1);
+/// let view = DirStore::open(store.path())?;
+/// assert_eq!((*view.get(&a)?).as_ref(), b"big table");
+/// assert!(view.put(b"other").is_err()); // read-only
+/// let dir = store.path().to_path_buf();
+/// drop(view); // removes nothing
+/// assert!(dir.is_dir());
+/// drop(store); // removes the directory and its files
+/// assert!(!dir.exists());
+/// # Ok::<(), engine_core::Error>(())
+/// ```
+pub struct DirStore {
+    dir: PathBuf,
+    /// Made by `create`: writable, removed on drop and clear. A view from `open` is not.
+    owned: bool,
+    /// Whether the directory exists (false after `clear`, until the next `put` makes it again).
+    /// Puts hold it shared, `clear` exclusive, so a clear never races a write.
+    present: RwLock<bool>,
+    /// Keys being written by a thread of this process; others putting the same key wait.
+    inflight: Mutex<HashSet<ShareKey>>,
+    written: Condvar,
+    writes: AtomicUsize,
+}
+
+impl fmt::Debug for DirStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirStore")
+            .field("dir", &self.dir)
+            .field("read_only", &!self.owned)
+            .field("writes", &self.writes())
+            .finish()
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
+    Error::Store(format!("{what} {}: {e}", path.display()))
+}
+
+fn poisoned(dir: &Path) -> Error {
+    Error::Store(format!("directory store {} lock poisoned by a panic", dir.display()))
+}
+
+/// 64 random bits for a directory name: std's per-process random hasher keys, plus the time and
+/// a counter so that two calls never give the same value.
+fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    h.write_u128(nanos);
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// Makes `dir` (not its parents), failing if it exists, readable by its owner only.
+fn make_private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        fs::DirBuilder::new().mode(0o700).create(dir)?;
+        // The umask can only have removed bits; set the mode exactly.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    {
+        fs::create_dir(dir)
+    }
+}
+
+/// Creates the new file `path` (failing if it exists), readable by its owner only.
+fn create_private_file(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    {
+        options.open(path)
+    }
+}
+
+fn remove_dir_all_if_present(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| io_error("cannot make absolute the path", path, e))
+}
+
+/// Removes its key from the in-flight set and wakes the waiting puts, even on error or panic.
+struct Claim<'a> {
+    store: &'a DirStore,
+    key: ShareKey,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut inflight = match self.store.inflight.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        inflight.remove(&self.key);
+        drop(inflight);
+        self.store.written.notify_all();
+    }
+}
+
+impl DirStore {
+    /// Makes a fresh private directory `adparallelengine-<pid>-<random>` (mode 0700) under
+    /// `parent` (made with its parents if missing) or, without one, under
+    /// [`std::env::temp_dir`], and a store that owns it: dropping the store or
+    /// [`clear`](SharedStore::clear)ing it removes the directory and every file in it.
+    ///
+    /// The path is made absolute, so worker processes with another working directory can
+    /// [`open`](Self::open) it.
+    pub fn create(parent: Option<&Path>) -> Result<DirStore> {
+        let parent = match parent {
+            Some(p) => p.to_path_buf(),
+            None => std::env::temp_dir(),
+        };
+        fs::create_dir_all(&parent)
+            .map_err(|e| io_error("cannot create the shared-store parent directory", &parent, e))?;
+        let parent = absolute(&parent)?;
+        const ATTEMPTS: usize = 16;
+        for _ in 0..ATTEMPTS {
+            let dir = parent.join(format!("{DIR_PREFIX}{}-{:016x}", std::process::id(), random_u64()));
+            match make_private_dir(&dir) {
+                Ok(()) => return Ok(DirStore::new(dir, true)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error("cannot create the shared-store directory", &dir, e)),
+            }
+        }
+        Err(Error::Store(format!(
+            "cannot create a shared-store directory under {}: {ATTEMPTS} random names were all taken",
+            parent.display()
+        )))
+    }
+
+    /// A read-only view of the existing store directory `dir` (what a worker process uses):
+    /// [`get`](Self::get) and [`contains`](SharedStore::contains) work,
+    /// [`put`](SharedStore::put) and [`clear`](SharedStore::clear) are errors, and dropping it
+    /// removes nothing.
+    pub fn open(dir: &Path) -> Result<DirStore> {
+        let meta = fs::metadata(dir).map_err(|e| io_error("cannot open the shared-store directory", dir, e))?;
+        if !meta.is_dir() {
+            return Err(Error::Store(format!(
+                "cannot open the shared-store directory {}: not a directory",
+                dir.display()
+            )));
+        }
+        Ok(DirStore::new(absolute(dir)?, false))
+    }
+
+    fn new(dir: PathBuf, owned: bool) -> DirStore {
+        DirStore {
+            dir,
+            owned,
+            present: RwLock::new(true),
+            inflight: Mutex::new(HashSet::new()),
+            written: Condvar::new(),
+            writes: AtomicUsize::new(0),
+        }
+    }
+
+    /// The store's directory (absolute).
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file that holds (or would hold) the value of `key`: `<dir>/<key>.bin`.
+    pub fn file_path(&self, key: &ShareKey) -> PathBuf {
+        self.dir.join(format!("{key}.{EXT}"))
+    }
+
+    /// Whether this is a read-only view made by [`open`](Self::open).
+    pub fn is_read_only(&self) -> bool {
+        !self.owned
+    }
+
+    /// How many files this store actually wrote (a put of bytes already stored writes none).
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Maps the value of `key` read-only: the same as [`SharedStore::get`], with the concrete
+    /// type.
+    pub fn map(&self, key: &ShareKey) -> Result<MappedFile> {
+        let path = self.file_path(key);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::Store(format!(
+                    "no shared value under key {key} in directory {} (no file {})",
+                    self.dir.display(),
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(io_error("cannot open the shared value", &path, e)),
+        };
+        // SAFETY: the mapping is only sound if nobody modifies the file while it is mapped.
+        // Store files are written completely under a temporary name and renamed into place,
+        // never written again; removing or replacing the name (clear, drop, a rename by a
+        // concurrent put of the same content) leaves the mapped inode intact.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| io_error("cannot map the shared value", &path, e))?;
+        Ok(MappedFile { map, path })
+    }
+
+    fn read_only(&self, what: &str) -> Error {
+        Error::Store(format!(
+            "cannot {what}: this view of the shared-store directory {} is read-only \
+             (opened with DirStore::open)",
+            self.dir.display()
+        ))
+    }
+
+    /// Holds the directory shared, making it again first if `clear` removed it.
+    fn directory(&self) -> Result<RwLockReadGuard<'_, bool>> {
+        loop {
+            {
+                let present = self.present.read().map_err(|_| poisoned(&self.dir))?;
+                if *present {
+                    return Ok(present);
+                }
+            }
+            let mut present = self.present.write().map_err(|_| poisoned(&self.dir))?;
+            if !*present {
+                make_private_dir(&self.dir)
+                    .map_err(|e| io_error("cannot create again the shared-store directory", &self.dir, e))?;
+                *present = true;
+            }
+        }
+    }
+
+    /// Waits until no other thread of this process is writing `key`, then claims it.
+    fn claim(&self, key: &ShareKey) -> Result<Claim<'_>> {
+        let mut inflight: MutexGuard<'_, HashSet<ShareKey>> = self.inflight.lock().map_err(|_| poisoned(&self.dir))?;
+        while inflight.contains(key) {
+            inflight = self.written.wait(inflight).map_err(|_| poisoned(&self.dir))?;
+        }
+        inflight.insert(key.clone());
+        Ok(Claim { store: self, key: key.clone() })
+    }
+
+    /// Writes `bytes` to a temporary file of the directory, then renames it to `path`.
+    fn write_atomically(&self, key: &ShareKey, path: &Path, bytes: &[u8]) -> Result<()> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            "{TMP_PREFIX}{key}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = create_private_file(&tmp)
+            .map_err(|e| io_error("cannot create the temporary file", &tmp, e))
+            .and_then(|mut file| {
+                file.write_all(bytes).map_err(|e| io_error("cannot write the temporary file", &tmp, e))
+            })
+            .and_then(|()| {
+                fs::rename(&tmp, path)
+                    .map_err(|e| Error::Store(format!("cannot rename {} to {}: {e}", tmp.display(), path.display())))
+            });
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+}
+
+impl SharedStore for DirStore {
+    /// Writes `bytes` to `<key>.bin` unless that file is already there (then writes nothing).
+    fn put(&self, bytes: &[u8]) -> Result<ShareKey> {
+        if !self.owned {
+            return Err(self.read_only("put a value"));
+        }
+        let key = ShareKey::of(bytes);
+        let path = self.file_path(&key);
+        let _directory = self.directory()?;
+        let _claim = self.claim(&key)?;
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.len() == bytes.len() as u64 => return Ok(key),
+            // A file of another length is not this value: replace it.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("cannot inspect the shared value", &path, e)),
+        }
+        self.write_atomically(&key, &path, bytes)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(key)
+    }
+
+    /// Maps `<key>.bin` read-only and returns the mapping ([`MappedFile`]): nothing is copied.
+    fn get(&self, key: &ShareKey) -> Result<SharedBytes> {
+        Ok(Arc::new(self.map(key)?))
+    }
+
+    fn contains(&self, key: &ShareKey) -> bool {
+        self.file_path(key).is_file()
+    }
+
+    /// The number of `<key>.bin` files in the directory (temporary files not counted).
+    fn len(&self) -> usize {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                !name.starts_with(TMP_PREFIX)
+                    && name.ends_with(&format!(".{EXT}"))
+                    && e.file_type().map(|t| t.is_file()).unwrap_or(false)
+            })
+            .count()
+    }
+
+    /// Removes the directory and every file in it (a later `put` makes it again). An error on
+    /// a read-only view.
+    fn clear(&self) -> Result<()> {
+        if !self.owned {
+            return Err(self.read_only("clear the store"));
+        }
+        let mut present = self.present.write().map_err(|_| poisoned(&self.dir))?;
+        remove_dir_all_if_present(&self.dir)
+            .map_err(|e| io_error("cannot remove the shared-store directory", &self.dir, e))?;
+        *present = false;
+        Ok(())
+    }
+}
+
+impl Drop for DirStore {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        if let Err(e) = remove_dir_all_if_present(&self.dir) {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                error = %e,
+                "cannot remove the shared-store directory"
+            );
+        }
+    }
+}
+
+/// A stored value mapped read-only from its file: what `DirStore::get` returns.
+///
+/// The mapping stays valid after the store is cleared or dropped (the file's data lives until
+/// the last mapping goes), so values handed out keep working.
+pub struct MappedFile {
+    map: Mmap,
+    path: PathBuf,
+}
+
+impl MappedFile {
+    /// The file this value was mapped from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedFile").field("path", &self.path).field("len", &self.map.len()).finish()
+    }
+}
