@@ -46,7 +46,7 @@ pub type Engine<B = AnyBackend> = engine_core::Engine<B>;
 /// The backends, for direct use.
 pub mod backends {
     #[cfg(feature = "process")]
-    pub use backend_process::ProcessBackend;
+    pub use backend_process::{live_workers, ProcessBackend};
     pub use backend_serial::SerialBackend;
     #[cfg(feature = "threads")]
     pub use backend_threads::ThreadsBackend;

@@ -3,7 +3,7 @@
 mod common;
 
 use adparallelengine::{register_task, task, Batching, BoxError, Engine, Error, Kind, Progress, Shared, Task};
-use common::{engines, threads};
+use common::{engines, in_process_engines, threads};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,7 +123,7 @@ register_task!(SharedAddr);
 fn shared_values_are_borrowed_never_copied_in_process() {
     let table = Shared::new((0..1_000_000u64).collect::<Vec<_>>());
     let addr = table.as_ptr() as usize;
-    for (name, e) in engines() {
+    for (name, e) in in_process_engines() {
         let out = e.map(SharedAddr, [0usize, 10, 999_999]).args(BigArgs { table: table.clone() }).run().unwrap();
         for (seen, _) in &out {
             assert_eq!(*seen, addr, "{name}: the task saw a copy of the shared table");
@@ -242,7 +242,7 @@ fn length_mismatch_is_an_error_not_a_truncation() {
 #[test]
 fn zero_items_start_no_worker() {
     INITS.store(0, Ordering::SeqCst);
-    for (name, e) in engines() {
+    for (name, e) in in_process_engines() {
         let out = e.map(WithInit, Vec::<u64>::new()).init(1).run().unwrap();
         assert!(out.is_empty(), "{name}");
         let out = e.map(WithInit, std::iter::empty()).init(1).batched(Batching::Auto).stream().unwrap();

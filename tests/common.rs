@@ -3,11 +3,23 @@
 
 use adparallelengine::{Engine, Kind, Progress};
 
-/// Every in-process engine a behaviour must hold on: serial, and threads with 2 and 4
-/// workers (4 > cores, so scheduling interleaves for real).
+/// Every engine a behaviour must hold on: serial, threads with 2 and 4 workers (4 > cores, so
+/// scheduling interleaves for real), and worker processes (this test binary, re-executed).
 pub fn engines() -> Vec<(String, Engine)> {
+    let mut v = in_process_engines();
+    v.extend(build(&[(Kind::Process, Some(2)), (Kind::Process, Some(3))]));
+    v
+}
+
+/// The in-process engines, for tests that observe workers through this process's memory
+/// (statics, addresses, thread names).
+pub fn in_process_engines() -> Vec<(String, Engine)> {
+    build(&[(Kind::Serial, None), (Kind::Threads, Some(2)), (Kind::Threads, Some(4))])
+}
+
+fn build(kinds: &[(Kind, Option<usize>)]) -> Vec<(String, Engine)> {
     let mut v = vec![];
-    for (kind, workers) in [(Kind::Serial, None), (Kind::Threads, Some(2)), (Kind::Threads, Some(4))] {
+    for &(kind, workers) in kinds {
         let e = Engine::builder(kind).max_workers_opt(workers).progress(Progress::quiet()).build().expect("engine");
         v.push((format!("{kind}/{}", workers.map_or("default".to_string(), |w| w.to_string())), e));
     }
@@ -16,4 +28,8 @@ pub fn engines() -> Vec<(String, Engine)> {
 
 pub fn threads(workers: usize) -> Engine {
     Engine::builder(Kind::Threads).max_workers(workers).progress(Progress::quiet()).build().expect("engine")
+}
+
+pub fn processes(workers: usize) -> Engine {
+    Engine::builder(Kind::Process).max_workers(workers).progress(Progress::quiet()).build().expect("engine")
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use adparallelengine::{register_task, task, Batching, BoxError, Error, Shared, Task};
-use common::{engines, threads};
+use common::{engines, in_process_engines, threads};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ register_task!(Tracked);
 #[test]
 fn a_failing_chunk_names_its_item_and_leaks_no_output() {
     let token = Shared::new(());
-    for (name, e) in engines() {
+    for (name, e) in in_process_engines() {
         for chunk in [1, 10, 64, 5000] {
             let input: Vec<u64> = (0..3000).collect();
             let err = e

@@ -94,6 +94,8 @@ struct InFlight<P> {
     len: usize,
     kept: Option<P>,
     attempt: usize,
+    /// The worker was gone before it got this parcel.
+    unsent: bool,
 }
 
 struct Slot<'a, P> {
@@ -198,16 +200,28 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         let Some(link) = slot.link.as_mut() else {
             return Err(Error::Backend { backend: self.backend, message: format!("worker {w} is gone") });
         };
-        let entry =
-            InFlight { seq: parcel.seq(), start: parcel.start(), len: parcel.len(), kept: parcel.keep(), attempt };
+        let entry = InFlight {
+            seq: parcel.seq(),
+            start: parcel.start(),
+            len: parcel.len(),
+            kept: parcel.keep(),
+            attempt,
+            unsent: false,
+        };
         if slot.in_flight.is_empty() {
             slot.head_since = Instant::now();
         }
         if let Err(e) = link.send(parcel) {
             // The worker is gone; the reason (its init failed, it died) is on its way as an
-            // event, which says more than this error: keep this one for when none comes.
+            // event. A kept parcel waits for it and is resent then, without counting an
+            // attempt; otherwise the job cannot complete: keep this error for when no better
+            // one comes.
             slot.link = None;
-            self.broken.get_or_insert(e);
+            if entry.kept.is_some() {
+                slot.in_flight.push_back(InFlight { unsent: true, ..entry });
+            } else {
+                self.broken.get_or_insert(e);
+            }
             return Ok(());
         }
         slot.in_flight.push_back(entry);
@@ -306,13 +320,18 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         let timed_out = reason.starts_with("timed out");
         let entries: Vec<InFlight<P>> = slot.in_flight.drain(..).collect();
         tracing::warn!(backend = self.backend, worker = w, %reason, batches = entries.len(), "worker lost");
-        for e in entries {
+        // Only the head parcel was running: those queued behind it are resent as they are.
+        for (pos, e) in entries.into_iter().enumerate() {
             let Some(parcel) = e.kept else {
                 return Err(Error::Backend {
                     backend: self.backend,
                     message: format!("worker {w} lost with items {}..{} in flight: {reason}", e.start, e.start + e.len),
                 });
             };
+            if e.unsent || pos > 0 {
+                self.retry.push_back((parcel, e.attempt));
+                continue;
+            }
             let attempt = e.attempt + 1;
             if e.len > 1 {
                 // Which item killed it is unknown: run each alone from now on.

@@ -12,6 +12,7 @@ pub mod batching;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod fingerprint;
 pub mod inline;
 pub mod items;
 pub mod job;

@@ -10,7 +10,7 @@ use crate::task::Task;
 use crate::wire::{decode_seq, encode_seq, ByteBuf};
 use crate::worker::{Worker, WorkerOptions};
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Driver to worker.
@@ -109,24 +109,7 @@ pub trait Transport {
 /// Runs one job of a registered task on a worker (stored in the registry for each task).
 pub type ServeJob = fn(&mut dyn Transport, usize, JobSpec) -> std::result::Result<(), String>;
 
-/// This build's fingerprint: the size and a hash of the running executable, so a worker
-/// running another build of the program is told apart from one running this build.
-pub fn fingerprint() -> &'static str {
-    static FP: OnceLock<String> = OnceLock::new();
-    FP.get_or_init(|| {
-        use std::hash::Hasher;
-        let exe = std::env::current_exe().and_then(std::fs::read);
-        match exe {
-            Ok(bytes) => {
-                #[allow(deprecated)]
-                let mut h = std::hash::SipHasher::new_with_keys(0x6164_7061, 0x7261_6c6c);
-                h.write(&bytes);
-                format!("{}-{:016x}", bytes.len(), h.finish())
-            }
-            Err(e) => format!("unreadable-exe-{e}"),
-        }
-    })
-}
+pub use crate::fingerprint::fingerprint;
 
 fn io_err(e: std::io::Error) -> String {
     format!("connection to the driver failed: {e}")

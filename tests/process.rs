@@ -1,0 +1,294 @@
+//! Worker processes: crashes, kills, timeouts, refusals, and nothing left behind.
+
+mod common;
+
+use adparallelengine::{register_task, task, Batching, BoxError, Error, FailureKind, Task};
+use common::processes;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Tests here check that no worker process is left: they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Live (non-zombie) processes whose parent is this process.
+fn live_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.len() > 1 && fields[1] == me && fields[0] != "Z" {
+            out.push(entry.file_name().to_string_lossy().parse().unwrap_or(0));
+        }
+    }
+    out
+}
+
+fn assert_no_worker_left(what: &str) {
+    // Reader threads reap workers as the job ends; allow them a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !live_children().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(live_children(), Vec::<i32>::new(), "{what}: worker processes left behind");
+    assert!(adparallelengine::backends::live_workers().is_empty(), "{what}");
+}
+
+task!(
+    /// Aborts on item 3 (SIGABRT), exits with code 7 on item 5, doubles the others.
+    Crashy = |x: u64| -> u64 {
+        match x {
+            3 => std::process::abort(),
+            5 => std::process::exit(7),
+            _ => 2 * x,
+        }
+    }
+);
+
+#[test]
+fn a_worker_that_dies_loses_no_other_item_and_names_the_culprit() {
+    let _g = lock();
+    let e = processes(2);
+    for batching in [Batching::None, Batching::PerWorker, Batching::ChunkSize(4)] {
+        let all = e.map(Crashy, 0..10u64).batched(batching).retries(1).collect_results().unwrap();
+        for (i, r) in all.iter().enumerate() {
+            match i {
+                3 => {
+                    let err = r.as_ref().unwrap_err();
+                    assert_eq!((err.index, err.kind), (3, FailureKind::Lost), "{batching:?}: {err}");
+                    assert!(err.message.contains("signal 6 (SIGABRT)"), "{err}");
+                    assert!(err.message.contains("lost 2 time(s)"), "{err}");
+                }
+                5 => {
+                    let err = r.as_ref().unwrap_err();
+                    assert!(err.message.contains("exited with code 7"), "{batching:?}: {err}");
+                }
+                _ => assert_eq!(r.as_ref().unwrap(), &(2 * i as u64), "{batching:?} item {i}"),
+            }
+        }
+        // Fail-fast names the first lost item it meets.
+        let err = e.map(Crashy, 0..10u64).batched(batching).retries(0).run().unwrap_err();
+        let idx = err.item_index();
+        assert!(idx == Some(3) || idx == Some(5), "{err}");
+        assert_no_worker_left("after crashes");
+    }
+}
+
+/// Item 5 parks on its first attempt after writing its pid to the file given as args; the
+/// test SIGKILLs that process; the retry (which finds the file) returns at once.
+struct Victim;
+impl Task for Victim {
+    type Item = u64;
+    type Output = u64;
+    type Args = PathBuf;
+    type Init = ();
+    type State = ();
+    fn init(_: &(), _: &PathBuf) -> Result<(), BoxError> {
+        Ok(())
+    }
+    fn run(x: u64, marker: &PathBuf, _: &mut ()) -> Result<u64, BoxError> {
+        if x == 5 && !marker.exists() {
+            std::fs::write(marker, std::process::id().to_string())?;
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        Ok(x * 10)
+    }
+}
+register_task!(Victim);
+
+#[test]
+fn a_worker_killed_from_outside_is_replaced_and_its_items_rerun() {
+    let _g = lock();
+    let dir = std::env::temp_dir().join(format!("adpe-victim-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let marker = dir.join("pid");
+    let _ = std::fs::remove_file(&marker);
+    let killer = {
+        let marker = marker.clone();
+        std::thread::spawn(move || -> Option<Instant> {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Some(pid) = std::fs::read_to_string(&marker).ok().and_then(|s| s.parse::<i32>().ok()) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    // SAFETY: plain kill(2) of the worker process.
+                    unsafe { libc_kill(pid) };
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        })
+    };
+    let e = processes(2);
+    let out = e.map(Victim, 0..20u64).args(marker.clone()).batched(Batching::ChunkSize(3)).run().unwrap();
+    let finished = Instant::now();
+    assert_eq!(out, (0..20).map(|x| x * 10).collect::<Vec<_>>());
+    let killed_at = killer.join().unwrap().expect("the victim never showed up");
+    let recovery = finished.duration_since(killed_at);
+    eprintln!("SIGKILLed worker detected and its items rerun within {recovery:?}");
+    assert!(recovery < Duration::from_secs(30), "recovery took {recovery:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_no_worker_left("after a SIGKILL");
+}
+
+unsafe fn libc_kill(pid: i32) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    kill(pid, 9);
+}
+
+task!(
+    /// Item 2 hangs.
+    Hangs = |x: u64| -> u64 {
+        if x == 2 {
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        x
+    }
+);
+
+#[test]
+fn an_item_timeout_kills_only_its_worker() {
+    let _g = lock();
+    let e = processes(2);
+    let t0 = Instant::now();
+    let all = e
+        .map(Hangs, 0..8u64)
+        .batched(false)
+        .item_timeout(Duration::from_millis(300))
+        .retries(1)
+        .collect_results()
+        .unwrap();
+    let took = t0.elapsed();
+    for (i, r) in all.iter().enumerate() {
+        if i == 2 {
+            let err = r.as_ref().unwrap_err();
+            assert_eq!(err.kind, FailureKind::Timeout, "{err}");
+            assert!(err.to_string().starts_with("item 2 timed out"), "{err}");
+        } else {
+            assert_eq!(r.as_ref().unwrap(), &(i as u64));
+        }
+    }
+    assert!(took < Duration::from_secs(60), "a hung item held the job for {took:?}");
+    assert_no_worker_left("after a timeout");
+}
+
+/// A task whose name differs in every process: workers do not know it.
+struct Elusive;
+impl Task for Elusive {
+    type Item = u8;
+    type Output = u8;
+    type Args = ();
+    type Init = ();
+    type State = ();
+    fn name() -> &'static str {
+        static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        NAME.get_or_init(|| format!("elusive-{}", std::process::id()))
+    }
+    fn init(_: &(), _: &()) -> Result<(), BoxError> {
+        Ok(())
+    }
+    fn run(x: u8, _: &(), _: &mut ()) -> Result<u8, BoxError> {
+        Ok(x)
+    }
+}
+register_task!(Elusive);
+
+#[test]
+fn a_worker_that_does_not_know_the_task_says_so() {
+    let _g = lock();
+    let e = processes(2);
+    let err = e.map(Elusive, [1u8, 2, 3]).run().unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    assert!(err.to_string().contains("is not registered"), "{err}");
+    assert_no_worker_left("after a refusal");
+}
+
+task!(
+    Slowish = |x: u64| -> u64 {
+        std::thread::sleep(Duration::from_millis(20));
+        x
+    }
+);
+
+#[test]
+fn dropping_a_job_or_the_engine_leaves_no_worker() {
+    let _g = lock();
+    let e = processes(2);
+    let mut s = e.map(Slowish, 0..10_000u64).batched(false).stream().unwrap();
+    assert_eq!(s.next().unwrap().unwrap(), 0);
+    drop(s);
+    assert_no_worker_left("after dropping a stream");
+    let out = e.map(Slowish, 0..4u64).run().unwrap();
+    assert_eq!(out, vec![0, 1, 2, 3]);
+    drop(e);
+    assert_no_worker_left("after dropping the engine");
+}
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/process-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+#[test]
+fn ctrl_c_kills_every_worker() {
+    let _g = lock();
+    let bin = example("interrupt_me");
+    if !bin.exists() {
+        // `cargo test --test process` alone does not build examples.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = std::process::Command::new(cargo).args(["build", "--example", "interrupt_me"]).status().unwrap();
+        assert!(st.success());
+    }
+    assert!(bin.exists(), "{} missing", bin.display());
+    let mut child =
+        std::process::Command::new(&bin).arg("process").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.starts_with("started "), "{line:?}");
+    let driver = child.id() as i32;
+    // The driver's workers, seen from /proc before the interrupt.
+    let workers: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 2..];
+            let ppid: i32 = after.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == driver).then(|| e.file_name().to_string_lossy().parse().ok()).flatten()
+        })
+        .collect();
+    assert_eq!(workers.len(), 2, "expected 2 worker processes, found {workers:?}");
+    // SAFETY: plain kill(2).
+    unsafe {
+        extern "C" {
+            fn kill(pid: i32, sig: i32) -> i32;
+        }
+        kill(driver, 2);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), None, "{status}");
+    assert_eq!(status.code(), Some(130), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let alive = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rfind(')').map(|i| &s[i + 2..i + 3] != "Z").unwrap_or(false))
+            .unwrap_or(false)
+    };
+    while workers.iter().any(alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<&i32> = workers.iter().filter(|p| alive(p)).collect();
+    assert!(left.is_empty(), "workers {left:?} outlived an interrupted driver");
+}
