@@ -85,7 +85,9 @@ impl BackendFactory for Kind {
             #[cfg(feature = "threads")]
             Kind::Threads => Ok(AnyBackend::Threads(backend_threads::ThreadsBackend::new(workers)?)),
             #[cfg(feature = "process")]
-            Kind::Process => Ok(AnyBackend::Process(backend_process::ProcessBackend::new(workers)?)),
+            Kind::Process => Ok(AnyBackend::Process(
+                backend_process::ProcessBackend::new(workers)?.path_shared(config.path_shared.clone()),
+            )),
             other => Err(engine_core::Error::KindUnavailable {
                 kind: other.as_str().into(),
                 reason: "no backend for this kind in this build".into(),

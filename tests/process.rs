@@ -251,8 +251,13 @@ fn ctrl_c_kills_every_worker() {
         assert!(st.success());
     }
     assert!(bin.exists(), "{} missing", bin.display());
-    let mut child =
-        std::process::Command::new(&bin).arg("process").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let shared = std::env::temp_dir().join(format!("adpe-ctrlc-{}", std::process::id()));
+    let mut child = std::process::Command::new(&bin)
+        .arg("process")
+        .arg(&shared)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
@@ -270,6 +275,9 @@ fn ctrl_c_kills_every_worker() {
         })
         .collect();
     assert_eq!(workers.len(), 2, "expected 2 worker processes, found {workers:?}");
+    let stores: Vec<PathBuf> = std::fs::read_dir(&shared).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(stores.len(), 1, "one share store under {}: {stores:?}", shared.display());
+    assert!(std::fs::read_dir(&stores[0]).unwrap().count() >= 1, "the shared block is on disk");
     // SAFETY: plain kill(2).
     unsafe {
         extern "C" {
@@ -291,4 +299,9 @@ fn ctrl_c_kills_every_worker() {
     }
     let left: Vec<&i32> = workers.iter().filter(|p| alive(p)).collect();
     assert!(left.is_empty(), "workers {left:?} outlived an interrupted driver");
+    // The shared block had been written under `shared`; nothing of it is left.
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&shared).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "shared files outlived an interrupted driver: {leftovers:?}");
+    let _ = std::fs::remove_dir_all(&shared);
 }

@@ -50,7 +50,7 @@ pub fn become_worker_if_asked() {
 fn serve(stream: UnixStream) -> Result<(), String> {
     let writer = stream.try_clone().map_err(|e| format!("cannot clone the driver socket: {e}"))?;
     let mut t = SocketTransport { reader: BufReader::with_capacity(1 << 16, stream), writer };
-    serve_connection(&mut t)
+    serve_connection(&mut t, &crate::store::open_view)
 }
 
 /// The worker's end of a socket, speaking engine-core's frames.

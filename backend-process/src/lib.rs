@@ -21,6 +21,7 @@
 
 mod cleanup;
 pub mod hook;
+mod store;
 mod worker;
 
 pub use cleanup::{kill_all_and_clean, live_workers, register_cleanup, unregister_cleanup};
@@ -39,10 +40,16 @@ use std::time::Duration;
 use worker::{JobFrames, Spawner};
 
 /// Worker processes running this executable.
-#[derive(Debug)]
 pub struct ProcessBackend {
     exe: PathBuf,
     workers: usize,
+    store: Arc<store::LazyStore>,
+}
+
+impl std::fmt::Debug for ProcessBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessBackend").field("workers", &self.workers).field("share_dir", &self.store.dir()).finish()
+    }
 }
 
 impl ProcessBackend {
@@ -52,7 +59,19 @@ impl ProcessBackend {
         std::hint::black_box(&hook::PRE_MAIN_HOOK);
         let exe = std::env::current_exe()
             .map_err(|e| Error::Backend { backend: "process", message: format!("cannot find this executable: {e}") })?;
-        Ok(ProcessBackend { exe, workers: workers.max(1) })
+        Ok(ProcessBackend { exe, workers: workers.max(1), store: Arc::new(store::LazyStore::new(None)) })
+    }
+
+    /// Puts shared values in a private directory under `dir` (the seed's `path_shared`)
+    /// instead of the system temp dir.
+    pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {
+        self.store = Arc::new(store::LazyStore::new(dir));
+        self
+    }
+
+    /// The share store's directory, once something was shared.
+    pub fn share_dir(&self) -> Option<PathBuf> {
+        self.store.dir()
     }
 }
 
@@ -78,12 +97,18 @@ impl Backend for ProcessBackend {
         &'a self,
         plan: Plan<T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
+        // Shared values in args and init go to the store, once; only their keys travel.
+        let store: Arc<dyn engine_core::SharedStore> = self.store.clone();
+        let (args, init) = engine_core::share_ctx::with_store(store, || {
+            Ok::<_, Error>((encode_value("args", &*plan.args)?, encode_value("init argument", &*plan.init)?))
+        })?;
         let spec = JobSpec {
             task: T::name().to_string(),
-            args: encode_value("args", &*plan.args)?,
-            init: encode_value("init argument", &*plan.init)?,
+            args,
+            init,
             fail_fast: plan.options.fail_fast,
             item_stats: plan.options.item_stats,
+            share_dir: self.store.dir().map(|d| d.to_string_lossy().into_owned()),
         };
         let frames = Arc::new(JobFrames { job: encode_frame(&ToWorker::Job(spec))? });
         let (events, events_rx) = unbounded::<Event<T::Output>>();

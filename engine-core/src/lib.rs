@@ -21,6 +21,7 @@ pub mod progress;
 pub mod registry;
 pub mod remote;
 mod run;
+pub mod share_ctx;
 pub mod shared;
 pub mod slots;
 pub mod source;

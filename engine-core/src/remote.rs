@@ -6,6 +6,7 @@ use crate::batch::Batch;
 use crate::error::{Error, ItemError, Result};
 use crate::registry;
 use crate::stats::ItemStats;
+use crate::store::SharedStore;
 use crate::task::Task;
 use crate::wire::{decode_seq, encode_seq, ByteBuf};
 use crate::worker::{Worker, WorkerOptions};
@@ -53,6 +54,9 @@ pub struct JobSpec {
     pub fail_fast: bool,
     /// Per-item stats.
     pub item_stats: bool,
+    /// Where the job's shared values are stored (a directory, a URL...), for the worker's
+    /// store opener.
+    pub share_dir: Option<String>,
 }
 
 /// Worker to driver.
@@ -107,7 +111,11 @@ pub trait Transport {
 }
 
 /// Runs one job of a registered task on a worker (stored in the registry for each task).
-pub type ServeJob = fn(&mut dyn Transport, usize, JobSpec) -> std::result::Result<(), String>;
+pub type ServeJob =
+    fn(&mut dyn Transport, usize, JobSpec, Option<Arc<dyn SharedStore>>) -> std::result::Result<(), String>;
+
+/// Opens, on a worker, the share store a job names (`JobSpec::share_dir`).
+pub type OpenStore<'a> = &'a dyn Fn(&str) -> Result<Arc<dyn SharedStore>>;
 
 pub use crate::fingerprint::fingerprint;
 
@@ -115,8 +123,9 @@ fn io_err(e: std::io::Error) -> String {
     format!("connection to the driver failed: {e}")
 }
 
-/// Serves a connection: the handshake, then jobs until the driver closes it.
-pub fn serve_connection(t: &mut dyn Transport) -> std::result::Result<(), String> {
+/// Serves a connection: the handshake, then jobs until the driver closes it. `open_store`
+/// opens the share store a job names.
+pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std::result::Result<(), String> {
     let worker = match t.recv().map_err(io_err)? {
         Some(ToWorker::Hello { fingerprint: theirs, worker }) => {
             let ours = fingerprint();
@@ -137,7 +146,18 @@ pub fn serve_connection(t: &mut dyn Transport) -> std::result::Result<(), String
     loop {
         match t.recv().map_err(io_err)? {
             Some(ToWorker::Job(spec)) => match registry::lookup(&spec.task) {
-                Ok(entry) => (entry.serve)(t, worker, spec)?,
+                Ok(entry) => {
+                    let store = match spec.share_dir.as_deref().map(open_store).transpose() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            t.send(&FromWorker::InitFailed { message: format!("cannot open the share store: {e}") })
+                                .map_err(io_err)?;
+                            skip_job(t)?;
+                            continue;
+                        }
+                    };
+                    (entry.serve)(t, worker, spec, store)?
+                }
                 Err(e) => {
                     t.send(&FromWorker::Refused { reason: e.to_string() }).map_err(io_err)?;
                     skip_job(t)?;
@@ -167,12 +187,24 @@ fn decode_value<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Res
 
 /// Runs one job of `T` on this worker: decodes args and init, runs `init`, then every batch
 /// until `EndJob`.
-pub fn serve_job<T: Task>(t: &mut dyn Transport, worker: usize, spec: JobSpec) -> std::result::Result<(), String> {
+pub fn serve_job<T: Task>(
+    t: &mut dyn Transport,
+    worker: usize,
+    spec: JobSpec,
+    store: Option<Arc<dyn SharedStore>>,
+) -> std::result::Result<(), String> {
     let opts = WorkerOptions { fail_fast: spec.fail_fast, item_stats: spec.item_stats, cancel: None };
-    let started = decode_value::<T::Args>("args", &spec.args.0).and_then(|args| {
+    let decode_args = || {
+        let args = decode_value::<T::Args>("args", &spec.args.0)?;
         let init = decode_value::<T::Init>("init argument", &spec.init.0)?;
-        Worker::<T, Arc<T::Args>>::start(worker, &init, Arc::new(args), opts)
-    });
+        Ok::<_, Error>((args, init))
+    };
+    let decoded = match store {
+        Some(store) => crate::share_ctx::with_store(store, decode_args),
+        None => decode_args(),
+    };
+    let started =
+        decoded.and_then(|(args, init)| Worker::<T, Arc<T::Args>>::start(worker, &init, Arc::new(args), opts));
     let mut w = match started {
         Ok(w) => w,
         Err(e) => {

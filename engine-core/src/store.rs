@@ -9,26 +9,45 @@ use std::sync::Arc;
 pub struct ShareKey(String);
 
 impl ShareKey {
-    /// The key of these bytes: FNV-1a 128-bit of the content, so equal values share one entry.
+    /// The key of these bytes: a 128-bit hash of the content (two multiply-rotate lanes over
+    /// 8-byte words, several GB/s), so equal values share one entry and a changed value gets a
+    /// new key. Not cryptographic: the store trusts its own driver.
     ///
     /// ```
     /// use engine_core::ShareKey;
     /// assert_eq!(ShareKey::of(b"abc"), ShareKey::of(b"abc"));
     /// assert_ne!(ShareKey::of(b"abc"), ShareKey::of(b"abd"));
+    /// assert_ne!(ShareKey::of(b""), ShareKey::of(b"\0"));
     /// assert_eq!(ShareKey::of(b"").as_str().len(), 32);
     /// ```
     pub fn of(bytes: &[u8]) -> Self {
-        const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-        const PRIME: u128 = 0x0000000001000000000000000000013B;
-        let mut h = OFFSET;
-        for &b in bytes {
-            h ^= u128::from(b);
-            h = h.wrapping_mul(PRIME);
+        const P1: u64 = 0x9E37_79B9_7F4A_7C15;
+        const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+        fn mix(x: u64) -> u64 {
+            // splitmix64's finaliser.
+            let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
         }
-        // Mix the length in, so that prefixes never collide trivially.
-        h ^= bytes.len() as u128;
-        h = h.wrapping_mul(PRIME);
-        ShareKey(format!("{h:032x}"))
+        let word = |c: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(w)
+        };
+        let (mut a, mut b) = (P1, P2);
+        let mut chunks = bytes.chunks_exact(16);
+        for c in &mut chunks {
+            a = (a ^ word(&c[..8])).wrapping_mul(P2).rotate_left(29);
+            b = (b ^ word(&c[8..])).wrapping_mul(P1).rotate_left(31);
+        }
+        let rest = chunks.remainder();
+        let (r1, r2) = rest.split_at(rest.len().min(8));
+        a = (a ^ word(r1)).wrapping_mul(P2);
+        b = (b ^ word(r2)).wrapping_mul(P1);
+        let len = bytes.len() as u64;
+        let hi = mix(a ^ mix(b ^ len));
+        let lo = mix(b ^ mix(a.wrapping_add(len)));
+        ShareKey(format!("{hi:016x}{lo:016x}"))
     }
 
     /// The key as text (safe as a file name).

@@ -22,9 +22,13 @@
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
-use serde::de::{self, Visitor};
+pub mod ipc_file;
+
+use crate::share_ctx;
+use crate::store::ShareKey;
+use crate::wire::ByteBuf;
+use serde::de;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
 use std::ops::Deref;
 
 /// A `RecordBatch` that can travel to workers (the seed's DataFrame).
@@ -100,57 +104,69 @@ fn series_batch(a: &ArrayRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
     RecordBatch::try_from_iter([("series", a.clone())])
 }
 
+/// How Arrow data travels: an IPC stream inline (items, results, plain args), or, inside a
+/// [`Shared`](crate::Shared) sent to out-of-process workers, the key of an aligned IPC file in
+/// the share store, which workers map and use without copying.
+#[derive(Deserialize)]
+enum Repr {
+    Inline(ByteBuf),
+    Stored(ShareKey),
+}
+
+fn serialize_batch<S: Serializer>(name: &'static str, batch: &RecordBatch, s: S) -> Result<S::Ok, S::Error> {
+    if share_ctx::inside_shared() {
+        if let Some(store) = share_ctx::current() {
+            let file = ipc_file::to_ipc_file(std::slice::from_ref(batch)).map_err(serde::ser::Error::custom)?;
+            let key = store.put(&file).map_err(serde::ser::Error::custom)?;
+            return s.serialize_newtype_variant(name, 1, "Stored", &key);
+        }
+    }
+    let bytes = to_ipc(batch).map_err(serde::ser::Error::custom)?;
+    s.serialize_newtype_variant(name, 0, "Inline", &ByteBuf(bytes))
+}
+
+fn deserialize_batch<'de, D: Deserializer<'de>>(d: D) -> Result<RecordBatch, D::Error> {
+    match Repr::deserialize(d)? {
+        Repr::Inline(bytes) => from_ipc(&bytes.0).map_err(de::Error::custom),
+        Repr::Stored(key) => {
+            let store = share_ctx::current().ok_or_else(|| {
+                de::Error::custom(format!("Arrow data {key} is in a share store, but no store is open here"))
+            })?;
+            let bytes = store.get(&key).map_err(de::Error::custom)?;
+            let mut batches = ipc_file::map_ipc_file(bytes).map_err(de::Error::custom)?;
+            match batches.len() {
+                1 => Ok(batches.remove(0)),
+                n => Err(de::Error::custom(format!("shared Arrow file {key} holds {n} batches, not 1"))),
+            }
+        }
+    }
+}
+
 impl Serialize for Frame {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let bytes = to_ipc(&self.0).map_err(serde::ser::Error::custom)?;
-        s.serialize_bytes(&bytes)
+        serialize_batch("Frame", &self.0, s)
     }
 }
 
 impl Serialize for Series {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let batch = series_batch(&self.0).map_err(serde::ser::Error::custom)?;
-        let bytes = to_ipc(&batch).map_err(serde::ser::Error::custom)?;
-        s.serialize_bytes(&bytes)
-    }
-}
-
-struct BytesVisitor;
-
-impl<'de> Visitor<'de> for BytesVisitor {
-    type Value = Vec<u8>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("Arrow IPC bytes")
-    }
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-        Ok(v.to_vec())
-    }
-    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-        Ok(v)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(b) = seq.next_element::<u8>()? {
-            v.push(b);
-        }
-        Ok(v)
+        serialize_batch("Series", &batch, s)
     }
 }
 
 impl<'de> Deserialize<'de> for Frame {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes = d.deserialize_bytes(BytesVisitor)?;
-        from_ipc(&bytes).map(Frame).map_err(de::Error::custom)
+        deserialize_batch(d).map(Frame)
     }
 }
 
 impl<'de> Deserialize<'de> for Series {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes = d.deserialize_bytes(BytesVisitor)?;
-        let batch = from_ipc(&bytes).map_err(de::Error::custom)?;
+        let batch = deserialize_batch(d)?;
         if batch.num_columns() != 1 {
             return Err(de::Error::custom(format!(
-                "a Series is one column, this Arrow IPC stream has {}",
+                "a Series is one column, this Arrow data has {}",
                 batch.num_columns()
             )));
         }
