@@ -6,7 +6,6 @@ mod common;
 use adparallelengine::{register_task, task, Batching, BoxError, Error, Shared, Task};
 use common::{engines, in_process_engines, threads};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 task!(Double = |x: u64| -> u64 { 2 * x });
 task!(Pair = |x: u64| -> [u64; 2] { [x, x + 1] });
@@ -74,14 +73,14 @@ fn a_failing_chunk_names_its_item_and_leaks_no_output() {
                 .run()
                 .unwrap_err();
             assert_eq!(err.to_string(), "item 500 panicked: fifteen hundred", "{name} chunk {chunk}");
-            assert_eq!(Arc::strong_count(token.arc()), 1, "{name} chunk {chunk}: outputs of a failed job leaked");
+            assert_eq!(token.handle_count(), 1, "{name} chunk {chunk}: outputs of a failed job leaked");
         }
         let ok: Vec<u64> = (0..700).collect();
         let out = e.map_slice(Tracked, &ok[..]).args(token.clone()).run().unwrap();
         assert_eq!(out.len(), 700);
-        assert_eq!(Arc::strong_count(token.arc()), 701);
+        assert_eq!(token.handle_count(), 701);
         drop(out);
-        assert_eq!(Arc::strong_count(token.arc()), 1);
+        assert_eq!(token.handle_count(), 1);
     }
 }
 

@@ -56,6 +56,11 @@ impl<T> Shared<T> {
         Arc::ptr_eq(&a.0.value, &b.0.value)
     }
 
+    /// Number of handles to this value alive in this process (clones of this `Shared`).
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
     /// The key under which the value was last stored, if it was.
     pub fn stored_key(&self) -> Option<&ShareKey> {
         self.0.key.get()
