@@ -240,9 +240,9 @@ fn example(name: &str) -> PathBuf {
     profile_dir.join("examples").join(name)
 }
 
-#[test]
-fn ctrl_c_kills_every_worker() {
-    let _g = lock();
+/// Starts `interrupt_me`, waits for its first result, sends `signal`, and checks its workers
+/// and its shared files; returns the driver's exit status.
+fn interrupt_driver(signal: i32) -> std::process::ExitStatus {
     let bin = example("interrupt_me");
     if !bin.exists() {
         // `cargo test --test process` alone does not build examples.
@@ -283,11 +283,9 @@ fn ctrl_c_kills_every_worker() {
         extern "C" {
             fn kill(pid: i32, sig: i32) -> i32;
         }
-        kill(driver, 2);
+        kill(driver, signal);
     }
     let status = child.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), None, "{status}");
-    assert_eq!(status.code(), Some(130), "{status}");
     let deadline = Instant::now() + Duration::from_secs(5);
     let alive = |pid: &i32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -299,9 +297,54 @@ fn ctrl_c_kills_every_worker() {
     }
     let left: Vec<&i32> = workers.iter().filter(|p| alive(p)).collect();
     assert!(left.is_empty(), "workers {left:?} outlived an interrupted driver");
-    // The shared block had been written under `shared`; nothing of it is left.
-    let leftovers: Vec<_> =
-        std::fs::read_dir(&shared).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    assert!(leftovers.is_empty(), "shared files outlived an interrupted driver: {leftovers:?}");
+    if signal != 9 {
+        // The shared block had been written under `shared`; nothing of it is left. (SIGKILL
+        // gives the driver no chance to remove it.)
+        let leftovers: Vec<_> =
+            std::fs::read_dir(&shared).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        assert!(leftovers.is_empty(), "shared files outlived an interrupted driver: {leftovers:?}");
+    }
     let _ = std::fs::remove_dir_all(&shared);
+    status
+}
+
+#[test]
+fn ctrl_c_kills_every_worker_and_removes_shared_files() {
+    let _g = lock();
+    let status = interrupt_driver(2);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), None, "{status}");
+    assert_eq!(status.code(), Some(130), "{status}");
+}
+
+#[test]
+fn workers_die_with_a_driver_killed_by_sigkill() {
+    let _g = lock();
+    let status = interrupt_driver(9);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{status}");
+}
+
+struct DiesInInit;
+impl Task for DiesInInit {
+    type Item = u64;
+    type Output = u64;
+    type Args = ();
+    type Init = ();
+    type State = ();
+    fn init(_: &(), _: &()) -> Result<(), BoxError> {
+        std::process::abort()
+    }
+    fn run(x: u64, _: &(), _: &mut ()) -> Result<u64, BoxError> {
+        Ok(x)
+    }
+}
+register_task!(DiesInInit);
+
+#[test]
+fn workers_that_always_die_at_start_end_the_job_instead_of_looping() {
+    let _g = lock();
+    let e = processes(2);
+    let err = e.map(DiesInInit, 0..10u64).run().unwrap_err();
+    assert!(err.to_string().contains("died before their init finished"), "{err}");
+    assert!(err.to_string().contains("SIGABRT"), "{err}");
+    assert_no_worker_left("after workers dying at start");
 }

@@ -4,15 +4,17 @@
 //! are: the hook runs before the test harness too.
 
 use engine_core::remote::{serve_connection, FromWorker, ToWorker, Transport};
-use engine_core::wire::{decode, encode_frame, read_frame, DEFAULT_MAX_FRAME};
+use engine_core::wire::{decode, encode_frame, read_frame, LOCAL_MAX_FRAME};
 use std::io::{BufReader, Write};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
 
 /// The variable that tells a process it is a worker: the number of its socket's descriptor.
 pub const ENV_WORKER_FD: &str = "ADPARALLELENGINE_WORKER_FD";
-/// The descriptor the driver puts the worker's socket on.
-pub(crate) const WORKER_FD: i32 = 3;
+/// The variable holding the driver's process id, for the worker to check it is still there.
+pub const ENV_PARENT_PID: &str = "ADPARALLELENGINE_PARENT_PID";
+/// The descriptor the driver puts the worker's socket on: its stdin.
+pub(crate) const WORKER_FD: i32 = 0;
 
 /// Runs before `main` (an ELF `.init_array` entry). The task registry is a linker-built
 /// slice, complete before any constructor runs, so the worker can find tasks already here.
@@ -31,10 +33,23 @@ pub fn become_worker_if_asked() {
     let Some(fd) = std::env::var(ENV_WORKER_FD).ok().and_then(|v| v.parse::<i32>().ok()) else {
         return;
     };
+    // Die with the driver: the kernel sends SIGKILL when the thread that spawned us exits.
+    // The driver may already be gone by now: then nobody would, so check.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: plain prctl(2) and getppid(2).
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let parent = std::env::var(ENV_PARENT_PID).ok().and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: plain getppid(2).
+        if parent.is_some_and(|p| p != unsafe { libc::getppid() }) {
+            std::process::exit(1);
+        }
+    }
     // Children of this worker (if a task starts processes) are not workers.
     std::env::remove_var(ENV_WORKER_FD);
-    // SAFETY: the driver put our end of a socketpair on this descriptor and nothing else in
-    // this process owns it.
+    std::env::remove_var(ENV_PARENT_PID);
+    // SAFETY: the driver put our end of a socketpair on this descriptor (our stdin), and
+    // nothing else in this process uses it before `main`, which a worker never reaches.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
     let code = match std::panic::catch_unwind(move || serve(stream)) {
         Ok(Ok(())) => 0,
@@ -66,7 +81,7 @@ impl Transport for SocketTransport {
     }
 
     fn recv(&mut self) -> std::io::Result<Option<ToWorker>> {
-        match read_frame(&mut self.reader, DEFAULT_MAX_FRAME)? {
+        match read_frame(&mut self.reader, LOCAL_MAX_FRAME)? {
             None => Ok(None),
             Some(payload) => decode(&payload).map(Some).map_err(std::io::Error::other),
         }

@@ -110,7 +110,15 @@ impl Backend for ProcessBackend {
             item_stats: plan.options.item_stats,
             share_dir: self.store.dir().map(|d| d.to_string_lossy().into_owned()),
         };
-        let frames = Arc::new(JobFrames { job: encode_frame(&ToWorker::Job(spec))? });
+        let job = encode_frame(&ToWorker::Job(spec))?;
+        if job.len() > engine_core::wire::LOCAL_MAX_FRAME {
+            return Err(Error::Config(format!(
+                "the job's args and init take {} bytes, over the {}-byte message limit: put large values in a Shared",
+                job.len(),
+                engine_core::wire::LOCAL_MAX_FRAME
+            )));
+        }
+        let frames = Arc::new(JobFrames { job });
         let (events, events_rx) = unbounded::<Event<T::Output>>();
         let readers = Arc::new(Mutex::new(Vec::new()));
         let spawner = Spawner { exe: self.exe.clone(), frames, events, readers: Arc::clone(&readers) };

@@ -40,6 +40,11 @@ pub struct BatchDone<O> {
 /// What a worker reports to the driver.
 #[derive(Debug)]
 pub enum Event<O> {
+    /// The worker's `init` succeeded: from now on a death is charged to the item it runs.
+    Ready {
+        /// The worker's number.
+        worker: usize,
+    },
     /// A batch is done.
     Done(BatchDone<O>),
     /// The worker's `init` failed; it runs nothing.

@@ -100,6 +100,8 @@ struct InFlight<P> {
 
 struct Slot<'a, P> {
     link: Option<Box<dyn WorkerLink<P> + 'a>>,
+    /// Whether the current worker finished its `init` (it said so, or finished a batch).
+    ready: bool,
     in_flight: VecDeque<InFlight<P>>,
     head_since: Instant,
     timed_out: Option<Duration>,
@@ -129,6 +131,9 @@ pub struct Dispatch<'a, I: Iterator, O, P: Parcel> {
     oldest: u64,
     done_flags: VecDeque<bool>,
     broken: Option<Error>,
+    /// Workers lost before their `init` finished, since one last did: past a bound the job
+    /// itself (its args, its init, the environment) kills them, and retrying would loop.
+    barren_losses: usize,
     over: bool,
 }
 
@@ -166,7 +171,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         let now = Instant::now();
         let slots = links
             .into_iter()
-            .map(|l| Slot { link: Some(l), in_flight: VecDeque::new(), head_since: now, timed_out: None })
+            .map(|l| Slot { link: Some(l), ready: false, in_flight: VecDeque::new(), head_since: now, timed_out: None })
             .collect();
         Dispatch {
             backend,
@@ -184,6 +189,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
             oldest: 0,
             done_flags: VecDeque::new(),
             broken: None,
+            barren_losses: 0,
             over: false,
         }
     }
@@ -313,6 +319,10 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
     fn lost(&mut self, w: usize, reason: String) -> Result<()> {
         let Some(slot) = self.slots.get_mut(w) else { return Ok(()) };
         slot.link = None;
+        let was_ready = std::mem::take(&mut slot.ready);
+        if !was_ready {
+            self.barren_losses += 1;
+        }
         let reason = match slot.timed_out.take() {
             Some(limit) => format!("timed out after {limit:?}"),
             None => reason,
@@ -320,7 +330,8 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         let timed_out = reason.starts_with("timed out");
         let entries: Vec<InFlight<P>> = slot.in_flight.drain(..).collect();
         tracing::warn!(backend = self.backend, worker = w, %reason, batches = entries.len(), "worker lost");
-        // Only the head parcel was running: those queued behind it are resent as they are.
+        // Only the head parcel was running, and only if the worker was ready: the others are
+        // resent as they are.
         for (pos, e) in entries.into_iter().enumerate() {
             let Some(parcel) = e.kept else {
                 return Err(Error::Backend {
@@ -328,7 +339,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                     message: format!("worker {w} lost with items {}..{} in flight: {reason}", e.start, e.start + e.len),
                 });
             };
-            if e.unsent || pos > 0 {
+            if e.unsent || pos > 0 || !was_ready {
                 self.retry.push_back((parcel, e.attempt));
                 continue;
             }
@@ -355,6 +366,16 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
             } else {
                 self.retry.push_back((parcel, attempt));
             }
+        }
+        let bound = (self.config.max_retries + 1) * self.slots.len();
+        if self.barren_losses > bound {
+            return Err(Error::Backend {
+                backend: self.backend,
+                message: format!(
+                    "{} workers died before their init finished, so the job itself kills them; last: {reason}",
+                    self.barren_losses
+                ),
+            });
         }
         if let Some(respawn) = self.respawn.as_mut() {
             match respawn(w) {
@@ -464,9 +485,18 @@ impl<I: Iterator, O, P: Parcel> Completions<O> for Dispatch<'_, I, O, P> {
                         if let Some(pos) = slot.in_flight.iter().position(|f| f.seq == b.seq && f.start == b.start) {
                             slot.in_flight.remove(pos);
                         }
+                        slot.ready = true;
                         slot.head_since = Instant::now();
                     }
                     self.finished(b);
+                    Ok(())
+                }
+                Ok(Event::Ready { worker }) => {
+                    if let Some(slot) = self.slots.get_mut(worker) {
+                        slot.ready = true;
+                        slot.head_since = Instant::now();
+                    }
+                    self.barren_losses = 0;
                     Ok(())
                 }
                 Ok(Event::InitFailed { worker, message }) => Err(Error::Init { worker, message }),

@@ -74,6 +74,8 @@ pub enum FromWorker {
         /// Why.
         reason: String,
     },
+    /// The job's `init` succeeded.
+    Ready,
     /// The job's `init` (or decoding its args) failed.
     InitFailed {
         /// Why.
@@ -216,6 +218,7 @@ pub fn serve_job<T: Task>(
             return skip_job(t);
         }
     };
+    t.send(&FromWorker::Ready).map_err(io_err)?;
     loop {
         match t.recv().map_err(io_err)? {
             Some(ToWorker::Batch { seq, start, count, items }) => {
@@ -246,18 +249,17 @@ pub fn serve_job<T: Task>(
 }
 
 fn done_message<O: Serialize>(b: crate::batch::BatchDone<O>) -> FromWorker {
-    let mut outputs = Vec::new();
     let mut failures = b.failures;
-    let count = match encode_seq(&b.outputs, &mut outputs) {
-        Ok(n) => n,
+    let count = b.outputs.len();
+    let (outputs, count) = match encode_seq(&b.outputs) {
+        Ok(bytes) => (bytes, count),
         Err(e) => {
-            outputs.clear();
             failures.push(ItemError {
                 index: b.start,
                 kind: crate::error::FailureKind::Error,
                 message: format!("cannot encode the batch's outputs: {e}"),
             });
-            0
+            (encode_seq::<O>(&[]).unwrap_or_default(), 0)
         }
     };
     FromWorker::Done {

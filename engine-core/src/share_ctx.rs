@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 #[derive(Clone)]
+#[cfg_attr(not(feature = "arrow"), allow(dead_code))]
 struct Ctx {
     store: Arc<dyn SharedStore>,
     inside_shared: bool,
@@ -44,6 +45,7 @@ pub(crate) fn current() -> Option<Arc<dyn SharedStore>> {
 
 /// Whether a `Shared` value is being encoded or decoded right now (Arrow data then goes to
 /// the store as its own aligned IPC file, mapped zero-copy by workers).
+#[cfg_attr(not(feature = "arrow"), allow(dead_code))]
 pub(crate) fn inside_shared() -> bool {
     CTX.with(|c| c.borrow().last().is_some_and(|x| x.inside_shared))
 }

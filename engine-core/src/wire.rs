@@ -10,8 +10,13 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-/// Largest frame accepted by default (1 GiB): a bad peer cannot make us allocate more.
+/// Largest frame accepted from an untrusted peer (a network connection): 1 GiB, so a bad peer
+/// cannot make us allocate more. Put larger values in a `Shared`.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
+
+/// Largest frame between a driver and the worker processes it started itself (16 GiB): the
+/// bound only guards against a corrupted length.
+pub const LOCAL_MAX_FRAME: usize = 1 << 34;
 
 /// Encodes `msg` as one frame: an 8-byte little-endian length, then the postcard bytes.
 pub fn encode_frame<M: Serialize>(msg: &M) -> Result<Vec<u8>> {
@@ -102,66 +107,67 @@ impl<'de> Deserialize<'de> for ByteBuf {
     }
 }
 
-/// Encodes values one after the other into one buffer (no per-value allocation).
-pub fn encode_seq<'a, T: Serialize + 'a>(values: impl IntoIterator<Item = &'a T>, out: &mut Vec<u8>) -> Result<usize> {
-    let mut n = 0;
-    for v in values {
-        let buf = std::mem::take(out);
-        *out = postcard::to_extend(v, buf).map_err(|e| Error::Codec(e.to_string()))?;
-        n += 1;
-    }
-    Ok(n)
+/// Encodes a list of values as one postcard sequence (what [`decode_seq`] reads).
+pub fn encode_seq<T: Serialize>(values: &[T]) -> Result<Vec<u8>> {
+    postcard::to_allocvec(values).map_err(|e| Error::Codec(e.to_string()))
 }
 
-/// Decodes `count` values written by [`encode_seq`].
-pub fn decode_seq<T: serde::de::DeserializeOwned>(mut bytes: &[u8], count: usize) -> Result<Vec<T>> {
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (v, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Codec(e.to_string()))?;
-        out.push(v);
-        bytes = rest;
+/// Decodes a list written by [`encode_seq`], checking it holds `count` values.
+pub fn decode_seq<T: serde::de::DeserializeOwned>(bytes: &[u8], count: usize) -> Result<Vec<T>> {
+    let v: Vec<T> = postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))?;
+    if v.len() != count {
+        return Err(Error::Codec(format!("expected {count} values, decoded {}", v.len())));
     }
-    Ok(out)
+    Ok(v)
 }
 
-/// A batch encoded once, keeping item boundaries, so a batch whose worker died can be resent
-/// (cheaply: the bytes are shared) or split into single items to find the one that kills.
-#[derive(Clone, Debug)]
+type SplitFn = fn(&[u8]) -> Result<Vec<Vec<u8>>>;
+
+fn split_items<I: Serialize + serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let items: Vec<I> = postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))?;
+    items.iter().map(|i| encode_seq(std::slice::from_ref(i))).collect()
+}
+
+/// A batch encoded once (one postcard sequence: a memcpy-speed loop, not one call per item),
+/// so a batch whose worker died can be resent cheaply (the bytes are shared) or split into
+/// single items to find the one that kills (decoding it again: a rare path).
+#[derive(Clone)]
 pub struct EncodedBatch {
     seq: u64,
-    base: usize,
+    start: usize,
+    count: usize,
     bytes: Arc<Vec<u8>>,
-    /// Byte offset of each item, plus the end.
-    offsets: Arc<Vec<usize>>,
-    /// The items of this parcel, as positions in `offsets`.
-    from: usize,
-    to: usize,
+    split: SplitFn,
+}
+
+impl fmt::Debug for EncodedBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "EncodedBatch(seq {}, items {}..{}, {} bytes)",
+            self.seq,
+            self.start,
+            self.start + self.count,
+            self.bytes.len()
+        )
+    }
 }
 
 impl EncodedBatch {
     /// Encodes a batch.
-    pub fn encode<I: Serialize>(batch: &Batch<I>) -> Result<Self> {
-        let mut bytes = Vec::new();
-        let mut offsets = Vec::with_capacity(batch.items.len() + 1);
-        for item in &batch.items {
-            offsets.push(bytes.len());
-            encode_seq(std::iter::once(item), &mut bytes)?;
-        }
-        offsets.push(bytes.len());
-        let n = batch.items.len();
+    pub fn encode<I: Serialize + serde::de::DeserializeOwned>(batch: &Batch<I>) -> Result<Self> {
         Ok(EncodedBatch {
             seq: batch.seq,
-            base: batch.start,
-            bytes: Arc::new(bytes),
-            offsets: Arc::new(offsets),
-            from: 0,
-            to: n,
+            start: batch.start,
+            count: batch.items.len(),
+            bytes: Arc::new(encode_seq(&batch.items)?),
+            split: split_items::<I>,
         })
     }
 
-    /// The encoded items of this parcel.
+    /// The encoded items (read them with [`decode_seq`]).
     pub fn item_bytes(&self) -> &[u8] {
-        &self.bytes[self.offsets[self.from]..self.offsets[self.to]]
+        &self.bytes
     }
 }
 
@@ -170,16 +176,35 @@ impl Parcel for EncodedBatch {
         self.seq
     }
     fn start(&self) -> usize {
-        self.base + self.from
+        self.start
     }
     fn len(&self) -> usize {
-        self.to - self.from
+        self.count
     }
     fn keep(&self) -> Option<Self> {
         Some(self.clone())
     }
     fn split(self) -> Vec<Self> {
-        (self.from..self.to).map(|i| EncodedBatch { from: i, to: i + 1, ..self.clone() }).collect()
+        if self.count <= 1 {
+            return vec![self];
+        }
+        match (self.split)(&self.bytes) {
+            Ok(parts) => parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, bytes)| EncodedBatch {
+                    seq: self.seq,
+                    start: self.start + i,
+                    count: 1,
+                    bytes: Arc::new(bytes),
+                    split: self.split,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot split a batch to retry its items one by one");
+                vec![self]
+            }
+        }
     }
 }
 
@@ -206,6 +231,7 @@ mod tests {
         let e = EncodedBatch::encode(&b).unwrap();
         assert_eq!((e.seq(), e.start(), e.len()), (7, 100, 3));
         assert_eq!(decode_seq::<String>(e.item_bytes(), 3).unwrap(), b.items);
+        assert!(decode_seq::<String>(e.item_bytes(), 2).is_err());
         let parts = e.split();
         assert_eq!(parts.iter().map(|p| (p.start(), p.len())).collect::<Vec<_>>(), vec![(100, 1), (101, 1), (102, 1)]);
         assert_eq!(decode_seq::<String>(parts[1].item_bytes(), 1).unwrap(), vec!["bb".to_string()]);

@@ -180,6 +180,9 @@ pub fn serve<T: Task, A: AsRef<T::Args>>(
             return;
         }
     };
+    if !send(Event::Ready { worker: id }) {
+        return;
+    }
     while let Some(batch) = recv() {
         if cancel.as_deref().is_some_and(|c| c.load(Ordering::Relaxed)) {
             break;

@@ -1,0 +1,287 @@
+//! Process backend benchmarks, each against a baseline measured in the same run:
+//!
+//! - (a) unbatched per-item round trip vs a raw `UnixStream` ping-pong between two processes;
+//! - (b) 1,000,000 tiny items with auto batching: process vs threads;
+//! - (c) a large Arrow table shared to 2 workers that each sum one column: time to first
+//!   result and memory added per worker, vs an empty table and vs the table as a plain arg;
+//! - (d) 64 CPU-bound items of about 50 ms: speedup over serial with 2 workers.
+//!
+//! `cargo bench --bench process` (or `cargo xtask bench`). `ADPE_BENCH_GIB` sets the table
+//! size of (c) in GiB (default 1).
+
+use adparallelengine::arrow::Frame;
+use adparallelengine::backends::ProcessBackend;
+use adparallelengine::{register_task, task, Batching, BoxError, Engine, Kind, Progress, Shared, Task};
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+task!(Echo = |x: u64| -> u64 { x });
+task!(Double = |x: u64| -> u64 { x * 2 });
+task!(
+    /// About 50 ms of arithmetic.
+    Spin = |seed: u64| -> u64 {
+        let mut x = seed;
+        let until = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < until {
+            for _ in 0..1000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            }
+        }
+        x
+    }
+);
+
+const PING_ENV: &str = "ADPE_BENCH_PINGPONG_FD";
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn quiet(kind: Kind, workers: usize) -> Engine {
+    Engine::builder(kind).max_workers(workers).progress(Progress::quiet()).build().expect("engine")
+}
+
+/// (a) Raw ping-pong: this binary re-executed as an echo server on a socketpair.
+fn raw_round_trip(n: usize) -> Duration {
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (mut ours, theirs) = UnixStream::pair().expect("socketpair");
+    let fd = theirs.as_raw_fd();
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
+    cmd.env(PING_ENV, "3");
+    // SAFETY: dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd != 3 && libc_dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("echo server");
+    drop(theirs);
+    let mut buf = [0u8; 8];
+    let t0 = Instant::now();
+    for i in 0..n as u64 {
+        ours.write_all(&i.to_le_bytes()).expect("write");
+        ours.read_exact(&mut buf).expect("read");
+    }
+    let took = t0.elapsed();
+    drop(ours);
+    let _ = child.wait();
+    took / n as u32
+}
+
+extern "C" {
+    fn dup2(old: i32, new: i32) -> i32;
+}
+fn libc_dup2(old: i32, new: i32) -> i32 {
+    // SAFETY: plain dup2(2).
+    unsafe { dup2(old, new) }
+}
+
+fn echo_server() -> ! {
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: the parent put our socket on fd 3.
+    let mut s = unsafe { UnixStream::from_raw_fd(3) };
+    let mut buf = [0u8; 8];
+    while s.read_exact(&mut buf).is_ok() {
+        if s.write_all(&buf).is_err() {
+            break;
+        }
+    }
+    std::process::exit(0)
+}
+
+fn bench_a() {
+    let n = 20_000;
+    let raw: Vec<Duration> = (0..5).map(|_| raw_round_trip(n)).collect();
+    let raw = median(raw);
+    let engine = Engine::from_backend(ProcessBackend::new(1).expect("backend"));
+    let mut strict = vec![];
+    let mut pipelined = vec![];
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        engine.map(Echo, 0..n as u64).batched(false).prefetch(1).run().expect("run");
+        strict.push(t0.elapsed() / n as u32);
+        let t0 = Instant::now();
+        engine.map(Echo, 0..n as u64).batched(false).run().expect("run");
+        pipelined.push(t0.elapsed() / n as u32);
+    }
+    let (strict, pipelined) = (median(strict), median(pipelined));
+    println!("(a) per-item round trip, unbatched, 1 worker process, {n} items");
+    println!("    raw UnixStream ping-pong       {raw:>10.2?}   1.00x");
+    println!("    engine, prefetch 1 (strict)    {strict:>10.2?}   {:.2}x raw", ratio(strict, raw));
+    println!("    engine, prefetch 2 (default)   {pipelined:>10.2?}   {:.2}x raw", ratio(pipelined, raw));
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+fn bench_b() {
+    let n = 1_000_000u64;
+    let threads = quiet(Kind::Threads, 2);
+    let process = quiet(Kind::Process, 2);
+    let (mut t, mut p) = (vec![], vec![]);
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        threads.map(Double, 0..n).batched(Batching::Auto).run().expect("run");
+        t.push(t0.elapsed());
+        let t0 = Instant::now();
+        process.map(Double, 0..n).batched(Batching::Auto).run().expect("run");
+        p.push(t0.elapsed());
+    }
+    let (t, p) = (median(t), median(p));
+    println!("(b) 1,000,000 tiny items (x*2), auto batching, 2 workers");
+    println!("    threads                        {t:>10.2?}   1.00x");
+    println!("    process                        {p:>10.2?}   {:.2}x threads' speed", ratio(t, p));
+}
+
+#[derive(Serialize, Deserialize)]
+enum Table {
+    Shared(Shared<Frame>),
+    Plain(Frame),
+}
+
+impl Table {
+    fn frame(&self) -> &Frame {
+        match self {
+            Table::Shared(s) => s,
+            Table::Plain(f) => f,
+        }
+    }
+}
+
+/// Sums one column of the table and reports the worker's anonymous resident memory.
+struct SumCol;
+impl Task for SumCol {
+    type Item = usize;
+    type Output = (f64, u64);
+    type Args = Table;
+    type Init = ();
+    type State = ();
+    fn init(_: &(), _: &Table) -> Result<(), BoxError> {
+        Ok(())
+    }
+    fn run(col: usize, t: &Table, _: &mut ()) -> Result<(f64, u64), BoxError> {
+        let f = t.frame();
+        let sum = if f.num_rows() == 0 {
+            0.0
+        } else {
+            let c = f.column(col).as_any().downcast_ref::<Float64Array>().ok_or("f64")?;
+            c.values().iter().sum()
+        };
+        Ok((sum, rss_anon_kib()))
+    }
+}
+register_task!(SumCol);
+
+fn rss_anon_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("RssAnon:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn table(bytes: usize) -> Frame {
+    let rows = bytes / 16;
+    let a: ArrayRef = Arc::new(Float64Array::from_iter_values((0..rows).map(|i| (i % 1000) as f64)));
+    let b: ArrayRef = Arc::new(Float64Array::from_iter_values((0..rows).map(|_| 1.0)));
+    Frame(RecordBatch::try_from_iter([("a", a), ("b", b)]).expect("batch"))
+}
+
+fn bench_c() {
+    let gib: f64 = std::env::var("ADPE_BENCH_GIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let bytes = (gib * (1u64 << 30) as f64) as usize;
+    let engine = quiet(Kind::Process, 2);
+    let big = Shared::new(table(bytes));
+    let empty = Shared::new(table(0));
+    // First job with the big table pays for writing it once.
+    let t0 = Instant::now();
+    engine.map(SumCol, [0usize, 1]).args(Table::Shared(big.clone())).batched(false).run().expect("run");
+    let first_write = t0.elapsed();
+    let first_result = |args: Table| {
+        let t0 = Instant::now();
+        let mut s = engine.map(SumCol, [0usize, 1]).args(args).batched(false).stream().expect("stream");
+        let first = s.next().expect("one").expect("ok");
+        let ttfr = t0.elapsed();
+        let second = s.next().expect("two").expect("ok");
+        (ttfr, first.1.max(second.1))
+    };
+    let (mut e, mut s) = (vec![], vec![]);
+    let mut rss = (0, 0);
+    for _ in 0..5 {
+        let (t, r) = first_result(Table::Shared(empty.clone()));
+        e.push(t);
+        rss.0 = r;
+        let (t, r) = first_result(Table::Shared(big.clone()));
+        s.push(t);
+        rss.1 = r;
+    }
+    let t0 = Instant::now();
+    let (plain, plain_rss) = {
+        let (t, r) = first_result(Table::Plain((*big).clone()));
+        (t, r)
+    };
+    let _ = t0;
+    let (e, s) = (median(e), median(s));
+    let table_kib = (bytes / 1024) as u64;
+    println!("(c) a {gib} GiB Arrow table shared with 2 worker processes, each summing one column");
+    println!("    written once to the store (first job)        {first_write:>10.2?}");
+    println!("    time to first result, empty table            {e:>10.2?}");
+    println!("    time to first result, shared table           {s:>10.2?}   +{:.2?} over empty", s.saturating_sub(e));
+    println!("    time to first result, table as a plain arg   {plain:>10.2?}");
+    println!(
+        "    worker anonymous RSS: empty {} KiB, shared {} KiB (+{:.3}% of the table), plain arg {} KiB",
+        rss.0,
+        rss.1,
+        100.0 * rss.1.saturating_sub(rss.0) as f64 / table_kib as f64,
+        plain_rss
+    );
+}
+
+fn bench_d() {
+    let serial = quiet(Kind::Serial, 1);
+    let process = quiet(Kind::Process, 2);
+    let threads = quiet(Kind::Threads, 2);
+    let t0 = Instant::now();
+    serial.map(Spin, 0..64u64).batched(false).run().expect("run");
+    let s = t0.elapsed();
+    let t0 = Instant::now();
+    process.map(Spin, 0..64u64).batched(Batching::Auto).run().expect("run");
+    let p = t0.elapsed();
+    let t0 = Instant::now();
+    threads.map(Spin, 0..64u64).batched(Batching::Auto).run().expect("run");
+    let t = t0.elapsed();
+    println!("(d) 64 CPU-bound items of ~50 ms, 2 workers");
+    println!("    serial                         {s:>10.2?}   1.00x");
+    println!("    process                        {p:>10.2?}   {:.2}x speedup", ratio(s, p));
+    println!("    threads                        {t:>10.2?}   {:.2}x speedup", ratio(s, t));
+}
+
+fn main() {
+    if std::env::var_os(PING_ENV).is_some() {
+        echo_server();
+    }
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let want = |k: &str| only.as_deref().is_none_or(|o| o == k);
+    if want("a") {
+        bench_a();
+    }
+    if want("b") {
+        bench_b();
+    }
+    if want("c") {
+        bench_c();
+    }
+    if want("d") {
+        bench_d();
+    }
+}
