@@ -158,7 +158,8 @@ impl Table {
     }
 }
 
-/// Sums one column of the table and reports the worker's anonymous resident memory.
+/// Sums one column of the table (or, for `usize::MAX - col`, only reads its first value) and
+/// reports the worker's anonymous resident memory.
 struct SumCol;
 impl Task for SumCol {
     type Item = usize;
@@ -171,11 +172,16 @@ impl Task for SumCol {
     }
     fn run(col: usize, t: &Table, _: &mut ()) -> Result<(f64, u64), BoxError> {
         let f = t.frame();
+        let (col, touch_only) = if col >= 1 << 20 { (usize::MAX - col, true) } else { (col, false) };
         let sum = if f.num_rows() == 0 {
             0.0
         } else {
             let c = f.column(col).as_any().downcast_ref::<Float64Array>().ok_or("f64")?;
-            c.values().iter().sum()
+            if touch_only {
+                c.value(0)
+            } else {
+                c.values().iter().sum()
+            }
         };
         Ok((sum, rss_anon_kib()))
     }
@@ -207,14 +213,15 @@ fn bench_c() {
     let t0 = Instant::now();
     engine.map(SumCol, [0usize, 1]).args(Table::Shared(big.clone())).batched(false).run().expect("run");
     let first_write = t0.elapsed();
-    let first_result = |args: Table| {
-        let t0 = Instant::now();
-        let mut s = engine.map(SumCol, [0usize, 1]).args(args).batched(false).stream().expect("stream");
-        let first = s.next().expect("one").expect("ok");
-        let ttfr = t0.elapsed();
-        let second = s.next().expect("two").expect("ok");
-        (ttfr, first.1.max(second.1))
-    };
+    let first_result = |args: Table| first_result_of(&engine, args, [0, 1]);
+    let touch = |args: Table| first_result_of(&engine, args, [usize::MAX, usize::MAX - 1]).0;
+    let (mut te, mut ts) = (vec![], vec![]);
+    for _ in 0..5 {
+        te.push(touch(Table::Shared(empty.clone())));
+        ts.push(touch(Table::Shared(big.clone())));
+    }
+    let (te, ts) = (median(te), median(ts));
+
     let (mut e, mut s) = (vec![], vec![]);
     let mut rss = (0, 0);
     for _ in 0..5 {
@@ -238,6 +245,11 @@ fn bench_c() {
     println!("    time to first result, empty table            {e:>10.2?}");
     println!("    time to first result, shared table           {s:>10.2?}   +{:.2?} over empty", s.saturating_sub(e));
     println!("    time to first result, table as a plain arg   {plain:>10.2?}");
+    println!("    first result, reading one value, empty       {te:>10.2?}");
+    println!(
+        "    first result, reading one value, shared      {ts:>10.2?}   +{:.2?} over empty (sharing overhead alone)",
+        ts.saturating_sub(te)
+    );
     println!(
         "    worker anonymous RSS: empty {} KiB, shared {} KiB (+{:.3}% of the table), plain arg {} KiB",
         rss.0,
@@ -245,6 +257,16 @@ fn bench_c() {
         100.0 * rss.1.saturating_sub(rss.0) as f64 / table_kib as f64,
         plain_rss
     );
+}
+
+/// Time to the first result of a two-item job, and the larger worker RSS of its two items.
+fn first_result_of(engine: &Engine, args: Table, items: [usize; 2]) -> (Duration, u64) {
+    let t0 = Instant::now();
+    let mut s = engine.map(SumCol, items).args(args).batched(false).stream().expect("stream");
+    let first = s.next().expect("one").expect("ok");
+    let ttfr = t0.elapsed();
+    let second = s.next().expect("two").expect("ok");
+    (ttfr, first.1.max(second.1))
 }
 
 fn bench_d() {

@@ -15,6 +15,10 @@ struct Group {
 
 const GROUPS: &[Group] = &[Group { bench: "threads_vs_rayon", group: "tiny_items_1M", baseline: "rayon_par_iter" }];
 
+/// Benches with their own timing, that print their own ratio tables (their baselines need
+/// processes of their own: a raw socket ping-pong, a serial run).
+const OWN_TIMING: &[&str] = &["process"];
+
 /// The mean point estimate (ns) of one criterion measurement, read from its `estimates.json`.
 fn mean_ns(dir: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(dir.join("new").join("estimates.json")).ok()?;
@@ -75,6 +79,13 @@ pub fn bench(extra: &[String]) -> ExitCode {
         for (f, p, ns) in &rows {
             let ratio = base.map(|b| format!("{:.2}", b / ns)).unwrap_or_else(|| "-".into());
             println!("{f:<32} {p:>8} {:>12} {ratio:>22}", human(*ns));
+        }
+    }
+    for bench in OWN_TIMING {
+        let status = Command::new(&cargo).current_dir(&root).args(["bench", "--bench", bench]).status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("bench {bench} failed: {status:?}");
+            ok = false;
         }
     }
     if ok {
