@@ -3,8 +3,8 @@
 //! the user's `main` (no re-run side effects, no fork bombs) and test binaries work as they
 //! are: the hook runs before the test harness too.
 
-use engine_core::remote::{serve_connection, FromWorker, ToWorker, Transport};
-use engine_core::wire::{decode, encode_frame, read_frame, LOCAL_MAX_FRAME};
+use engine_core::remote::{serve_connection, Transport};
+use engine_core::wire::{read_frame, LOCAL_MAX_FRAME};
 use std::io::{BufReader, Write};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -75,15 +75,11 @@ struct SocketTransport {
 }
 
 impl Transport for SocketTransport {
-    fn send(&mut self, msg: &FromWorker) -> std::io::Result<()> {
-        let frame = encode_frame(msg).map_err(std::io::Error::other)?;
-        self.writer.write_all(&frame)
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(frame)
     }
 
-    fn recv(&mut self) -> std::io::Result<Option<ToWorker>> {
-        match read_frame(&mut self.reader, LOCAL_MAX_FRAME)? {
-            None => Ok(None),
-            Some(payload) => decode(&payload).map(Some).map_err(std::io::Error::other),
-        }
+    fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        read_frame(&mut self.reader, LOCAL_MAX_FRAME)
     }
 }

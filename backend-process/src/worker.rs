@@ -7,12 +7,13 @@ use crossbeam_channel::Sender;
 use engine_core::batch::{BatchDone, Event};
 use engine_core::dispatch::{Parcel, WorkerLink};
 use engine_core::remote::{fingerprint, FromWorker, ToWorker};
-use engine_core::wire::{decode, decode_seq, encode_frame, read_frame, EncodedBatch, LOCAL_MAX_FRAME};
+use engine_core::wire::{
+    decode_seq, encode_frame, frame_prefix, read_frame, split_frame, EncodedBatch, LOCAL_MAX_FRAME,
+};
 use engine_core::{Error, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -57,18 +58,9 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
     }
 }
 
-/// Encodes a batch frame straight from the encoded items, without copying them into a
-/// message first. Its bytes are those of `ToWorker::Batch` (checked by a test).
-fn batch_frame(p: &EncodedBatch) -> Result<Vec<u8>> {
-    struct Bytes<'a>(&'a [u8]);
-    impl Serialize for Bytes<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
-        }
-    }
-    // `ToWorker::Batch` is variant 2: postcard writes the variant index, then the fields.
-    let msg = (2u32, p.seq(), p.start(), p.len(), Bytes(p.item_bytes()));
-    encode_frame(&msg)
+/// The start of a batch's frame: its `ToWorker::Batch` header; the encoded items follow.
+fn batch_prefix(p: &EncodedBatch) -> Result<Vec<u8>> {
+    frame_prefix(&ToWorker::Batch { seq: p.seq(), start: p.start(), count: p.len() }, p.item_bytes().len())
 }
 
 /// What every worker of a job is told when it starts: who it is, and the job.
@@ -124,17 +116,17 @@ fn read_worker<O: DeserializeOwned>(w: usize, mut child: Child, stream: UnixStre
                 break;
             }
         };
-        let event = match decode::<FromWorker>(&payload) {
-            Ok(FromWorker::Hello { .. }) => continue,
-            Ok(FromWorker::JobEnded) => {
+        let event = match split_frame::<FromWorker>(&payload) {
+            Ok((FromWorker::Hello { .. }, _)) => continue,
+            Ok((FromWorker::JobEnded, _)) => {
                 ended = true;
                 continue;
             }
-            Ok(FromWorker::Refused { reason }) => Event::Fatal { worker: w, message: reason },
-            Ok(FromWorker::Ready) => Event::Ready { worker: w },
-            Ok(FromWorker::InitFailed { message }) => Event::InitFailed { worker: w, message },
-            Ok(FromWorker::Done { seq, start, len, count, outputs, failures, busy, item_stats }) => {
-                match decode_seq::<O>(&outputs.0, count) {
+            Ok((FromWorker::Refused { reason }, _)) => Event::Fatal { worker: w, message: reason },
+            Ok((FromWorker::Ready, _)) => Event::Ready { worker: w },
+            Ok((FromWorker::InitFailed { message }, _)) => Event::InitFailed { worker: w, message },
+            Ok((FromWorker::Done { seq, start, len, count, failures, busy, item_stats }, outputs)) => {
+                match decode_seq::<O>(outputs, count) {
                     Ok(outputs) => {
                         Event::Done(BatchDone { seq, start, len, outputs, failures, worker: w, busy, item_stats })
                     }
@@ -170,8 +162,17 @@ pub(crate) struct ProcLink {
 impl WorkerLink<EncodedBatch> for ProcLink {
     fn send(&mut self, parcel: EncodedBatch) -> Result<()> {
         let w = self.writer.as_mut().ok_or_else(|| backend_err("batch sent to a closed worker".into()))?;
-        let frame = batch_frame(&parcel)?;
-        w.write_all(&frame).map_err(|e| backend_err(format!("worker process {} is gone: {e}", self.pid)))
+        let mut prefix = batch_prefix(&parcel)?;
+        let items = parcel.item_bytes();
+        // Small batches: one write (a syscall costs more than the copy). Large ones: two
+        // writes, so the encoded items are never copied into a message.
+        let sent = if items.len() <= 64 << 10 {
+            prefix.extend_from_slice(items);
+            w.write_all(&prefix)
+        } else {
+            w.write_all(&prefix).and_then(|()| w.write_all(items))
+        };
+        sent.map_err(|e| backend_err(format!("worker process {} is gone: {e}", self.pid)))
     }
 
     fn close(&mut self) {
@@ -195,14 +196,17 @@ mod tests {
     use engine_core::batch::Batch;
 
     #[test]
-    fn batch_frames_are_to_worker_batch_messages() {
+    fn batch_frames_are_to_worker_batch_messages_with_their_items() {
         let b = EncodedBatch::encode(&Batch { seq: 3, start: 40, items: vec![1u64, 2, 300] }).unwrap();
-        let frame = batch_frame(&b).unwrap();
-        let msg: ToWorker = decode(&frame[8..]).unwrap();
+        let mut frame = batch_prefix(&b).unwrap();
+        frame.extend_from_slice(b.item_bytes());
+        let mut r = &frame[..];
+        let payload = read_frame(&mut r, 1 << 20).unwrap().unwrap();
+        let (msg, tail) = split_frame::<ToWorker>(&payload).unwrap();
         match msg {
-            ToWorker::Batch { seq, start, count, items } => {
+            ToWorker::Batch { seq, start, count } => {
                 assert_eq!((seq, start, count), (3, 40, 3));
-                assert_eq!(decode_seq::<u64>(&items.0, 3).unwrap(), vec![1, 2, 300]);
+                assert_eq!(decode_seq::<u64>(tail, 3).unwrap(), vec![1, 2, 300]);
             }
             other => panic!("{other:?}"),
         }

@@ -8,7 +8,7 @@ use crate::registry;
 use crate::stats::ItemStats;
 use crate::store::SharedStore;
 use crate::task::Task;
-use crate::wire::{decode_seq, encode_seq, ByteBuf};
+use crate::wire::{decode_seq, encode_frame, frame_with_seq, split_frame, ByteBuf};
 use crate::worker::{Worker, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -26,7 +26,8 @@ pub enum ToWorker {
     },
     /// A job starts.
     Job(JobSpec),
-    /// A batch of the current job: `count` items encoded one after the other.
+    /// A batch of the current job; its `count` items follow in the frame's tail, as one
+    /// postcard sequence.
     Batch {
         /// Sequence number.
         seq: u64,
@@ -34,8 +35,6 @@ pub enum ToWorker {
         start: usize,
         /// Number of items.
         count: usize,
-        /// The items.
-        items: ByteBuf,
     },
     /// The current job is over.
     EndJob,
@@ -81,7 +80,7 @@ pub enum FromWorker {
         /// Why.
         message: String,
     },
-    /// A batch is done.
+    /// A batch is done; the outputs of the items that succeeded follow in the frame's tail.
     Done {
         /// Sequence number.
         seq: u64,
@@ -89,10 +88,8 @@ pub enum FromWorker {
         start: usize,
         /// Number of items.
         len: usize,
-        /// Number of outputs in `outputs`.
+        /// Number of outputs in the tail.
         count: usize,
-        /// The outputs of the items that succeeded, encoded one after the other.
-        outputs: ByteBuf,
         /// Items that failed.
         failures: Vec<ItemError>,
         /// Time spent.
@@ -104,12 +101,27 @@ pub enum FromWorker {
     JobEnded,
 }
 
-/// A worker's connection to its driver.
+/// A worker's connection to its driver: it carries frames; the protocol (what is in them) is
+/// this module's.
 pub trait Transport {
-    /// Sends a message.
-    fn send(&mut self, msg: &FromWorker) -> std::io::Result<()>;
-    /// The next message; `None` when the driver closed the connection.
-    fn recv(&mut self) -> std::io::Result<Option<ToWorker>>;
+    /// Sends a whole frame (length prefix included, as built by the `wire` functions).
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()>;
+    /// The next frame's payload; `None` when the driver closed the connection.
+    fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>>;
+}
+
+fn send_msg(t: &mut dyn Transport, msg: &FromWorker) -> std::result::Result<(), String> {
+    let frame = encode_frame(msg).map_err(|e| e.to_string())?;
+    t.send(&frame).map_err(io_err)
+}
+
+/// The next message, with its frame's payload and where the tail starts in it; `None` when
+/// the driver is gone.
+fn recv_msg(t: &mut dyn Transport) -> std::result::Result<Option<(ToWorker, Vec<u8>, usize)>, String> {
+    let Some(payload) = t.recv().map_err(io_err)? else { return Ok(None) };
+    let (msg, tail) = split_frame::<ToWorker>(&payload).map_err(|e| format!("bad message from the driver: {e}"))?;
+    let at = payload.len() - tail.len();
+    Ok(Some((msg, payload, at)))
 }
 
 /// Runs one job of a registered task on a worker (stored in the registry for each task).
@@ -128,7 +140,7 @@ fn io_err(e: std::io::Error) -> String {
 /// Serves a connection: the handshake, then jobs until the driver closes it. `open_store`
 /// opens the share store a job names.
 pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std::result::Result<(), String> {
-    let worker = match t.recv().map_err(io_err)? {
+    let worker = match recv_msg(t)?.map(|(m, _, _)| m) {
         Some(ToWorker::Hello { fingerprint: theirs, worker }) => {
             let ours = fingerprint();
             if theirs != ours {
@@ -136,24 +148,26 @@ pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std
                     "worker runs another build of the program (worker {ours}, driver {theirs}): \
                      rebuild and deploy the same binary"
                 );
-                t.send(&FromWorker::Refused { reason: reason.clone() }).map_err(io_err)?;
+                send_msg(t, &FromWorker::Refused { reason: reason.clone() })?;
                 return Err(reason);
             }
-            t.send(&FromWorker::Hello { fingerprint: ours.to_string(), pid: std::process::id() }).map_err(io_err)?;
+            send_msg(t, &FromWorker::Hello { fingerprint: ours.to_string(), pid: std::process::id() })?;
             worker
         }
         Some(other) => return Err(format!("protocol error: expected Hello, got {other:?}")),
         None => return Ok(()),
     };
     loop {
-        match t.recv().map_err(io_err)? {
+        match recv_msg(t)?.map(|(m, _, _)| m) {
             Some(ToWorker::Job(spec)) => match registry::lookup(&spec.task) {
                 Ok(entry) => {
                     let store = match spec.share_dir.as_deref().map(open_store).transpose() {
                         Ok(s) => s,
                         Err(e) => {
-                            t.send(&FromWorker::InitFailed { message: format!("cannot open the share store: {e}") })
-                                .map_err(io_err)?;
+                            send_msg(
+                                t,
+                                &FromWorker::InitFailed { message: format!("cannot open the share store: {e}") },
+                            )?;
                             skip_job(t)?;
                             continue;
                         }
@@ -161,11 +175,11 @@ pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std
                     (entry.serve)(t, worker, spec, store)?
                 }
                 Err(e) => {
-                    t.send(&FromWorker::Refused { reason: e.to_string() }).map_err(io_err)?;
+                    send_msg(t, &FromWorker::Refused { reason: e.to_string() })?;
                     skip_job(t)?;
                 }
             },
-            Some(ToWorker::EndJob) => t.send(&FromWorker::JobEnded).map_err(io_err)?,
+            Some(ToWorker::EndJob) => send_msg(t, &FromWorker::JobEnded)?,
             Some(other) => return Err(format!("protocol error: expected Job, got {other:?}")),
             None => return Ok(()),
         }
@@ -175,8 +189,8 @@ pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std
 /// Reads and drops the rest of a job this worker cannot run.
 fn skip_job(t: &mut dyn Transport) -> std::result::Result<(), String> {
     loop {
-        match t.recv().map_err(io_err)? {
-            Some(ToWorker::EndJob) => return t.send(&FromWorker::JobEnded).map_err(io_err),
+        match recv_msg(t)?.map(|(m, _, _)| m) {
+            Some(ToWorker::EndJob) => return send_msg(t, &FromWorker::JobEnded),
             Some(_) => {}
             None => return Ok(()),
         }
@@ -214,62 +228,67 @@ pub fn serve_job<T: Task>(
                 Error::Init { message, .. } => message,
                 other => other.to_string(),
             };
-            t.send(&FromWorker::InitFailed { message }).map_err(io_err)?;
+            send_msg(t, &FromWorker::InitFailed { message })?;
             return skip_job(t);
         }
     };
-    t.send(&FromWorker::Ready).map_err(io_err)?;
+    send_msg(t, &FromWorker::Ready)?;
     loop {
-        match t.recv().map_err(io_err)? {
-            Some(ToWorker::Batch { seq, start, count, items }) => {
-                let msg = match decode_seq::<T::Item>(&items.0, count) {
-                    Ok(items) => done_message(w.run_batch(Batch { seq, start, items })),
-                    Err(e) => FromWorker::Done {
-                        seq,
-                        start,
-                        len: count,
-                        count: 0,
-                        outputs: ByteBuf::default(),
-                        failures: vec![ItemError {
+        let Some((msg, payload, at)) = recv_msg(t)? else {
+            return Err("the driver closed the connection in the middle of a job".into());
+        };
+        match msg {
+            ToWorker::Batch { seq, start, count } => {
+                let frame = match decode_seq::<T::Item>(&payload[at..], count) {
+                    Ok(items) => done_frame(w.run_batch(Batch { seq, start, items })),
+                    Err(e) => {
+                        let failure = ItemError {
                             index: start,
                             kind: crate::error::FailureKind::Error,
                             message: format!("cannot decode the batch's items: {e}"),
-                        }],
-                        busy: Duration::ZERO,
-                        item_stats: None,
-                    },
+                        };
+                        done_frame::<T::Output>(crate::batch::BatchDone {
+                            seq,
+                            start,
+                            len: count,
+                            outputs: Vec::new(),
+                            failures: vec![failure],
+                            worker,
+                            busy: Duration::ZERO,
+                            item_stats: None,
+                        })
+                    }
                 };
-                t.send(&msg).map_err(io_err)?;
+                t.send(&frame?).map_err(io_err)?;
             }
-            Some(ToWorker::EndJob) => return t.send(&FromWorker::JobEnded).map_err(io_err),
-            Some(other) => return Err(format!("protocol error: expected Batch or EndJob, got {other:?}")),
-            None => return Err("the driver closed the connection in the middle of a job".into()),
+            ToWorker::EndJob => return send_msg(t, &FromWorker::JobEnded),
+            other => return Err(format!("protocol error: expected Batch or EndJob, got {other:?}")),
         }
     }
 }
 
-fn done_message<O: Serialize>(b: crate::batch::BatchDone<O>) -> FromWorker {
-    let mut failures = b.failures;
-    let count = b.outputs.len();
-    let (outputs, count) = match encode_seq(&b.outputs) {
-        Ok(bytes) => (bytes, count),
+/// The `Done` frame of a batch: its header, then its outputs in the tail, encoded into one
+/// buffer.
+fn done_frame<O: Serialize>(b: crate::batch::BatchDone<O>) -> std::result::Result<Vec<u8>, String> {
+    let header = |count, failures| FromWorker::Done {
+        seq: b.seq,
+        start: b.start,
+        len: b.len,
+        count,
+        failures,
+        busy: b.busy,
+        item_stats: b.item_stats.clone(),
+    };
+    match frame_with_seq(&header(b.outputs.len(), b.failures.clone()), &b.outputs) {
+        Ok(frame) => Ok(frame),
         Err(e) => {
+            let mut failures = b.failures.clone();
             failures.push(ItemError {
                 index: b.start,
                 kind: crate::error::FailureKind::Error,
                 message: format!("cannot encode the batch's outputs: {e}"),
             });
-            (encode_seq::<O>(&[]).unwrap_or_default(), 0)
+            frame_with_seq::<_, O>(&header(0, failures), &[]).map_err(|e| e.to_string())
         }
-    };
-    FromWorker::Done {
-        seq: b.seq,
-        start: b.start,
-        len: b.len,
-        count,
-        outputs: ByteBuf(outputs),
-        failures,
-        busy: b.busy,
-        item_stats: b.item_stats,
     }
 }
