@@ -348,3 +348,38 @@ fn workers_that_always_die_at_start_end_the_job_instead_of_looping() {
     assert!(err.to_string().contains("SIGABRT"), "{err}");
     assert_no_worker_left("after workers dying at start");
 }
+
+task!(
+    /// Hangs on the item that starts with `H`; returns the length of the others.
+    BigItems = |s: String| -> usize {
+        if s.starts_with('H') {
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        s.len()
+    }
+);
+
+#[test]
+fn a_hung_worker_with_a_full_socket_does_not_stall_the_others() {
+    let _g = lock();
+    // 4 MiB items: more than a socket buffer holds, so the batch queued behind the hung item
+    // cannot be written to that worker. The dispatch loop must not wait for it: the other
+    // worker gets on with the job and the timeout still fires.
+    let item = |c: char| std::iter::repeat_n(c, 4 << 20).collect::<String>();
+    let items: Vec<String> = (0..8).map(|i| if i == 0 { item('H') } else { item('x') }).collect();
+    let e = processes(2);
+    let t0 = Instant::now();
+    let all = e
+        .map(BigItems, items)
+        .batched(false)
+        .item_timeout(Duration::from_millis(500))
+        .retries(0)
+        .collect_results()
+        .unwrap();
+    assert_eq!(all[0].as_ref().unwrap_err().kind, FailureKind::Timeout);
+    for r in &all[1..] {
+        assert_eq!(r.as_ref().unwrap(), &(4 << 20));
+    }
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    assert_no_worker_left("after a hung worker with a full socket");
+}

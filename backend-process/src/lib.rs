@@ -21,6 +21,7 @@
 
 mod cleanup;
 pub mod hook;
+mod outbox;
 mod store;
 mod worker;
 
@@ -145,6 +146,7 @@ impl Backend for ProcessBackend {
 /// waits until every one of them is reaped, so none outlives the job.
 struct ProcessRun<'a, O> {
     dispatch: Option<Box<dyn Completions<O> + 'a>>,
+    /// Every reader and writer thread of the job's workers.
     readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 

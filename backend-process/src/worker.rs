@@ -3,6 +3,7 @@
 
 use crate::cleanup;
 use crate::hook::{ENV_PARENT_PID, ENV_WORKER_FD, WORKER_FD};
+use crate::outbox::Outbox;
 use crossbeam_channel::Sender;
 use engine_core::batch::{BatchDone, Event};
 use engine_core::dispatch::{Parcel, WorkerLink};
@@ -14,7 +15,7 @@ use engine_core::{Error, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -81,10 +82,13 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
     pub(crate) fn spawn(&self, w: usize) -> Result<ProcLink> {
         let (child, stream) = spawn_process(&self.exe)?;
         let pid = child.id() as i32;
-        let mut writer = stream;
-        let reader = writer.try_clone().map_err(|e| backend_err(format!("cannot clone a socket: {e}")))?;
+        let reader = stream.try_clone().map_err(|e| backend_err(format!("cannot clone a socket: {e}")))?;
+        let (outbox, writer_thread) = Outbox::new(stream, format!("adparallelengine-writer-{w}"))
+            .map_err(|e| backend_err(format!("cannot start a writer thread: {e}")))?;
         let hello = encode_frame(&ToWorker::Hello { fingerprint: fingerprint().to_string(), worker: w })?;
-        let sent = writer.write_all(&hello).and_then(|()| writer.write_all(&self.frames.job));
+        let mut start = hello;
+        start.extend_from_slice(&self.frames.job);
+        let sent = outbox.send(start, None);
         let events = self.events.clone();
         let handle = std::thread::Builder::new()
             .name(format!("adparallelengine-reader-{w}"))
@@ -92,13 +96,14 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
             .map_err(|e| backend_err(format!("cannot start a reader thread: {e}")))?;
         if let Ok(mut g) = self.readers.lock() {
             g.push(handle);
+            g.push(writer_thread);
         }
         if let Err(e) = sent {
             // The reader reports the process's end; this link is dead.
             tracing::warn!(worker = w, error = %e, "cannot send the job to a new worker");
         }
         tracing::debug!(worker = w, pid, "worker process started");
-        Ok(ProcLink { writer: Some(writer), pid })
+        Ok(ProcLink { outbox: Some(outbox), pid })
     }
 }
 
@@ -155,37 +160,36 @@ fn read_worker<O: DeserializeOwned>(w: usize, mut child: Child, stream: UnixStre
 
 /// The driver's end of one worker process.
 pub(crate) struct ProcLink {
-    writer: Option<UnixStream>,
+    outbox: Option<Outbox>,
     pid: i32,
 }
 
 impl WorkerLink<EncodedBatch> for ProcLink {
     fn send(&mut self, parcel: EncodedBatch) -> Result<()> {
-        let w = self.writer.as_mut().ok_or_else(|| backend_err("batch sent to a closed worker".into()))?;
-        let mut prefix = batch_prefix(&parcel)?;
-        let items = parcel.item_bytes();
-        // Small batches: one write (a syscall costs more than the copy). Large ones: two
-        // writes, so the encoded items are never copied into a message.
-        let sent = if items.len() <= 64 << 10 {
-            prefix.extend_from_slice(items);
-            w.write_all(&prefix)
+        let out = self.outbox.as_ref().ok_or_else(|| backend_err("batch sent to a closed worker".into()))?;
+        let mut head = batch_prefix(&parcel)?;
+        // Small batches travel as one buffer (a syscall costs more than the copy); large ones
+        // as the header then the encoded items, which are never copied.
+        let sent = if parcel.item_bytes().len() <= 64 << 10 {
+            head.extend_from_slice(parcel.item_bytes());
+            out.send(head, None)
         } else {
-            w.write_all(&prefix).and_then(|()| w.write_all(items))
+            out.send(head, Some(parcel))
         };
         sent.map_err(|e| backend_err(format!("worker process {} is gone: {e}", self.pid)))
     }
 
     fn close(&mut self) {
-        if let Some(mut w) = self.writer.take() {
+        if let Some(out) = self.outbox.take() {
             if let Ok(frame) = encode_frame(&ToWorker::EndJob) {
-                let _ = w.write_all(&frame);
+                let _ = out.send(frame, None);
             }
-            let _ = w.shutdown(std::net::Shutdown::Write);
+            out.shutdown();
         }
     }
 
     fn cancel(&mut self) {
-        self.writer = None;
+        self.outbox = None;
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
     }
 }
