@@ -35,8 +35,8 @@ pub fn live_workers() -> Vec<i32> {
     LIVE.lock().ok().and_then(|g| g.as_ref().map(|s| s.iter().copied().collect())).unwrap_or_default()
 }
 
-/// Registers a cleanup to run if the driver is interrupted; returns its id for
-/// [`unregister_cleanup`].
+/// Registers, under `id`, a cleanup to run if the driver is interrupted; drop it with
+/// [`unregister_cleanup`] once it was done the ordinary way.
 pub fn register_cleanup(id: u64, f: impl FnOnce() + Send + 'static) {
     install_handler();
     if let Ok(mut g) = CLEANUPS.lock() {

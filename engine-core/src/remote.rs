@@ -9,8 +9,9 @@ use crate::stats::ItemStats;
 use crate::store::SharedStore;
 use crate::task::Task;
 use crate::wire::{decode_seq, encode_frame, frame_with_seq, split_frame, ByteBuf};
-use crate::worker::{Worker, WorkerOptions};
+use crate::worker::WorkerOptions;
 use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,35 +220,40 @@ pub fn serve_job<T: Task>(
         Some(store) => crate::share_ctx::with_store(store, decode_args),
         None => decode_args(),
     };
-    let started =
-        decoded.and_then(|(args, init)| Worker::<T, Arc<T::Args>>::start(worker, &init, Arc::new(args), opts));
-    let mut w = match started {
-        Ok(w) => w,
+    let (args, init) = match decoded {
+        Ok(x) => x,
         Err(e) => {
-            let message = match e {
-                Error::Init { message, .. } => message,
-                other => other.to_string(),
-            };
-            send_msg(t, &FromWorker::InitFailed { message })?;
+            send_msg(t, &FromWorker::InitFailed { message: e.to_string() })?;
             return skip_job(t);
         }
     };
-    send_msg(t, &FromWorker::Ready)?;
-    loop {
-        let Some((msg, payload, at)) = recv_msg(t)? else {
-            return Err("the driver closed the connection in the middle of a job".into());
-        };
+    // The worker loop is the one every backend runs (`worker::serve`); here its messages are
+    // frames on the transport.
+    let t = RefCell::new(t);
+    let trouble: RefCell<Option<String>> = RefCell::new(None);
+    let (ended, init_failed) = (Cell::new(false), Cell::new(false));
+    let send_frame = |frame: std::result::Result<Vec<u8>, String>| match frame
+        .and_then(|f| t.borrow_mut().send(&f).map_err(io_err))
+    {
+        Ok(()) => true,
+        Err(e) => {
+            trouble.borrow_mut().get_or_insert(e);
+            false
+        }
+    };
+    let recv = || loop {
+        let msg = recv_msg(&mut **t.borrow_mut());
         match msg {
-            ToWorker::Batch { seq, start, count } => {
-                let frame = match decode_seq::<T::Item>(&payload[at..], count) {
-                    Ok(items) => done_frame(w.run_batch(Batch { seq, start, items })),
+            Ok(Some((ToWorker::Batch { seq, start, count }, payload, at))) => {
+                match decode_seq::<T::Item>(&payload[at..], count) {
+                    Ok(items) => return Some(Batch { seq, start, items }),
                     Err(e) => {
                         let failure = ItemError {
                             index: start,
                             kind: crate::error::FailureKind::Error,
                             message: format!("cannot decode the batch's items: {e}"),
                         };
-                        done_frame::<T::Output>(crate::batch::BatchDone {
+                        let done = crate::batch::BatchDone::<T::Output> {
                             seq,
                             start,
                             len: count,
@@ -256,15 +262,56 @@ pub fn serve_job<T: Task>(
                             worker,
                             busy: Duration::ZERO,
                             item_stats: None,
-                        })
+                        };
+                        if !send_frame(done_frame(done)) {
+                            return None;
+                        }
                     }
-                };
-                t.send(&frame?).map_err(io_err)?;
+                }
             }
-            ToWorker::EndJob => return send_msg(t, &FromWorker::JobEnded),
-            other => return Err(format!("protocol error: expected Batch or EndJob, got {other:?}")),
+            Ok(Some((ToWorker::EndJob, _, _))) => {
+                ended.set(true);
+                return None;
+            }
+            Ok(Some((other, _, _))) => {
+                trouble.borrow_mut().get_or_insert(format!("protocol error: expected Batch or EndJob, got {other:?}"));
+                return None;
+            }
+            Ok(None) => {
+                trouble.borrow_mut().get_or_insert("the driver closed the connection in the middle of a job".into());
+                return None;
+            }
+            Err(e) => {
+                trouble.borrow_mut().get_or_insert(e);
+                return None;
+            }
         }
+    };
+    let send = |ev: crate::batch::Event<T::Output>| {
+        use crate::batch::Event;
+        let frame = match ev {
+            Event::Ready { .. } => encode_frame(&FromWorker::Ready).map_err(|e| e.to_string()),
+            Event::InitFailed { message, .. } => {
+                init_failed.set(true);
+                encode_frame(&FromWorker::InitFailed { message }).map_err(|e| e.to_string())
+            }
+            Event::Done(b) => done_frame(b),
+            Event::Fatal { .. } | Event::Lost { .. } => return true,
+        };
+        send_frame(frame)
+    };
+    crate::worker::serve::<T, _>(worker, &init, Arc::new(args), opts, recv, send);
+    if let Some(e) = trouble.into_inner() {
+        return Err(e);
     }
+    let t = t.into_inner();
+    if init_failed.get() {
+        return skip_job(t);
+    }
+    if ended.get() {
+        send_msg(t, &FromWorker::JobEnded)?;
+    }
+    Ok(())
 }
 
 /// The `Done` frame of a batch: its header, then its outputs in the tail, encoded into one
