@@ -2,7 +2,7 @@
 
 mod common;
 
-use adparallelengine::{register_task, task, Batching, BoxError, Error, FailureKind, Task};
+use adparallelengine::{register_task, task, AnyBackend, Batching, BoxError, Engine, Error, FailureKind, Task};
 use common::processes;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -31,6 +31,23 @@ fn live_children() -> Vec<i32> {
     out
 }
 
+/// After a job, the engine still up: no worker busy, and the only live children are the
+/// engine's idle workers, kept for its next job.
+fn assert_only_idle_workers(e: &Engine, what: &str) {
+    let idle = match e.backend() {
+        AnyBackend::Process(p) => p.idle_workers(),
+        _ => 0,
+    };
+    assert!(idle <= e.workers(), "{what}: {idle} idle workers for {} workers", e.workers());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while live_children().len() != idle && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(live_children().len(), idle, "{what}: worker processes left behind besides the idle ones");
+    assert_eq!(adparallelengine::backends::live_workers().len(), idle, "{what}");
+}
+
+/// After the engine is dropped: no worker process at all.
 fn assert_no_worker_left(what: &str) {
     // Reader threads reap workers as the job ends; allow them a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -77,8 +94,47 @@ fn a_worker_that_dies_loses_no_other_item_and_names_the_culprit() {
         let err = e.map(Crashy, 0..10u64).batched(batching).retries(0).run().unwrap_err();
         let idx = err.item_index();
         assert!(idx == Some(3) || idx == Some(5), "{err}");
-        assert_no_worker_left("after crashes");
+        assert_only_idle_workers(&e, "after crashes");
     }
+    drop(e);
+    assert_no_worker_left("after crashes, engine dropped");
+}
+
+task!(
+    /// The worker's process id.
+    WhoAmI = |_x: u64| -> u32 {
+        std::thread::sleep(Duration::from_millis(5));
+        std::process::id()
+    }
+);
+
+#[test]
+fn workers_stay_up_between_jobs_and_a_dead_idle_one_is_replaced() {
+    let _g = lock();
+    let e = processes(2);
+    let pids = |e: &Engine| {
+        let mut p = e.map(WhoAmI, 0..40u64).batched(false).run().unwrap();
+        p.sort();
+        p.dedup();
+        p
+    };
+    let first = pids(&e);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().all(|p| *p != std::process::id()));
+    assert_only_idle_workers(&e, "after the first job");
+    assert_eq!(live_children().len(), 2);
+    // The next job runs on the same processes: no start-up cost.
+    assert_eq!(pids(&e), first);
+    // One dies while idle: the next job replaces it and loses nothing.
+    // SAFETY: plain kill(2) of our own worker process.
+    unsafe { libc_kill(first[0] as i32) };
+    std::thread::sleep(Duration::from_millis(50));
+    let third = pids(&e);
+    assert_eq!(third.len(), 2, "{third:?}");
+    assert!(!third.contains(&first[0]) && third.contains(&first[1]), "{first:?} then {third:?}");
+    assert_only_idle_workers(&e, "after replacing a dead idle worker");
+    drop(e);
+    assert_no_worker_left("after dropping an engine with idle workers");
 }
 
 /// Item 5 parks on its first attempt after writing its pid to the file given as args; the
@@ -135,7 +191,9 @@ fn a_worker_killed_from_outside_is_replaced_and_its_items_rerun() {
     eprintln!("SIGKILLed worker detected and its items rerun within {recovery:?}");
     assert!(recovery < Duration::from_secs(30), "recovery took {recovery:?}");
     let _ = std::fs::remove_dir_all(&dir);
-    assert_no_worker_left("after a SIGKILL");
+    assert_only_idle_workers(&e, "after a SIGKILL");
+    drop(e);
+    assert_no_worker_left("after a SIGKILL, engine dropped");
 }
 
 unsafe fn libc_kill(pid: i32) {
@@ -178,7 +236,9 @@ fn an_item_timeout_kills_only_its_worker() {
         }
     }
     assert!(took < Duration::from_secs(60), "a hung item held the job for {took:?}");
-    assert_no_worker_left("after a timeout");
+    assert_only_idle_workers(&e, "after a timeout");
+    drop(e);
+    assert_no_worker_left("after a timeout, engine dropped");
 }
 
 /// A task whose name differs in every process: workers do not know it.
@@ -209,7 +269,9 @@ fn a_worker_that_does_not_know_the_task_says_so() {
     let err = e.map(Elusive, [1u8, 2, 3]).run().unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{err}");
     assert!(err.to_string().contains("is not registered"), "{err}");
-    assert_no_worker_left("after a refusal");
+    assert_only_idle_workers(&e, "after a refusal");
+    drop(e);
+    assert_no_worker_left("after a refusal, engine dropped");
 }
 
 task!(
@@ -226,7 +288,7 @@ fn dropping_a_job_or_the_engine_leaves_no_worker() {
     let mut s = e.map(Slowish, 0..10_000u64).batched(false).stream().unwrap();
     assert_eq!(s.next().unwrap().unwrap(), 0);
     drop(s);
-    assert_no_worker_left("after dropping a stream");
+    assert_only_idle_workers(&e, "after dropping a stream");
     let out = e.map(Slowish, 0..4u64).run().unwrap();
     assert_eq!(out, vec![0, 1, 2, 3]);
     drop(e);
@@ -346,7 +408,9 @@ fn workers_that_always_die_at_start_end_the_job_instead_of_looping() {
     let err = e.map(DiesInInit, 0..10u64).run().unwrap_err();
     assert!(err.to_string().contains("died before their init finished"), "{err}");
     assert!(err.to_string().contains("SIGABRT"), "{err}");
-    assert_no_worker_left("after workers dying at start");
+    assert_only_idle_workers(&e, "after workers dying at start");
+    drop(e);
+    assert_no_worker_left("after workers dying at start, engine dropped");
 }
 
 task!(
@@ -381,5 +445,7 @@ fn a_hung_worker_with_a_full_socket_does_not_stall_the_others() {
         assert_eq!(r.as_ref().unwrap(), &(4 << 20));
     }
     assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
-    assert_no_worker_left("after a hung worker with a full socket");
+    assert_only_idle_workers(&e, "after a hung worker with a full socket");
+    drop(e);
+    assert_no_worker_left("after a hung worker with a full socket, engine dropped");
 }

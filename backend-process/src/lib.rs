@@ -3,10 +3,11 @@
 //! runs before `main` (see [`hook`]), so it costs the user nothing and never runs their `main`,
 //! in binaries, examples and `cargo test` binaries alike.
 //!
-//! Each job starts `min(max_workers, items)` workers, connected by a socketpair each; messages
-//! are engine-core's frames. Scheduling, retries of a dead worker's batches, item timeouts and
+//! A job runs on `min(max_workers, items)` workers, each connected by a socketpair; messages
+//! are engine-core's frames. Workers start with the first job that needs them and stay up
+//! between jobs (see [`pool`](crate::pool) for why) until the backend is dropped. Scheduling, retries of a dead worker's batches, item timeouts and
 //! ordering are engine-core's [`Dispatch`]: this crate only spawns processes and carries
-//! frames. Workers exit at the end of the job; a worker whose driver dies gets SIGKILL from
+//! frames. A worker whose driver dies gets SIGKILL from
 //! the kernel, and Ctrl-C (SIGINT/SIGTERM) kills every worker before the driver exits.
 //!
 //! ```no_run
@@ -22,6 +23,7 @@
 mod cleanup;
 pub mod hook;
 mod outbox;
+mod pool;
 mod store;
 mod worker;
 
@@ -42,7 +44,7 @@ use worker::{JobFrames, Spawner};
 
 /// Worker processes running this executable.
 pub struct ProcessBackend {
-    exe: PathBuf,
+    pool: Arc<pool::Pool>,
     workers: usize,
     store: Arc<store::LazyStore>,
 }
@@ -60,7 +62,12 @@ impl ProcessBackend {
         std::hint::black_box(&hook::PRE_MAIN_HOOK);
         let exe = std::env::current_exe()
             .map_err(|e| Error::Backend { backend: "process", message: format!("cannot find this executable: {e}") })?;
-        Ok(ProcessBackend { exe, workers: workers.max(1), store: Arc::new(store::LazyStore::new(None)) })
+        let workers = workers.max(1);
+        Ok(ProcessBackend {
+            pool: Arc::new(pool::Pool::new(exe, workers)),
+            workers,
+            store: Arc::new(store::LazyStore::new(None)),
+        })
     }
 
     /// Puts shared values in a private directory under `dir` (the seed's `path_shared`)
@@ -68,6 +75,11 @@ impl ProcessBackend {
     pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {
         self.store = Arc::new(store::LazyStore::new(dir));
         self
+    }
+
+    /// Worker processes idle between jobs, kept for the next one (at most `workers`).
+    pub fn idle_workers(&self) -> usize {
+        self.pool.idle_count()
     }
 
     /// The share store's directory, once something was shared.
@@ -122,7 +134,7 @@ impl Backend for ProcessBackend {
         let frames = Arc::new(JobFrames { job });
         let (events, events_rx) = unbounded::<Event<T::Output>>();
         let readers = Arc::new(Mutex::new(Vec::new()));
-        let spawner = Spawner { exe: self.exe.clone(), frames, events, readers: Arc::clone(&readers) };
+        let spawner = Spawner { pool: Arc::clone(&self.pool), frames, events, readers: Arc::clone(&readers) };
         let mut links: Vec<Box<dyn WorkerLink<EncodedBatch> + 'a>> = Vec::with_capacity(plan.workers);
         for w in 0..plan.workers {
             links.push(Box::new(spawner.spawn(w)?));

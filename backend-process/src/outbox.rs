@@ -18,8 +18,6 @@ enum Chunk {
     Bytes(Vec<u8>, usize),
     /// A batch's encoded items (shared with its retry copy), from an offset.
     Items(EncodedBatch, usize),
-    /// Close the writing half once everything before is written.
-    Shutdown,
 }
 
 /// The sending side of one worker's socket.
@@ -66,11 +64,10 @@ impl Outbox {
                 let res = match &chunk {
                     Chunk::Bytes(b, off) => w.write_all(&b[*off..]),
                     Chunk::Items(b, off) => w.write_all(&b.item_bytes()[*off..]),
-                    Chunk::Shutdown => w.shutdown(std::net::Shutdown::Write),
                 };
                 left.fetch_sub(1, Ordering::Release);
-                if res.is_err() || matches!(chunk, Chunk::Shutdown) {
-                    // The worker is gone (its reader reports it) or we are done.
+                if res.is_err() {
+                    // The worker is gone (its reader reports it).
                     break;
                 }
             }
@@ -110,13 +107,5 @@ impl Outbox {
             }
         }
         Ok(())
-    }
-
-    /// Closes the writing half after everything queued (the worker then sees the end).
-    pub(crate) fn shutdown(&self) {
-        if self.pending.load(Ordering::Acquire) > 0 && self.enqueue(Chunk::Shutdown).is_ok() {
-            return;
-        }
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 }

@@ -2,14 +2,14 @@
 //! and the reader thread that turns its frames into engine events.
 
 use crate::cleanup;
-use crate::hook::{ENV_PARENT_PID, ENV_WORKER_FD, WORKER_FD};
 use crate::outbox::Outbox;
+use crate::pool::{Pool, Proc};
 use crossbeam_channel::Sender;
 use engine_core::batch::{BatchDone, Event};
 use engine_core::dispatch::{Parcel, WorkerLink};
 use engine_core::remote::{fingerprint, FromWorker, ToWorker};
 use engine_core::wire::{
-    decode_seq, encode_frame, frame_prefix, read_frame, split_frame, EncodedBatch, LOCAL_MAX_FRAME,
+    decode_seq, encode_frame, frame_prefix, read_frame_into, split_frame, EncodedBatch, LOCAL_MAX_FRAME,
 };
 use engine_core::{Error, Result};
 use nix::sys::signal::{kill, Signal};
@@ -18,30 +18,12 @@ use serde::de::DeserializeOwned;
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 fn backend_err(message: String) -> Error {
     Error::Backend { backend: "process", message }
-}
-
-/// Starts this executable as a worker, connected to us by a socketpair given as its stdin.
-///
-/// No `pre_exec` hook: without one the standard library spawns with `posix_spawn` (vfork and
-/// exec), whose cost does not grow with the driver's memory, where `fork` copies its page
-/// tables (measured: 130 ms per worker for a driver holding 3 GiB). The worker arms
-/// `PR_SET_PDEATHSIG` itself, first thing in its pre-main hook.
-fn spawn_process(exe: &Path) -> Result<(Child, UnixStream)> {
-    let (ours, theirs) = UnixStream::pair().map_err(|e| backend_err(format!("cannot create a socketpair: {e}")))?;
-    let mut cmd = Command::new(exe);
-    cmd.env(ENV_WORKER_FD, WORKER_FD.to_string())
-        .env(ENV_PARENT_PID, std::process::id().to_string())
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
-    let child = cmd.spawn().map_err(|e| backend_err(format!("cannot start worker process {}: {e}", exe.display())))?;
-    cleanup::track(child.id() as i32);
-    Ok((child, ours))
 }
 
 /// How a process ended, in words.
@@ -69,30 +51,33 @@ pub(crate) struct JobFrames {
     pub(crate) job: Vec<u8>,
 }
 
-/// Spawns the workers of one job (and their replacements).
+/// Finds the workers of one job (and their replacements): idle ones from the pool, or new.
 pub(crate) struct Spawner<O> {
-    pub(crate) exe: std::path::PathBuf,
+    pub(crate) pool: Arc<Pool>,
     pub(crate) frames: Arc<JobFrames>,
     pub(crate) events: Sender<Event<O>>,
     pub(crate) readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
-    /// Starts worker `w`: the process, its handshake and job, and its reader thread.
+    /// Starts worker `w`: a process (its handshake if new), the job, and its reader thread.
     pub(crate) fn spawn(&self, w: usize) -> Result<ProcLink> {
-        let (child, stream) = spawn_process(&self.exe)?;
+        let (Proc { child, stream }, warm) = self.pool.take()?;
         let pid = child.id() as i32;
         let reader = stream.try_clone().map_err(|e| backend_err(format!("cannot clone a socket: {e}")))?;
         let (outbox, writer_thread) = Outbox::new(stream, format!("adparallelengine-writer-{w}"))
             .map_err(|e| backend_err(format!("cannot start a writer thread: {e}")))?;
-        let hello = encode_frame(&ToWorker::Hello { fingerprint: fingerprint().to_string(), worker: w })?;
-        let mut start = hello;
+        let mut start = match warm {
+            true => Vec::new(),
+            false => encode_frame(&ToWorker::Hello { fingerprint: fingerprint().to_string(), worker: w })?,
+        };
         start.extend_from_slice(&self.frames.job);
         let sent = outbox.send(start, None);
         let events = self.events.clone();
+        let pool = Arc::clone(&self.pool);
         let handle = std::thread::Builder::new()
             .name(format!("adparallelengine-reader-{w}"))
-            .spawn(move || read_worker(w, child, reader, events))
+            .spawn(move || read_worker(w, child, reader, events, &pool))
             .map_err(|e| backend_err(format!("cannot start a reader thread: {e}")))?;
         if let Ok(mut g) = self.readers.lock() {
             g.push(handle);
@@ -102,20 +87,29 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
             // The reader reports the process's end; this link is dead.
             tracing::warn!(worker = w, error = %e, "cannot send the job to a new worker");
         }
-        tracing::debug!(worker = w, pid, "worker process started");
+        tracing::debug!(worker = w, pid, warm, "worker process joined the job");
         Ok(ProcLink { outbox: Some(outbox), pid })
     }
 }
 
-/// The reader thread of one worker: frames to events, then the process's end.
-fn read_worker<O: DeserializeOwned>(w: usize, mut child: Child, stream: UnixStream, events: Sender<Event<O>>) {
+/// The reader thread of one worker in a job: frames to events until the worker says the job
+/// ended (then it goes back to the pool) or its process ends (reported as `Lost`).
+fn read_worker<O: DeserializeOwned + 'static>(
+    w: usize,
+    mut child: Child,
+    stream: UnixStream,
+    events: Sender<Event<O>>,
+    pool: &Pool,
+) {
     let mut r = BufReader::with_capacity(1 << 16, stream);
     let mut ended = false;
     let mut trouble: Option<String> = None;
+    // One buffer for every frame of this worker: no fresh pages per batch.
+    let mut payload = Vec::new();
     loop {
-        let payload = match read_frame(&mut r, LOCAL_MAX_FRAME) {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
+        match read_frame_into(&mut r, LOCAL_MAX_FRAME, &mut payload) {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
                 trouble = Some(format!("connection failed: {e}"));
                 break;
@@ -124,8 +118,15 @@ fn read_worker<O: DeserializeOwned>(w: usize, mut child: Child, stream: UnixStre
         let event = match split_frame::<FromWorker>(&payload) {
             Ok((FromWorker::Hello { .. }, _)) => continue,
             Ok((FromWorker::JobEnded, _)) => {
+                // In good order, and nothing unread: the worker can serve another job.
+                if r.buffer().is_empty() {
+                    pool.give_back(Proc { child, stream: r.into_inner() });
+                    return;
+                }
+                tracing::warn!(worker = w, "worker sent data after the end of its job; stopping it");
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
                 ended = true;
-                continue;
+                break;
             }
             Ok((FromWorker::Refused { reason }, _)) => Event::Fatal { worker: w, message: reason },
             Ok((FromWorker::Ready, _)) => Event::Ready { worker: w },
@@ -179,12 +180,12 @@ impl WorkerLink<EncodedBatch> for ProcLink {
         sent.map_err(|e| backend_err(format!("worker process {} is gone: {e}", self.pid)))
     }
 
+    /// Ends the job on this worker; the socket stays open, for the worker's next job.
     fn close(&mut self) {
         if let Some(out) = self.outbox.take() {
             if let Ok(frame) = encode_frame(&ToWorker::EndJob) {
                 let _ = out.send(frame, None);
             }
-            out.shutdown();
         }
     }
 
@@ -205,7 +206,7 @@ mod tests {
         let mut frame = batch_prefix(&b).unwrap();
         frame.extend_from_slice(b.item_bytes());
         let mut r = &frame[..];
-        let payload = read_frame(&mut r, 1 << 20).unwrap().unwrap();
+        let payload = engine_core::wire::read_frame(&mut r, 1 << 20).unwrap().unwrap();
         let (msg, tail) = split_frame::<ToWorker>(&payload).unwrap();
         match msg {
             ToWorker::Batch { seq, start, count } => {

@@ -17,6 +17,7 @@ pub mod inline;
 pub mod items;
 pub mod job;
 mod order;
+pub mod plain;
 pub mod progress;
 pub mod registry;
 pub mod remote;

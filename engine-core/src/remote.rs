@@ -27,8 +27,8 @@ pub enum ToWorker {
     },
     /// A job starts.
     Job(JobSpec),
-    /// A batch of the current job; its `count` items follow in the frame's tail, as one
-    /// postcard sequence.
+    /// A batch of the current job; its `count` items follow in the frame's tail, as a list
+    /// written by [`crate::wire::encode_seq`].
     Batch {
         /// Sequence number.
         seq: u64,
@@ -107,8 +107,10 @@ pub enum FromWorker {
 pub trait Transport {
     /// Sends a whole frame (length prefix included, as built by the `wire` functions).
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()>;
-    /// The next frame's payload; `None` when the driver closed the connection.
-    fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>>;
+    /// The next frame's payload; `None` when the driver closed the connection. The payload
+    /// is borrowed from a buffer the transport keeps and reuses for every frame, so a worker
+    /// does not fault in fresh pages for every batch.
+    fn recv(&mut self) -> std::io::Result<Option<&[u8]>>;
 }
 
 fn send_msg(t: &mut dyn Transport, msg: &FromWorker) -> std::result::Result<(), String> {
@@ -116,13 +118,11 @@ fn send_msg(t: &mut dyn Transport, msg: &FromWorker) -> std::result::Result<(), 
     t.send(&frame).map_err(io_err)
 }
 
-/// The next message, with its frame's payload and where the tail starts in it; `None` when
-/// the driver is gone.
-fn recv_msg(t: &mut dyn Transport) -> std::result::Result<Option<(ToWorker, Vec<u8>, usize)>, String> {
+/// The next message and its frame's tail; `None` when the driver is gone.
+fn recv_msg(t: &mut dyn Transport) -> std::result::Result<Option<(ToWorker, &[u8])>, String> {
     let Some(payload) = t.recv().map_err(io_err)? else { return Ok(None) };
-    let (msg, tail) = split_frame::<ToWorker>(&payload).map_err(|e| format!("bad message from the driver: {e}"))?;
-    let at = payload.len() - tail.len();
-    Ok(Some((msg, payload, at)))
+    let (msg, tail) = split_frame::<ToWorker>(payload).map_err(|e| format!("bad message from the driver: {e}"))?;
+    Ok(Some((msg, tail)))
 }
 
 /// Runs one job of a registered task on a worker (stored in the registry for each task).
@@ -141,7 +141,7 @@ fn io_err(e: std::io::Error) -> String {
 /// Serves a connection: the handshake, then jobs until the driver closes it. `open_store`
 /// opens the share store a job names.
 pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std::result::Result<(), String> {
-    let worker = match recv_msg(t)?.map(|(m, _, _)| m) {
+    let worker = match recv_msg(t)?.map(|(m, _)| m) {
         Some(ToWorker::Hello { fingerprint: theirs, worker }) => {
             let ours = fingerprint();
             if theirs != ours {
@@ -159,7 +159,7 @@ pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std
         None => return Ok(()),
     };
     loop {
-        match recv_msg(t)?.map(|(m, _, _)| m) {
+        match recv_msg(t)?.map(|(m, _)| m) {
             Some(ToWorker::Job(spec)) => match registry::lookup(&spec.task) {
                 Ok(entry) => {
                     let store = match spec.share_dir.as_deref().map(open_store).transpose() {
@@ -190,7 +190,7 @@ pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std
 /// Reads and drops the rest of a job this worker cannot run.
 fn skip_job(t: &mut dyn Transport) -> std::result::Result<(), String> {
     loop {
-        match recv_msg(t)?.map(|(m, _, _)| m) {
+        match recv_msg(t)?.map(|(m, _)| m) {
             Some(ToWorker::EndJob) => return send_msg(t, &FromWorker::JobEnded),
             Some(_) => {}
             None => return Ok(()),
@@ -242,47 +242,45 @@ pub fn serve_job<T: Task>(
         }
     };
     let recv = || loop {
-        let msg = recv_msg(&mut **t.borrow_mut());
-        match msg {
-            Ok(Some((ToWorker::Batch { seq, start, count }, payload, at))) => {
-                match decode_seq::<T::Item>(&payload[at..], count) {
-                    Ok(items) => return Some(Batch { seq, start, items }),
-                    Err(e) => {
-                        let failure = ItemError {
-                            index: start,
-                            kind: crate::error::FailureKind::Error,
-                            message: format!("cannot decode the batch's items: {e}"),
-                        };
-                        let done = crate::batch::BatchDone::<T::Output> {
-                            seq,
-                            start,
-                            len: count,
-                            outputs: Vec::new(),
-                            failures: vec![failure],
-                            worker,
-                            busy: Duration::ZERO,
-                            item_stats: None,
-                        };
-                        if !send_frame(done_frame(done)) {
-                            return None;
-                        }
-                    }
-                }
-            }
-            Ok(Some((ToWorker::EndJob, _, _))) => {
+        let mut guard = t.borrow_mut();
+        let msg = match recv_msg(&mut **guard) {
+            Ok(Some((ToWorker::Batch { seq, start, count }, tail))) => match decode_seq::<T::Item>(tail, count) {
+                Ok(items) => return Some(Batch { seq, start, items }),
+                Err(e) => Err((seq, start, count, e)),
+            },
+            Ok(Some((ToWorker::EndJob, _))) => {
                 ended.set(true);
                 return None;
             }
-            Ok(Some((other, _, _))) => {
-                trouble.borrow_mut().get_or_insert(format!("protocol error: expected Batch or EndJob, got {other:?}"));
-                return None;
+            Ok(Some((other, _))) => Ok(format!("protocol error: expected Batch or EndJob, got {other:?}")),
+            Ok(None) => Ok("the driver closed the connection in the middle of a job".to_string()),
+            Err(e) => Ok(e),
+        };
+        drop(guard);
+        match msg {
+            // A batch that cannot be decoded fails its first item; the job goes on.
+            Err((seq, start, count, e)) => {
+                let failure = ItemError {
+                    index: start,
+                    kind: crate::error::FailureKind::Error,
+                    message: format!("cannot decode the batch's items: {e}"),
+                };
+                let done = crate::batch::BatchDone::<T::Output> {
+                    seq,
+                    start,
+                    len: count,
+                    outputs: Vec::new(),
+                    failures: vec![failure],
+                    worker,
+                    busy: Duration::ZERO,
+                    item_stats: None,
+                };
+                if !send_frame(done_frame(done)) {
+                    return None;
+                }
             }
-            Ok(None) => {
-                trouble.borrow_mut().get_or_insert("the driver closed the connection in the middle of a job".into());
-                return None;
-            }
-            Err(e) => {
-                trouble.borrow_mut().get_or_insert(e);
+            Ok(problem) => {
+                trouble.borrow_mut().get_or_insert(problem);
                 return None;
             }
         }
@@ -316,7 +314,7 @@ pub fn serve_job<T: Task>(
 
 /// The `Done` frame of a batch: its header, then its outputs in the tail, encoded into one
 /// buffer.
-fn done_frame<O: Serialize>(b: crate::batch::BatchDone<O>) -> std::result::Result<Vec<u8>, String> {
+fn done_frame<O: Serialize + 'static>(b: crate::batch::BatchDone<O>) -> std::result::Result<Vec<u8>, String> {
     let header = |count, failures| FromWorker::Done {
         seq: b.seq,
         start: b.start,

@@ -68,14 +68,15 @@ pub fn write_frame(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
     w.write_all(frame)
 }
 
-/// Reads one frame's payload; `None` at a clean end of stream. A frame longer than `max` is an
-/// `InvalidData` error.
-pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
+/// Reads one frame's payload into `buf` (replacing its contents, reusing its allocation: a
+/// reader that keeps one buffer does not fault in fresh pages for every batch); `false` at a
+/// clean end of stream. A frame longer than `max` is an `InvalidData` error.
+pub fn read_frame_into(r: &mut impl Read, max: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
     let mut len = [0u8; 8];
     let mut got = 0;
     while got < 8 {
         match r.read(&mut len[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) if got == 0 => return Ok(false),
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended inside a frame header")),
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -89,9 +90,20 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> 
             format!("frame of {len} bytes exceeds the {max}-byte limit"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf)?;
-    Ok(Some(buf))
+    buf.clear();
+    buf.reserve_exact(len);
+    // `read_to_end` reads into the spare capacity without zeroing it first.
+    let n = r.take(len as u64).read_to_end(buf)?;
+    if n < len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended inside a frame"));
+    }
+    Ok(true)
+}
+
+/// Reads one frame's payload into a new buffer; `None` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    Ok(read_frame_into(r, max, &mut buf)?.then_some(buf))
 }
 
 /// Decodes a frame payload.
@@ -143,18 +155,34 @@ impl<'de> Deserialize<'de> for ByteBuf {
     }
 }
 
-/// Encodes a list of values as one postcard sequence (what [`decode_seq`] reads).
-pub fn encode_seq<T: Serialize>(values: &[T]) -> Result<Vec<u8>> {
-    encode_into(values, Vec::with_capacity(8 + values.len() * (std::mem::size_of::<T>() + 1)))
+/// Appends a list of values to `buf`: its length, then the values as a postcard sequence, or
+/// as their raw bytes for plain numbers (see [`crate::plain`]).
+pub fn encode_seq_into<T: Serialize + 'static>(values: &[T], mut buf: Vec<u8>) -> Result<Vec<u8>> {
+    match crate::plain::as_bytes(values) {
+        Some(raw) => {
+            buf = encode_into(&values.len(), buf)?;
+            buf.extend_from_slice(raw);
+            Ok(buf)
+        }
+        None => encode_into(values, buf),
+    }
+}
+
+/// Encodes a list of values (what [`decode_seq`] reads).
+pub fn encode_seq<T: Serialize + 'static>(values: &[T]) -> Result<Vec<u8>> {
+    encode_seq_into(values, Vec::with_capacity(8 + values.len() * (std::mem::size_of::<T>() + 1)))
 }
 
 /// Decodes a list written by [`encode_seq`], checking it holds `count` values. The list is
 /// allocated once at its final size.
-pub fn decode_seq<T: serde::de::DeserializeOwned>(bytes: &[u8], count: usize) -> Result<Vec<T>> {
+pub fn decode_seq<T: serde::de::DeserializeOwned + 'static>(bytes: &[u8], count: usize) -> Result<Vec<T>> {
     let codec = |e: postcard::Error| Error::Codec(e.to_string());
     let (n, mut rest) = postcard::take_from_bytes::<usize>(bytes).map_err(codec)?;
     if n != count {
         return Err(Error::Codec(format!("expected {count} values, the list holds {n}")));
+    }
+    if let Some(plain) = crate::plain::from_bytes::<T>(rest, count) {
+        return plain.map_err(Error::Codec);
     }
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
@@ -165,13 +193,13 @@ pub fn decode_seq<T: serde::de::DeserializeOwned>(bytes: &[u8], count: usize) ->
     Ok(out)
 }
 
-/// A frame whose payload is `header` followed by `values` as a postcard sequence (the
-/// frame's tail), encoded straight into one buffer.
-pub fn frame_with_seq<H: Serialize, T: Serialize>(header: &H, values: &[T]) -> Result<Vec<u8>> {
+/// A frame whose payload is `header` followed by `values` as a list (the frame's tail, as
+/// [`encode_seq`] writes it), encoded straight into one buffer.
+pub fn frame_with_seq<H: Serialize, T: Serialize + 'static>(header: &H, values: &[T]) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(64 + values.len() * (std::mem::size_of::<T>() + 1));
     buf.extend_from_slice(&[0u8; 8]);
     buf = encode_into(header, buf)?;
-    buf = encode_into(values, buf)?;
+    buf = encode_seq_into(values, buf)?;
     let len = (buf.len() - 8) as u64;
     buf[..8].copy_from_slice(&len.to_le_bytes());
     Ok(buf)
@@ -194,12 +222,13 @@ pub fn split_frame<'a, H: Deserialize<'a>>(payload: &'a [u8]) -> Result<(H, &'a 
 
 type SplitFn = fn(&[u8]) -> Result<Vec<Vec<u8>>>;
 
-fn split_items<I: Serialize + serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let items: Vec<I> = postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))?;
+fn split_items<I: Serialize + serde::de::DeserializeOwned + 'static>(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let count = postcard::take_from_bytes::<usize>(bytes).map_err(|e| Error::Codec(e.to_string()))?.0;
+    let items: Vec<I> = decode_seq(bytes, count)?;
     items.iter().map(|i| encode_seq(std::slice::from_ref(i))).collect()
 }
 
-/// A batch encoded once (one postcard sequence: a memcpy-speed loop, not one call per item),
+/// A batch encoded once (one list, raw bytes for plain numbers),
 /// so a batch whose worker died can be resent cheaply (the bytes are shared) or split into
 /// single items to find the one that kills (decoding it again: a rare path).
 #[derive(Clone)]
@@ -226,7 +255,7 @@ impl fmt::Debug for EncodedBatch {
 
 impl EncodedBatch {
     /// Encodes a batch.
-    pub fn encode<I: Serialize + serde::de::DeserializeOwned>(batch: &Batch<I>) -> Result<Self> {
+    pub fn encode<I: Serialize + serde::de::DeserializeOwned + 'static>(batch: &Batch<I>) -> Result<Self> {
         Ok(EncodedBatch {
             seq: batch.seq,
             start: batch.start,
