@@ -137,6 +137,61 @@ fn workers_stay_up_between_jobs_and_a_dead_idle_one_is_replaced() {
     assert_no_worker_left("after dropping an engine with idle workers");
 }
 
+struct DiesOnceOnBigBatch;
+impl Task for DiesOnceOnBigBatch {
+    type Item = u64;
+    type Output = Vec<u64>;
+    type Args = PathBuf;
+    type Init = ();
+    type State = ();
+    fn init(_: &(), _: &PathBuf) -> Result<(), BoxError> {
+        Ok(())
+    }
+    /// Outputs `[x, 2x, 3x]`; aborts the first time it meets item 123_456 (the marker file
+    /// says it already did).
+    fn run(x: u64, marker: &PathBuf, _: &mut ()) -> Result<Vec<u64>, BoxError> {
+        if x == 123_456 && std::fs::OpenOptions::new().write(true).create_new(true).open(marker).is_ok() {
+            std::process::abort();
+        }
+        Ok(vec![x, 2 * x, 3 * x])
+    }
+}
+register_task!(DiesOnceOnBigBatch);
+
+#[test]
+fn large_batches_cross_shared_memory_both_ways_and_survive_a_dying_worker() {
+    let _g = lock();
+    let e = processes(2);
+    // 50,000 plain numbers are 400 KB of items (over the 32 KiB from which tails go through
+    // the shared rings) and 1.6 MB of outputs per batch.
+    let n = 300_000u64;
+    let out = e.map(Double, 0..n).batched(Batching::ChunkSize(50_000)).run().unwrap();
+    assert_eq!(out.len(), n as usize);
+    assert!(out.iter().enumerate().all(|(i, y)| *y == 2 * i as u64));
+    // Jobs after the first reuse the same rings (first fit from the start).
+    for _ in 0..3 {
+        let again = e.map(Double, 0..n).batched(Batching::ChunkSize(70_000)).run().unwrap();
+        assert_eq!(again, out);
+    }
+    // A worker dies holding a large batch: it is split and retried through another ring.
+    let marker = std::env::temp_dir().join(format!("adpe-bigbatch-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let all = e.map(DiesOnceOnBigBatch, 0..n).args(marker.clone()).batched(Batching::ChunkSize(50_000)).run().unwrap();
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(all.len(), n as usize);
+    assert!(all.iter().enumerate().all(|(i, v)| *v == [i as u64, 2 * i as u64, 3 * i as u64]));
+    assert_only_idle_workers(&e, "after large batches");
+    // Each idle worker maps its shared rings (a memfd, no file anywhere).
+    for pid in live_children() {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        assert!(maps.contains("memfd:adparallelengine-rings"), "worker {pid} has no shared rings");
+    }
+    drop(e);
+    assert_no_worker_left("after large batches, engine dropped");
+}
+
+task!(Double = |x: u64| -> u64 { 2 * x });
+
 /// Item 5 parks on its first attempt after writing its pid to the file given as args; the
 /// test SIGKILLs that process; the retry (which finds the file) returns at once.
 struct Victim;

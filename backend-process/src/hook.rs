@@ -3,11 +3,13 @@
 //! the user's `main` (no re-run side effects, no fork bombs) and test binaries work as they
 //! are: the hook runs before the test harness too.
 
-use engine_core::remote::{serve_connection, Transport};
-use engine_core::wire::{read_frame_into, LOCAL_MAX_FRAME};
-use std::io::{BufReader, Write};
+use crate::shm::{apart_frame, recv_fd, split_apart, Dir, RingReader, RingWriter, Shm, APART_MIN};
+use engine_core::remote::{serve_connection, Incoming, Transport};
+use engine_core::wire::{read_frame_into, write_parts, LOCAL_MAX_FRAME};
+use std::io::{self, BufReader, Write};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 /// The variable that tells a process it is a worker: the number of its socket's descriptor.
 pub const ENV_WORKER_FD: &str = "ADPARALLELENGINE_WORKER_FD";
@@ -79,24 +81,64 @@ fn keep_freed_memory() {
 }
 
 fn serve(stream: UnixStream) -> Result<(), String> {
+    // First on the socket: our shared memory, if the driver made one.
+    let shm = match recv_fd(&stream).map_err(|e| format!("cannot receive the shared memory: {e}"))? {
+        Some(fd) => Some(Shm::open(fd).map_err(|e| format!("cannot map the shared memory: {e}"))?),
+        None => None,
+    };
     let writer = stream.try_clone().map_err(|e| format!("cannot clone the driver socket: {e}"))?;
-    let mut t = SocketTransport { reader: BufReader::with_capacity(1 << 16, stream), writer, buf: Vec::new() };
+    let mut t = SocketTransport {
+        reader: BufReader::with_capacity(1 << 16, stream),
+        writer,
+        buf: Vec::new(),
+        rings: shm.map(|s| (RingWriter::new(Arc::clone(&s), Dir::ToDriver), RingReader::new(s, Dir::ToWorker))),
+        holding: false,
+    };
     serve_connection(&mut t, &crate::store::open_view)
 }
 
-/// The worker's end of a socket, speaking engine-core's frames.
+/// The worker's end of a socket, speaking engine-core's frames; large tails go through the
+/// shared rings (see [`crate::shm`]).
 struct SocketTransport {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     buf: Vec<u8>,
+    rings: Option<(RingWriter, RingReader)>,
+    /// The last message's tail is in the ring, borrowed until the next `recv`.
+    holding: bool,
 }
 
 impl Transport for SocketTransport {
-    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        self.writer.write_all(frame)
+    fn send(&mut self, head: &[u8], tail: &[u8]) -> io::Result<()> {
+        if tail.len() >= APART_MIN {
+            if let Some(at) = self.rings.as_mut().and_then(|(w, _)| w.put(tail)) {
+                return self.writer.write_all(&apart_frame(head, at, tail.len()));
+            }
+        }
+        write_parts(&mut self.writer, head, tail)
     }
 
-    fn recv(&mut self) -> std::io::Result<Option<&[u8]>> {
-        Ok(read_frame_into(&mut self.reader, LOCAL_MAX_FRAME, &mut self.buf)?.then_some(&self.buf[..]))
+    fn recv(&mut self) -> io::Result<Option<Incoming<'_>>> {
+        if std::mem::take(&mut self.holding) {
+            if let Some((_, r)) = self.rings.as_mut() {
+                r.release();
+            }
+        }
+        match read_frame_into(&mut self.reader, LOCAL_MAX_FRAME, &mut self.buf)? {
+            None => Ok(None),
+            Some(false) => Ok(Some(Incoming { payload: &self.buf, bulk: None })),
+            Some(true) => {
+                let Some((_, r)) = self.rings.as_ref() else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a tail in shared memory, but none is mapped",
+                    ));
+                };
+                let (head, at, len) = split_apart(&self.buf)?;
+                let bulk = r.get(at, len)?;
+                self.holding = true;
+                Ok(Some(Incoming { payload: head, bulk: Some(bulk) }))
+            }
+        }
     }
 }

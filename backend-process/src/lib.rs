@@ -24,6 +24,7 @@ mod cleanup;
 pub mod hook;
 mod outbox;
 mod pool;
+mod shm;
 mod store;
 mod worker;
 
@@ -144,7 +145,7 @@ impl Backend for ProcessBackend {
             "process",
             plan.source,
             plan.batcher,
-            Box::new(|b| EncodedBatch::encode(&b)),
+            Box::new(EncodedBatch::encode),
             links,
             Some(respawn),
             events_rx,

@@ -14,6 +14,7 @@
 
 use crate::cleanup;
 use crate::hook::{ENV_PARENT_PID, ENV_WORKER_FD, WORKER_FD};
+use crate::shm::{send_fd, Dir, RingReader, RingWriter, Shm};
 use crossbeam_channel::{bounded, unbounded, Sender};
 use engine_core::{Error, Result};
 use nix::sys::signal::{kill, Signal};
@@ -21,17 +22,26 @@ use nix::unistd::Pid;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn backend_err(message: String) -> Error {
     Error::Backend { backend: "process", message }
 }
 
-/// A worker process and the driver's end of its socket.
+/// A worker process, the driver's end of its socket, and of its shared memory.
 pub(crate) struct Proc {
     pub(crate) child: Child,
     pub(crate) stream: UnixStream,
+    pub(crate) rings: Option<Rings>,
+}
+
+/// The driver's ends of a worker's shared rings (see [`crate::shm`]).
+pub(crate) struct Rings {
+    /// Where batches' items go; shared with the job's link to this worker.
+    pub(crate) to_worker: Arc<Mutex<RingWriter>>,
+    /// Where outputs come from; read by the job's reader thread.
+    pub(crate) to_driver: RingReader,
 }
 
 type SpawnReply = Sender<Result<Proc>>;
@@ -133,7 +143,17 @@ fn spawn_process(exe: &Path) -> Result<Proc> {
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
     let child = cmd.spawn().map_err(|e| backend_err(format!("cannot start worker process {}: {e}", exe.display())))?;
     cleanup::track(child.id() as i32);
-    Ok(Proc { child, stream: ours })
+    // The worker's shared memory first; without it, everything goes through the socket.
+    let shm = Shm::create().map_err(|e| tracing::debug!(error = %e, "no shared memory for a worker")).ok();
+    // If this fails, the worker is gone: its reader will say how.
+    if let Err(e) = send_fd(&ours, shm.as_ref().map(|(_, fd)| fd)) {
+        tracing::debug!(error = %e, "cannot send a new worker its shared memory");
+    }
+    let rings = shm.map(|(shm, _fd)| Rings {
+        to_worker: Arc::new(Mutex::new(RingWriter::new(Arc::clone(&shm), Dir::ToWorker))),
+        to_driver: RingReader::new(shm, Dir::ToDriver),
+    });
+    Ok(Proc { child, stream: ours, rings })
 }
 
 /// Ends idle workers: closing its socket makes a worker exit; one still there after a

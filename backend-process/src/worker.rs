@@ -3,22 +3,22 @@
 
 use crate::cleanup;
 use crate::outbox::Outbox;
-use crate::pool::{Pool, Proc};
+use crate::pool::{Pool, Proc, Rings};
+use crate::shm::{apart_frame, split_apart, RingWriter, APART_MIN};
 use crossbeam_channel::Sender;
 use engine_core::batch::{BatchDone, Event};
 use engine_core::dispatch::{Parcel, WorkerLink};
-use engine_core::remote::{fingerprint, FromWorker, ToWorker};
+use engine_core::remote::{fingerprint, FromWorker, Incoming, ToWorker};
 use engine_core::wire::{
-    decode_seq, encode_frame, frame_prefix, read_frame_into, split_frame, EncodedBatch, LOCAL_MAX_FRAME,
+    decode_items, encode_frame, encode_msg, frame_prefix, read_frame_into, EncodedBatch, LOCAL_MAX_FRAME,
 };
 use engine_core::{Error, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
 use std::io::BufReader;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -62,7 +62,8 @@ pub(crate) struct Spawner<O> {
 impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
     /// Starts worker `w`: a process (its handshake if new), the job, and its reader thread.
     pub(crate) fn spawn(&self, w: usize) -> Result<ProcLink> {
-        let (Proc { child, stream }, warm) = self.pool.take()?;
+        let (Proc { child, stream, rings }, warm) = self.pool.take()?;
+        let ring = rings.as_ref().map(|r| Arc::clone(&r.to_worker));
         let pid = child.id() as i32;
         let reader = stream.try_clone().map_err(|e| backend_err(format!("cannot clone a socket: {e}")))?;
         let (outbox, writer_thread) = Outbox::new(stream, format!("adparallelengine-writer-{w}"))
@@ -77,7 +78,7 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
         let pool = Arc::clone(&self.pool);
         let handle = std::thread::Builder::new()
             .name(format!("adparallelengine-reader-{w}"))
-            .spawn(move || read_worker(w, child, reader, events, &pool))
+            .spawn(move || read_worker(w, Proc { child, stream: reader, rings }, events, &pool))
             .map_err(|e| backend_err(format!("cannot start a reader thread: {e}")))?;
         if let Ok(mut g) = self.readers.lock() {
             g.push(handle);
@@ -88,39 +89,42 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
             tracing::warn!(worker = w, error = %e, "cannot send the job to a new worker");
         }
         tracing::debug!(worker = w, pid, warm, "worker process joined the job");
-        Ok(ProcLink { outbox: Some(outbox), pid })
+        Ok(ProcLink { outbox: Some(outbox), pid, ring })
     }
 }
 
 /// The reader thread of one worker in a job: frames to events until the worker says the job
 /// ended (then it goes back to the pool) or its process ends (reported as `Lost`).
-fn read_worker<O: DeserializeOwned + 'static>(
-    w: usize,
-    mut child: Child,
-    stream: UnixStream,
-    events: Sender<Event<O>>,
-    pool: &Pool,
-) {
+fn read_worker<O: DeserializeOwned + 'static>(w: usize, proc: Proc, events: Sender<Event<O>>, pool: &Pool) {
+    let Proc { mut child, stream, mut rings } = proc;
     let mut r = BufReader::with_capacity(1 << 16, stream);
     let mut ended = false;
     let mut trouble: Option<String> = None;
     // One buffer for every frame of this worker: no fresh pages per batch.
     let mut payload = Vec::new();
     loop {
-        match read_frame_into(&mut r, LOCAL_MAX_FRAME, &mut payload) {
-            Ok(true) => {}
-            Ok(false) => break,
+        let apart = match read_frame_into(&mut r, LOCAL_MAX_FRAME, &mut payload) {
+            Ok(Some(apart)) => apart,
+            Ok(None) => break,
             Err(e) => {
                 trouble = Some(format!("connection failed: {e}"));
                 break;
             }
         };
-        let event = match split_frame::<FromWorker>(&payload) {
+        let incoming = match incoming(&payload, apart, rings.as_ref()) {
+            Ok(i) => i,
+            Err(e) => {
+                trouble = Some(format!("bad frame: {e}"));
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                break;
+            }
+        };
+        let event = match incoming.split::<FromWorker>() {
             Ok((FromWorker::Hello { .. }, _)) => continue,
             Ok((FromWorker::JobEnded, _)) => {
                 // In good order, and nothing unread: the worker can serve another job.
                 if r.buffer().is_empty() {
-                    pool.give_back(Proc { child, stream: r.into_inner() });
+                    pool.give_back(Proc { child, stream: r.into_inner(), rings });
                     return;
                 }
                 tracing::warn!(worker = w, "worker sent data after the end of its job; stopping it");
@@ -132,7 +136,7 @@ fn read_worker<O: DeserializeOwned + 'static>(
             Ok((FromWorker::Ready, _)) => Event::Ready { worker: w },
             Ok((FromWorker::InitFailed { message }, _)) => Event::InitFailed { worker: w, message },
             Ok((FromWorker::Done { seq, start, len, count, failures, busy, item_stats }, outputs)) => {
-                match decode_seq::<O>(outputs, count) {
+                match decode_items::<O>(outputs, count) {
                     Ok(outputs) => {
                         Event::Done(BatchDone { seq, start, len, outputs, failures, worker: w, busy, item_stats })
                     }
@@ -141,6 +145,10 @@ fn read_worker<O: DeserializeOwned + 'static>(
             }
             Err(e) => Event::Fatal { worker: w, message: format!("bad message from worker: {e}") },
         };
+        // The tail has been decoded: its space in the ring can be reused.
+        if let (true, Some(rings)) = (apart, rings.as_mut()) {
+            rings.to_driver.release();
+        }
         if events.send(event).is_err() {
             // The job is gone: stop this worker.
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
@@ -159,15 +167,46 @@ fn read_worker<O: DeserializeOwned + 'static>(
     }
 }
 
+/// A frame from a worker as a message: its tail in the frame, or in the shared ring.
+fn incoming<'a>(payload: &'a [u8], apart: bool, rings: Option<&'a Rings>) -> std::io::Result<Incoming<'a>> {
+    if !apart {
+        return Ok(Incoming { payload, bulk: None });
+    }
+    let Some(rings) = rings else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a tail in shared memory, but none is mapped",
+        ));
+    };
+    let (head, at, len) = split_apart(payload)?;
+    Ok(Incoming { payload: head, bulk: Some(rings.to_driver.get(at, len)?) })
+}
+
 /// The driver's end of one worker process.
 pub(crate) struct ProcLink {
     outbox: Option<Outbox>,
     pid: i32,
+    /// The worker's shared ring for large batches.
+    ring: Option<Arc<Mutex<RingWriter>>>,
+}
+
+impl ProcLink {
+    /// Puts a large batch's items in the worker's shared ring; the frame to send, if it fit.
+    fn apart(&self, parcel: &EncodedBatch) -> Result<Option<Vec<u8>>> {
+        let items = parcel.item_bytes();
+        let Some(ring) = self.ring.as_ref().filter(|_| items.len() >= APART_MIN) else { return Ok(None) };
+        let Some(at) = ring.lock().ok().and_then(|mut r| r.put(items)) else { return Ok(None) };
+        let head = encode_msg(&ToWorker::Batch { seq: parcel.seq(), start: parcel.start(), count: parcel.len() })?;
+        Ok(Some(apart_frame(&head, at, items.len())))
+    }
 }
 
 impl WorkerLink<EncodedBatch> for ProcLink {
     fn send(&mut self, parcel: EncodedBatch) -> Result<()> {
         let out = self.outbox.as_ref().ok_or_else(|| backend_err("batch sent to a closed worker".into()))?;
+        if let Some(frame) = self.apart(&parcel)? {
+            return out.send(frame, None).map_err(|e| backend_err(format!("worker process {} is gone: {e}", self.pid)));
+        }
         let mut head = batch_prefix(&parcel)?;
         // Small batches travel as one buffer (a syscall costs more than the copy); large ones
         // as the header then the encoded items, which are never copied.
@@ -202,16 +241,16 @@ mod tests {
 
     #[test]
     fn batch_frames_are_to_worker_batch_messages_with_their_items() {
-        let b = EncodedBatch::encode(&Batch { seq: 3, start: 40, items: vec![1u64, 2, 300] }).unwrap();
+        let b = EncodedBatch::encode(Batch { seq: 3, start: 40, items: vec![1u64, 2, 300] }).unwrap();
         let mut frame = batch_prefix(&b).unwrap();
         frame.extend_from_slice(b.item_bytes());
         let mut r = &frame[..];
         let payload = engine_core::wire::read_frame(&mut r, 1 << 20).unwrap().unwrap();
-        let (msg, tail) = split_frame::<ToWorker>(&payload).unwrap();
+        let (msg, tail) = engine_core::wire::split_frame::<ToWorker>(&payload).unwrap();
         match msg {
             ToWorker::Batch { seq, start, count } => {
                 assert_eq!((seq, start, count), (3, 40, 3));
-                assert_eq!(decode_seq::<u64>(tail, 3).unwrap(), vec![1, 2, 300]);
+                assert_eq!(decode_items::<u64>(tail, 3).unwrap(), vec![1, 2, 300]);
             }
             other => panic!("{other:?}"),
         }

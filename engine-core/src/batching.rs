@@ -174,8 +174,12 @@ impl Batcher for Adaptive {
                 n.clamp(1.0, 1e9) as usize
             }
         };
+        // Guided tail, down to batches of a twentieth of the target: smaller ones would cost
+        // more in messages than they gain in balance (a million tiny items ended in some
+        // twenty batches of a few items each, a round trip apiece).
+        let floor = (ideal / 20).max(1);
         match remaining {
-            Some(r) => ideal.min(r.div_ceil(2 * self.workers)).max(1),
+            Some(r) => ideal.min(r.div_ceil(2 * self.workers)).max(floor).min(r.max(1)),
             None => ideal,
         }
     }

@@ -246,12 +246,16 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         let (mut run, len) = self.start(true, true, false)?;
         let mut out = Vec::new();
         in_order(&mut run, |b| {
-            if out.capacity() == 0 {
-                // The first batch (or the only one, for a slice job): keep its buffer, grown
-                // to the whole length, instead of copying it.
+            if out.capacity() == 0 && len.is_none_or(|n| b.outputs.len() >= n) {
+                // The only batch (a slice job's output, written in place): keep it.
                 out = b.outputs;
-                out.reserve(len.unwrap_or(0).saturating_sub(out.len()));
             } else {
+                if out.capacity() == 0 {
+                    // Allocated here, not grown from a batch's buffer: a buffer from a
+                    // worker thread's allocator arena is returned to the system when freed,
+                    // so every job would fault its output's pages in afresh.
+                    out.reserve_exact(len.unwrap_or(b.outputs.len()));
+                }
                 out.extend(b.outputs)
             }
         })?;

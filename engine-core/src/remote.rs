@@ -8,7 +8,7 @@ use crate::registry;
 use crate::stats::ItemStats;
 use crate::store::SharedStore;
 use crate::task::Task;
-use crate::wire::{decode_seq, encode_frame, frame_with_seq, split_frame, ByteBuf};
+use crate::wire::{decode_items, encode_items, encode_msg, split_frame, ByteBuf};
 use crate::worker::WorkerOptions;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -27,8 +27,8 @@ pub enum ToWorker {
     },
     /// A job starts.
     Job(JobSpec),
-    /// A batch of the current job; its `count` items follow in the frame's tail, as a list
-    /// written by [`crate::wire::encode_seq`].
+    /// A batch of the current job; its `count` items are the message's tail, as
+    /// [`crate::wire::encode_items`] writes them.
     Batch {
         /// Sequence number.
         seq: u64,
@@ -81,7 +81,7 @@ pub enum FromWorker {
         /// Why.
         message: String,
     },
-    /// A batch is done; the outputs of the items that succeeded follow in the frame's tail.
+    /// A batch is done; the outputs of the items that succeeded are the message's tail.
     Done {
         /// Sequence number.
         seq: u64,
@@ -102,26 +102,45 @@ pub enum FromWorker {
     JobEnded,
 }
 
-/// A worker's connection to its driver: it carries frames; the protocol (what is in them) is
-/// this module's.
+/// A worker's connection to its driver. It carries messages, each an encoded head (a
+/// [`ToWorker`] or [`FromWorker`]) and a tail of bulk bytes (a batch's items or outputs); the
+/// protocol (what is in them) is this module's. A transport may carry tails apart from heads
+/// (the process backend puts large ones in shared memory).
 pub trait Transport {
-    /// Sends a whole frame (length prefix included, as built by the `wire` functions).
-    fn send(&mut self, frame: &[u8]) -> std::io::Result<()>;
-    /// The next frame's payload; `None` when the driver closed the connection. The payload
-    /// is borrowed from a buffer the transport keeps and reuses for every frame, so a worker
-    /// does not fault in fresh pages for every batch.
-    fn recv(&mut self) -> std::io::Result<Option<&[u8]>>;
+    /// Sends one message: `head` (an encoded message) and its `tail` (may be empty).
+    fn send(&mut self, head: &[u8], tail: &[u8]) -> std::io::Result<()>;
+    /// The next message; `None` when the driver closed the connection. It borrows buffers
+    /// the transport reuses for every message, so a worker does not fault in fresh pages for
+    /// every batch.
+    fn recv(&mut self) -> std::io::Result<Option<Incoming<'_>>>;
+}
+
+/// A message as a [`Transport`] received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The head, followed by the tail when the tail travelled with it.
+    pub payload: &'a [u8],
+    /// The tail, when it travelled apart from the head.
+    pub bulk: Option<&'a [u8]>,
+}
+
+impl<'a> Incoming<'a> {
+    /// Decodes the head and finds the tail.
+    pub fn split<H: Deserialize<'a>>(self) -> Result<(H, &'a [u8])> {
+        let (head, rest) = split_frame::<H>(self.payload)?;
+        Ok((head, self.bulk.unwrap_or(rest)))
+    }
 }
 
 fn send_msg(t: &mut dyn Transport, msg: &FromWorker) -> std::result::Result<(), String> {
-    let frame = encode_frame(msg).map_err(|e| e.to_string())?;
-    t.send(&frame).map_err(io_err)
+    let head = encode_msg(msg).map_err(|e| e.to_string())?;
+    t.send(&head, &[]).map_err(io_err)
 }
 
-/// The next message and its frame's tail; `None` when the driver is gone.
+/// The next message and its tail; `None` when the driver is gone.
 fn recv_msg(t: &mut dyn Transport) -> std::result::Result<Option<(ToWorker, &[u8])>, String> {
-    let Some(payload) = t.recv().map_err(io_err)? else { return Ok(None) };
-    let (msg, tail) = split_frame::<ToWorker>(payload).map_err(|e| format!("bad message from the driver: {e}"))?;
+    let Some(incoming) = t.recv().map_err(io_err)? else { return Ok(None) };
+    let (msg, tail) = incoming.split::<ToWorker>().map_err(|e| format!("bad message from the driver: {e}"))?;
     Ok(Some((msg, tail)))
 }
 
@@ -232,9 +251,7 @@ pub fn serve_job<T: Task>(
     let t = RefCell::new(t);
     let trouble: RefCell<Option<String>> = RefCell::new(None);
     let (ended, init_failed) = (Cell::new(false), Cell::new(false));
-    let send_frame = |frame: std::result::Result<Vec<u8>, String>| match frame
-        .and_then(|f| t.borrow_mut().send(&f).map_err(io_err))
-    {
+    let send_parts = |head: &[u8], tail: &[u8]| match t.borrow_mut().send(head, tail).map_err(io_err) {
         Ok(()) => true,
         Err(e) => {
             trouble.borrow_mut().get_or_insert(e);
@@ -244,7 +261,7 @@ pub fn serve_job<T: Task>(
     let recv = || loop {
         let mut guard = t.borrow_mut();
         let msg = match recv_msg(&mut **guard) {
-            Ok(Some((ToWorker::Batch { seq, start, count }, tail))) => match decode_seq::<T::Item>(tail, count) {
+            Ok(Some((ToWorker::Batch { seq, start, count }, tail))) => match decode_items::<T::Item>(tail, count) {
                 Ok(items) => return Some(Batch { seq, start, items }),
                 Err(e) => Err((seq, start, count, e)),
             },
@@ -275,7 +292,7 @@ pub fn serve_job<T: Task>(
                     busy: Duration::ZERO,
                     item_stats: None,
                 };
-                if !send_frame(done_frame(done)) {
+                if !send_done(done, &send_parts) {
                     return None;
                 }
             }
@@ -287,16 +304,22 @@ pub fn serve_job<T: Task>(
     };
     let send = |ev: crate::batch::Event<T::Output>| {
         use crate::batch::Event;
-        let frame = match ev {
-            Event::Ready { .. } => encode_frame(&FromWorker::Ready).map_err(|e| e.to_string()),
+        let msg = match ev {
+            Event::Ready { .. } => FromWorker::Ready,
             Event::InitFailed { message, .. } => {
                 init_failed.set(true);
-                encode_frame(&FromWorker::InitFailed { message }).map_err(|e| e.to_string())
+                FromWorker::InitFailed { message }
             }
-            Event::Done(b) => done_frame(b),
+            Event::Done(b) => return send_done(b, &send_parts),
             Event::Fatal { .. } | Event::Lost { .. } => return true,
         };
-        send_frame(frame)
+        match encode_msg(&msg) {
+            Ok(head) => send_parts(&head, &[]),
+            Err(e) => {
+                trouble.borrow_mut().get_or_insert(e.to_string());
+                false
+            }
+        }
     };
     crate::worker::serve::<T, _>(worker, &init, Arc::new(args), opts, recv, send);
     if let Some(e) = trouble.into_inner() {
@@ -312,9 +335,10 @@ pub fn serve_job<T: Task>(
     Ok(())
 }
 
-/// The `Done` frame of a batch: its header, then its outputs in the tail, encoded into one
-/// buffer.
-fn done_frame<O: Serialize + 'static>(b: crate::batch::BatchDone<O>) -> std::result::Result<Vec<u8>, String> {
+/// Sends the `Done` message of a batch: its head, and its outputs as the tail (plain
+/// numbers straight from the outputs' memory). Outputs that cannot be encoded fail the
+/// batch's first item instead. `false` when sending failed.
+fn send_done<O: Serialize + 'static>(b: crate::batch::BatchDone<O>, send: &dyn Fn(&[u8], &[u8]) -> bool) -> bool {
     let header = |count, failures| FromWorker::Done {
         seq: b.seq,
         start: b.start,
@@ -324,8 +348,10 @@ fn done_frame<O: Serialize + 'static>(b: crate::batch::BatchDone<O>) -> std::res
         busy: b.busy,
         item_stats: b.item_stats.clone(),
     };
-    match frame_with_seq(&header(b.outputs.len(), b.failures.clone()), &b.outputs) {
-        Ok(frame) => Ok(frame),
+    let encoded =
+        encode_items(&b.outputs).and_then(|tail| Ok((encode_msg(&header(b.outputs.len(), b.failures.clone()))?, tail)));
+    match encoded {
+        Ok((head, tail)) => send(&head, &tail),
         Err(e) => {
             let mut failures = b.failures.clone();
             failures.push(ItemError {
@@ -333,7 +359,10 @@ fn done_frame<O: Serialize + 'static>(b: crate::batch::BatchDone<O>) -> std::res
                 kind: crate::error::FailureKind::Error,
                 message: format!("cannot encode the batch's outputs: {e}"),
             });
-            frame_with_seq::<_, O>(&header(0, failures), &[]).map_err(|e| e.to_string())
+            match encode_msg(&header(0, failures)) {
+                Ok(head) => send(&head, &[]),
+                Err(_) => false,
+            }
         }
     }
 }

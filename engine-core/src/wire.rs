@@ -63,27 +63,50 @@ pub fn encode_frame<M: Serialize>(msg: &M) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Writes one frame made of `head` (an encoded message) and `tail`: the length, then both.
+pub fn write_parts(w: &mut impl Write, head: &[u8], tail: &[u8]) -> io::Result<()> {
+    let len = (head.len() + tail.len()) as u64;
+    if head.len() + tail.len() <= 64 << 10 {
+        // One write for a small frame: a syscall costs more than the copy.
+        let mut buf = Vec::with_capacity(8 + head.len() + tail.len());
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(head);
+        buf.extend_from_slice(tail);
+        return w.write_all(&buf);
+    }
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(head)?;
+    w.write_all(tail)
+}
+
 /// Writes an encoded frame (from [`encode_frame`]).
 pub fn write_frame(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
     w.write_all(frame)
 }
 
+/// Set in a frame's length when the frame's tail travels apart (in a transport's shared
+/// memory): the payload is the head and where to find the tail. Not part of the length.
+pub const TAIL_APART: u64 = 1 << 63;
+
 /// Reads one frame's payload into `buf` (replacing its contents, reusing its allocation: a
-/// reader that keeps one buffer does not fault in fresh pages for every batch); `false` at a
-/// clean end of stream. A frame longer than `max` is an `InvalidData` error.
-pub fn read_frame_into(r: &mut impl Read, max: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+/// reader that keeps one buffer does not fault in fresh pages for every batch). `None` at a
+/// clean end of stream, else whether the frame is marked [`TAIL_APART`]. A frame longer than
+/// `max` is an `InvalidData` error.
+pub fn read_frame_into(r: &mut impl Read, max: usize, buf: &mut Vec<u8>) -> io::Result<Option<bool>> {
     let mut len = [0u8; 8];
     let mut got = 0;
     while got < 8 {
         match r.read(&mut len[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) if got == 0 => return Ok(None),
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended inside a frame header")),
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    let len = u64::from_le_bytes(len) as usize;
+    let len = u64::from_le_bytes(len);
+    let apart = len & TAIL_APART != 0;
+    let len = (len & !TAIL_APART) as usize;
     if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -97,13 +120,18 @@ pub fn read_frame_into(r: &mut impl Read, max: usize, buf: &mut Vec<u8>) -> io::
     if n < len {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended inside a frame"));
     }
-    Ok(true)
+    Ok(Some(apart))
 }
 
-/// Reads one frame's payload into a new buffer; `None` at a clean end of stream.
+/// Reads one frame's payload into a new buffer; `None` at a clean end of stream. A frame
+/// marked [`TAIL_APART`] is an error here: this reader has nowhere to find its tail.
 pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
-    Ok(read_frame_into(r, max, &mut buf)?.then_some(buf))
+    match read_frame_into(r, max, &mut buf)? {
+        None => Ok(None),
+        Some(false) => Ok(Some(buf)),
+        Some(true) => Err(io::Error::new(io::ErrorKind::InvalidData, "a frame whose tail travels apart")),
+    }
 }
 
 /// Decodes a frame payload.
@@ -155,54 +183,49 @@ impl<'de> Deserialize<'de> for ByteBuf {
     }
 }
 
-/// Appends a list of values to `buf`: its length, then the values as a postcard sequence, or
-/// as their raw bytes for plain numbers (see [`crate::plain`]).
-pub fn encode_seq_into<T: Serialize + 'static>(values: &[T], mut buf: Vec<u8>) -> Result<Vec<u8>> {
-    match crate::plain::as_bytes(values) {
-        Some(raw) => {
-            buf = encode_into(&values.len(), buf)?;
-            buf.extend_from_slice(raw);
-            Ok(buf)
-        }
-        None => encode_into(values, buf),
+/// Encodes a message alone (no length prefix): the head of a frame, for
+/// [`crate::remote::Transport::send`].
+pub fn encode_msg<M: Serialize>(msg: &M) -> Result<Vec<u8>> {
+    encode_into(msg, Vec::new())
+}
+
+/// The bytes of a list of values, a frame's tail (its length travels in the head): the
+/// values' own bytes for plain numbers (see [`crate::plain`]; nothing is copied), else their
+/// postcard encodings one after the other.
+pub fn encode_items<T: Serialize + 'static>(values: &[T]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    if let Some(raw) = crate::plain::as_bytes(values) {
+        return Ok(std::borrow::Cow::Borrowed(raw));
     }
+    let mut buf = Vec::with_capacity(values.len() * (std::mem::size_of::<T>() + 1));
+    for v in values {
+        buf = encode_into(v, buf)?;
+    }
+    Ok(std::borrow::Cow::Owned(buf))
 }
 
-/// Encodes a list of values (what [`decode_seq`] reads).
-pub fn encode_seq<T: Serialize + 'static>(values: &[T]) -> Result<Vec<u8>> {
-    encode_seq_into(values, Vec::with_capacity(8 + values.len() * (std::mem::size_of::<T>() + 1)))
-}
-
-/// Decodes a list written by [`encode_seq`], checking it holds `count` values. The list is
+/// Decodes `count` values written by [`encode_items`]; every byte must be used. The list is
 /// allocated once at its final size.
-pub fn decode_seq<T: serde::de::DeserializeOwned + 'static>(bytes: &[u8], count: usize) -> Result<Vec<T>> {
-    let codec = |e: postcard::Error| Error::Codec(e.to_string());
-    let (n, mut rest) = postcard::take_from_bytes::<usize>(bytes).map_err(codec)?;
-    if n != count {
-        return Err(Error::Codec(format!("expected {count} values, the list holds {n}")));
-    }
-    if let Some(plain) = crate::plain::from_bytes::<T>(rest, count) {
+pub fn decode_items<T: serde::de::DeserializeOwned + 'static>(bytes: &[u8], count: usize) -> Result<Vec<T>> {
+    if let Some(plain) = crate::plain::from_bytes::<T>(bytes, count) {
         return plain.map_err(Error::Codec);
     }
+    let codec = |e: postcard::Error| Error::Codec(e.to_string());
+    // Each value takes at least one byte: a count beyond the bytes is a bad frame, not an
+    // allocation to attempt.
+    if count > bytes.len() && std::mem::size_of::<T>() > 0 {
+        return Err(Error::Codec(format!("{count} values cannot fit in {} bytes", bytes.len())));
+    }
     let mut out = Vec::with_capacity(count);
+    let mut rest = bytes;
     for _ in 0..count {
         let (v, r) = postcard::take_from_bytes::<T>(rest).map_err(codec)?;
         out.push(v);
         rest = r;
     }
+    if !rest.is_empty() {
+        return Err(Error::Codec(format!("{} bytes left after {count} values", rest.len())));
+    }
     Ok(out)
-}
-
-/// A frame whose payload is `header` followed by `values` as a list (the frame's tail, as
-/// [`encode_seq`] writes it), encoded straight into one buffer.
-pub fn frame_with_seq<H: Serialize, T: Serialize + 'static>(header: &H, values: &[T]) -> Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(64 + values.len() * (std::mem::size_of::<T>() + 1));
-    buf.extend_from_slice(&[0u8; 8]);
-    buf = encode_into(header, buf)?;
-    buf = encode_seq_into(values, buf)?;
-    let len = (buf.len() - 8) as u64;
-    buf[..8].copy_from_slice(&len.to_le_bytes());
-    Ok(buf)
 }
 
 /// The start of a frame made of `header` and an already encoded tail of `tail_len` bytes:
@@ -220,12 +243,49 @@ pub fn split_frame<'a, H: Deserialize<'a>>(payload: &'a [u8]) -> Result<(H, &'a 
     postcard::take_from_bytes(payload).map_err(|e| Error::Codec(e.to_string()))
 }
 
-type SplitFn = fn(&[u8]) -> Result<Vec<Vec<u8>>>;
+type SplitFn = fn(&[u8], usize) -> Result<Vec<Arc<dyn ItemBytes>>>;
 
-fn split_items<I: Serialize + serde::de::DeserializeOwned + 'static>(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let count = postcard::take_from_bytes::<usize>(bytes).map_err(|e| Error::Codec(e.to_string()))?.0;
-    let items: Vec<I> = decode_seq(bytes, count)?;
-    items.iter().map(|i| encode_seq(std::slice::from_ref(i))).collect()
+fn split_items<I: Serialize + serde::de::DeserializeOwned + 'static>(
+    bytes: &[u8],
+    count: usize,
+) -> Result<Vec<Arc<dyn ItemBytes>>> {
+    let items: Vec<I> = decode_items(bytes, count)?;
+    items.into_iter().map(|i| held(vec![i])).collect()
+}
+
+/// The encoded items of a batch, whatever holds them.
+pub trait ItemBytes: Send + Sync {
+    /// The bytes.
+    fn bytes(&self) -> &[u8];
+}
+
+impl ItemBytes for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// A list of plain numbers, which is its own encoding. Built only for a `T` that
+/// [`crate::plain::is_plain`] accepts.
+struct PlainItems<T>(Vec<T>);
+
+// SAFETY: only built for primitive numbers (checked in `held`), which are `Send` and `Sync`.
+unsafe impl<T> Send for PlainItems<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for PlainItems<T> {}
+
+impl<T: 'static> ItemBytes for PlainItems<T> {
+    fn bytes(&self) -> &[u8] {
+        crate::plain::as_bytes(&self.0).unwrap_or_default()
+    }
+}
+
+/// Encodes `items`: plain numbers are kept as they are (no copy), others are encoded.
+fn held<I: Serialize + 'static>(items: Vec<I>) -> Result<Arc<dyn ItemBytes>> {
+    if crate::plain::is_plain::<I>() {
+        return Ok(Arc::new(PlainItems(items)));
+    }
+    Ok(Arc::new(encode_items(&items)?.into_owned()))
 }
 
 /// A batch encoded once (one list, raw bytes for plain numbers),
@@ -236,7 +296,7 @@ pub struct EncodedBatch {
     seq: u64,
     start: usize,
     count: usize,
-    bytes: Arc<Vec<u8>>,
+    bytes: Arc<dyn ItemBytes>,
     split: SplitFn,
 }
 
@@ -248,26 +308,26 @@ impl fmt::Debug for EncodedBatch {
             self.seq,
             self.start,
             self.start + self.count,
-            self.bytes.len()
+            self.bytes.bytes().len()
         )
     }
 }
 
 impl EncodedBatch {
-    /// Encodes a batch.
-    pub fn encode<I: Serialize + serde::de::DeserializeOwned + 'static>(batch: &Batch<I>) -> Result<Self> {
+    /// Encodes a batch (a list of plain numbers is kept as it is: it is its own encoding).
+    pub fn encode<I: Serialize + serde::de::DeserializeOwned + 'static>(batch: Batch<I>) -> Result<Self> {
         Ok(EncodedBatch {
             seq: batch.seq,
             start: batch.start,
             count: batch.items.len(),
-            bytes: Arc::new(encode_seq(&batch.items)?),
+            bytes: held(batch.items)?,
             split: split_items::<I>,
         })
     }
 
-    /// The encoded items (read them with [`decode_seq`]).
+    /// The encoded items (read them with [`decode_items`]).
     pub fn item_bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.bytes()
     }
 }
 
@@ -288,7 +348,7 @@ impl Parcel for EncodedBatch {
         if self.count <= 1 {
             return vec![self];
         }
-        match (self.split)(&self.bytes) {
+        match (self.split)(self.bytes.bytes(), self.count) {
             Ok(parts) => parts
                 .into_iter()
                 .enumerate()
@@ -296,7 +356,7 @@ impl Parcel for EncodedBatch {
                     seq: self.seq,
                     start: self.start + i,
                     count: 1,
-                    bytes: Arc::new(bytes),
+                    bytes,
                     split: self.split,
                 })
                 .collect(),
@@ -327,31 +387,41 @@ mod tests {
 
     #[test]
     fn frames_with_tails_split_back() {
-        let f = frame_with_seq(&(7u8, "h".to_string()), &[1u64, 2, 3]).unwrap();
+        let tail = encode_items(&[1u64, 2, 3]).unwrap();
+        assert!(matches!(tail, std::borrow::Cow::Borrowed(_)), "plain numbers are their own encoding");
+        let mut f = Vec::new();
+        write_parts(&mut f, &encode_msg(&(7u8, "h".to_string())).unwrap(), &tail).unwrap();
         let mut r = &f[..];
         let payload = read_frame(&mut r, 1 << 20).unwrap().unwrap();
         let ((a, b), tail): ((u8, String), &[u8]) = split_frame(&payload).unwrap();
         assert_eq!((a, b.as_str()), (7, "h"));
-        assert_eq!(decode_seq::<u64>(tail, 3).unwrap(), vec![1, 2, 3]);
-        let items = encode_seq(&[5u32, 6]).unwrap();
+        assert_eq!(decode_items::<u64>(tail, 3).unwrap(), vec![1, 2, 3]);
+        let words = ["x".to_string(), "yz".into()];
+        let items = encode_items(&words).unwrap();
         let mut whole = frame_prefix(&9u16, items.len()).unwrap();
         whole.extend_from_slice(&items);
         let mut r = &whole[..];
         let payload = read_frame(&mut r, 1 << 20).unwrap().unwrap();
         let (h, tail): (u16, &[u8]) = split_frame(&payload).unwrap();
         assert_eq!(h, 9);
-        assert_eq!(decode_seq::<u32>(tail, 2).unwrap(), vec![5, 6]);
+        assert_eq!(decode_items::<String>(tail, 2).unwrap(), vec!["x".to_string(), "yz".into()]);
+        assert!(decode_items::<String>(tail, 1).is_err(), "bytes left over");
+        assert!(decode_items::<String>(tail, 3).is_err(), "too few bytes");
+        assert!(decode_items::<u64>(&[0; 12], 2).is_err(), "plain size mismatch");
     }
 
     #[test]
     fn encoded_batches_split_into_items() {
-        let b = Batch { seq: 7, start: 100, items: vec!["a".to_string(), "bb".into(), "ccc".into()] };
-        let e = EncodedBatch::encode(&b).unwrap();
+        let items = vec!["a".to_string(), "bb".into(), "ccc".into()];
+        let e = EncodedBatch::encode(Batch { seq: 7, start: 100, items: items.clone() }).unwrap();
         assert_eq!((e.seq(), e.start(), e.len()), (7, 100, 3));
-        assert_eq!(decode_seq::<String>(e.item_bytes(), 3).unwrap(), b.items);
-        assert!(decode_seq::<String>(e.item_bytes(), 2).is_err());
+        assert_eq!(decode_items::<String>(e.item_bytes(), 3).unwrap(), items);
+        assert!(decode_items::<String>(e.item_bytes(), 2).is_err());
         let parts = e.split();
         assert_eq!(parts.iter().map(|p| (p.start(), p.len())).collect::<Vec<_>>(), vec![(100, 1), (101, 1), (102, 1)]);
-        assert_eq!(decode_seq::<String>(parts[1].item_bytes(), 1).unwrap(), vec!["bb".to_string()]);
+        assert_eq!(decode_items::<String>(parts[1].item_bytes(), 1).unwrap(), vec!["bb".to_string()]);
+        let plain = EncodedBatch::encode(Batch { seq: 1, start: 0, items: vec![5u32, 6] }).unwrap();
+        assert_eq!(plain.item_bytes(), &[5, 0, 0, 0, 6, 0, 0, 0]);
+        assert_eq!(plain.split()[1].item_bytes(), &[6, 0, 0, 0]);
     }
 }
