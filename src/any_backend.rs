@@ -53,6 +53,9 @@ impl Backend for AnyBackend {
     fn auto_batch_target(&self) -> Duration {
         each!(self, b => b.auto_batch_target())
     }
+    fn places_outputs(&self) -> bool {
+        each!(self, b => b.places_outputs())
+    }
     fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
         &'a self,
         plan: Plan<T, I>,

@@ -180,6 +180,14 @@ fn large_batches_cross_shared_memory_both_ways_and_survive_a_dying_worker() {
     let _ = std::fs::remove_file(&marker);
     assert_eq!(all.len(), n as usize);
     assert!(all.iter().enumerate().all(|(i, v)| *v == [i as u64, 2 * i as u64, 3 * i as u64]));
+    // The same with plain outputs, which `run` has written straight into its result: whole
+    // batches in place, the dead worker's batch retried item by item and moved in.
+    let all = e.map(DiesOnceDoubling, 0..n).args(marker.clone()).batched(Batching::ChunkSize(50_000)).run().unwrap();
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(all, out);
+    // A failing item stops a job whose other batches were placed: its error, by index.
+    let err = e.map(FailsAt, 0..n).batched(Batching::ChunkSize(50_000)).run().unwrap_err();
+    assert_eq!(err.item_index(), Some(250_000), "{err}");
     assert_only_idle_workers(&e, "after large batches");
     // Each idle worker maps its shared rings (a memfd, no file anywhere).
     for pid in live_children() {
@@ -191,6 +199,45 @@ fn large_batches_cross_shared_memory_both_ways_and_survive_a_dying_worker() {
 }
 
 task!(Double = |x: u64| -> u64 { 2 * x });
+
+struct DiesOnceDoubling;
+impl Task for DiesOnceDoubling {
+    type Item = u64;
+    type Output = u64;
+    type Args = PathBuf;
+    type Init = ();
+    type State = ();
+    fn init(_: &(), _: &PathBuf) -> Result<(), BoxError> {
+        Ok(())
+    }
+    /// Doubles; aborts the first time it meets item 123_456.
+    fn run(x: u64, marker: &PathBuf, _: &mut ()) -> Result<u64, BoxError> {
+        if x == 123_456 && std::fs::OpenOptions::new().write(true).create_new(true).open(marker).is_ok() {
+            std::process::abort();
+        }
+        Ok(2 * x)
+    }
+}
+register_task!(DiesOnceDoubling);
+
+struct FailsAt;
+impl Task for FailsAt {
+    type Item = u64;
+    type Output = u64;
+    type Args = ();
+    type Init = ();
+    type State = ();
+    fn init(_: &(), _: &()) -> Result<(), BoxError> {
+        Ok(())
+    }
+    fn run(x: u64, _: &(), _: &mut ()) -> Result<u64, BoxError> {
+        if x == 250_000 {
+            return Err("bad item".into());
+        }
+        Ok(2 * x)
+    }
+}
+register_task!(FailsAt);
 
 /// Item 5 parks on its first attempt after writing its pid to the file given as args; the
 /// test SIGKILLs that process; the retry (which finds the file) returns at once.

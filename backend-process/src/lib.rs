@@ -107,6 +107,11 @@ impl Backend for ProcessBackend {
         Duration::from_millis(20)
     }
 
+    /// Outputs arrive as bytes: plain numbers are copied straight into the result.
+    fn places_outputs(&self) -> bool {
+        true
+    }
+
     fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
         &'a self,
         plan: Plan<T, I>,
@@ -135,7 +140,13 @@ impl Backend for ProcessBackend {
         let frames = Arc::new(JobFrames { job });
         let (events, events_rx) = unbounded::<Event<T::Output>>();
         let readers = Arc::new(Mutex::new(Vec::new()));
-        let spawner = Spawner { pool: Arc::clone(&self.pool), frames, events, readers: Arc::clone(&readers) };
+        let spawner = Spawner {
+            pool: Arc::clone(&self.pool),
+            placement: plan.placement,
+            frames,
+            events,
+            readers: Arc::clone(&readers),
+        };
         let mut links: Vec<Box<dyn WorkerLink<EncodedBatch> + 'a>> = Vec::with_capacity(plan.workers);
         for w in 0..plan.workers {
             links.push(Box::new(spawner.spawn(w)?));

@@ -12,7 +12,7 @@ use engine_core::remote::{fingerprint, FromWorker, Incoming, ToWorker};
 use engine_core::wire::{
     decode_items, encode_frame, encode_msg, frame_prefix, read_frame_into, EncodedBatch, LOCAL_MAX_FRAME,
 };
-use engine_core::{Error, Result};
+use engine_core::{Error, Placement, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
@@ -54,6 +54,8 @@ pub(crate) struct JobFrames {
 /// Finds the workers of one job (and their replacements): idle ones from the pool, or new.
 pub(crate) struct Spawner<O> {
     pub(crate) pool: Arc<Pool>,
+    /// Where plain-number outputs go straight to (`run` jobs).
+    pub(crate) placement: Option<Placement<O>>,
     pub(crate) frames: Arc<JobFrames>,
     pub(crate) events: Sender<Event<O>>,
     pub(crate) readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -76,9 +78,10 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
         let sent = outbox.send(start, None);
         let events = self.events.clone();
         let pool = Arc::clone(&self.pool);
+        let placement = self.placement.clone();
         let handle = std::thread::Builder::new()
             .name(format!("adparallelengine-reader-{w}"))
-            .spawn(move || read_worker(w, Proc { child, stream: reader, rings }, events, &pool))
+            .spawn(move || read_worker(w, Proc { child, stream: reader, rings }, events, placement, &pool))
             .map_err(|e| backend_err(format!("cannot start a reader thread: {e}")))?;
         if let Ok(mut g) = self.readers.lock() {
             g.push(handle);
@@ -95,7 +98,13 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
 
 /// The reader thread of one worker in a job: frames to events until the worker says the job
 /// ended (then it goes back to the pool) or its process ends (reported as `Lost`).
-fn read_worker<O: DeserializeOwned + 'static>(w: usize, proc: Proc, events: Sender<Event<O>>, pool: &Pool) {
+fn read_worker<O: DeserializeOwned + 'static>(
+    w: usize,
+    proc: Proc,
+    events: Sender<Event<O>>,
+    placement: Option<Placement<O>>,
+    pool: &Pool,
+) {
     let Proc { mut child, stream, mut rings } = proc;
     let mut r = BufReader::with_capacity(1 << 16, stream);
     let mut ended = false;
@@ -135,11 +144,39 @@ fn read_worker<O: DeserializeOwned + 'static>(w: usize, proc: Proc, events: Send
             Ok((FromWorker::Refused { reason }, _)) => Event::Fatal { worker: w, message: reason },
             Ok((FromWorker::Ready, _)) => Event::Ready { worker: w },
             Ok((FromWorker::InitFailed { message }, _)) => Event::InitFailed { worker: w, message },
+            Ok((FromWorker::Done { seq, start, len, count, failures, busy, item_stats }, outputs))
+                if len >= 2
+                    && count == len
+                    && failures.is_empty()
+                    && placement.as_ref().is_some_and(|p| p.put_bytes(start, count, outputs)) =>
+            {
+                // A whole batch of plain numbers, copied once, from the wire to the result.
+                // (Single items are left out: the parts of a split batch must not be placed.)
+                Event::Done(BatchDone {
+                    seq,
+                    start,
+                    len,
+                    outputs: Vec::new(),
+                    failures,
+                    worker: w,
+                    busy,
+                    item_stats,
+                    placed: true,
+                })
+            }
             Ok((FromWorker::Done { seq, start, len, count, failures, busy, item_stats }, outputs)) => {
                 match decode_items::<O>(outputs, count) {
-                    Ok(outputs) => {
-                        Event::Done(BatchDone { seq, start, len, outputs, failures, worker: w, busy, item_stats })
-                    }
+                    Ok(outputs) => Event::Done(BatchDone {
+                        seq,
+                        start,
+                        len,
+                        outputs,
+                        failures,
+                        worker: w,
+                        busy,
+                        item_stats,
+                        placed: false,
+                    }),
                     Err(e) => Event::Fatal { worker: w, message: format!("cannot decode outputs: {e}") },
                 }
             }

@@ -28,6 +28,9 @@ pub struct Plan<T: Task, I: Iterator<Item = T::Item>> {
     pub options: WorkerOptions,
     /// Prefetch and reorder-window settings for the dispatch loop.
     pub dispatch: DispatchConfig,
+    /// Where outputs may be written straight to their place, when the backend asked for it
+    /// ([`Backend::places_outputs`]) and the job is a `run` of plain-number outputs.
+    pub placement: Option<crate::Placement<T::Output>>,
 }
 
 /// The items of a slice job and the chunk size its batching mode asks for.
@@ -59,6 +62,11 @@ pub trait Backend: Send + Sync {
     /// to hide the cost of one message.
     fn auto_batch_target(&self) -> Duration {
         Duration::from_millis(5)
+    }
+    /// Whether this backend receives outputs as bytes and can copy plain-number outputs
+    /// straight into the result ([`Plan::placement`]) instead of decoding them first.
+    fn places_outputs(&self) -> bool {
+        false
     }
     /// Starts a job. Dropping the returned value cancels what is left of it.
     fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(

@@ -35,6 +35,11 @@ pub struct BatchDone<O> {
     pub busy: Duration,
     /// Per-item stats, when asked for.
     pub item_stats: Option<Vec<ItemStats>>,
+    /// The outputs were written straight to their place in the job's
+    /// [`Placement`](crate::Placement) (then `outputs` is empty and every item succeeded).
+    /// Never set on the parts of a split batch (single items), so merging parts never mixes
+    /// placed and carried outputs.
+    pub placed: bool,
 }
 
 /// What a worker reports to the driver.

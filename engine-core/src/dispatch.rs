@@ -368,6 +368,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                     worker: w,
                     busy: Duration::ZERO,
                     item_stats: None,
+                    placed: false,
                 });
             } else {
                 self.retry.push_back((parcel, attempt));
@@ -454,6 +455,10 @@ fn merge<O>(mut parts: Vec<BatchDone<O>>) -> Option<BatchDone<O>> {
     let mut it = parts.into_iter();
     let mut acc = it.next()?;
     for b in it {
+        // Parts are single items, never placed (see `BatchDone::placed`); were one placed,
+        // its output would be in place already and the merged batch would be missing it.
+        debug_assert!(!acc.placed && !b.placed, "a split batch's part was placed");
+        acc.placed = false;
         acc.len += b.len;
         acc.outputs.extend(b.outputs);
         acc.failures.extend(b.failures);

@@ -8,6 +8,7 @@ use crate::engine::Engine;
 use crate::error::{Error, FailureKind, ItemError, Result};
 use crate::items::SliceItems;
 use crate::order::Reorder;
+use crate::placement::Placement;
 use crate::progress::{Progress, Tracker};
 use crate::registry;
 use crate::run::Running;
@@ -151,7 +152,16 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
 
     /// Starts the job. `whole`: the terminal keeps every result (so a slice may be split by
     /// index); `bounded`: an ordered stream, whose reorder window is bounded.
-    fn start<'s>(self, fail_fast: bool, whole: bool, bounded: bool) -> Result<(Running<'s, T::Output>, Option<usize>)>
+    /// Starts the job: its running batches, its declared length, and (with `place`, when the
+    /// backend and the output type allow it) the [`Placement`] its outputs land in.
+    #[allow(clippy::type_complexity)]
+    fn start<'s>(
+        self,
+        fail_fast: bool,
+        whole: bool,
+        bounded: bool,
+        place: bool,
+    ) -> Result<(Running<'s, T::Output>, Option<usize>, Option<Placement<T::Output>>)>
     where
         'e: 's,
         I: 's,
@@ -189,7 +199,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         let tracker = Tracker::new(self.progress, declared, backend.name());
         let mut stats = JobStats::new(self.item_stats, declared);
         if source.is_empty()? {
-            return Ok((Running::new(None, stats, tracker, sink), declared));
+            return Ok((Running::new(None, stats, tracker, sink), declared, None));
         }
         let workers = backend.max_workers().min(declared.unwrap_or(usize::MAX)).max(1);
         stats.workers = workers;
@@ -219,6 +229,10 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             .max(1)
         });
         let max_ahead = bounded.then(|| self.reorder_window.unwrap_or(4 * workers * self.prefetch));
+        let placement = match (place && fail_fast && backend.places_outputs(), declared) {
+            (true, Some(n)) => Placement::new(n),
+            _ => None,
+        };
         let plan = Plan {
             source,
             batcher,
@@ -232,18 +246,38 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
                 max_retries: self.max_retries,
                 item_timeout: self.item_timeout,
             },
+            placement: placement.clone(),
         };
         let completions = match (slice, slice_chunk) {
             (Some(items), Some(chunk)) => backend.start_slice::<T, I>(plan, SlicePlan { items, chunk })?,
             _ => backend.start::<T, I>(plan)?,
         };
-        Ok((Running::new(Some(completions), stats, tracker, sink), declared))
+        Ok((Running::new(Some(completions), stats, tracker, sink), declared, placement))
     }
 
     /// Runs the job and returns every output in input order. Fails fast: the first failed
     /// item stops the job and is returned as [`Error::Item`] with its index.
     pub fn run(self) -> Result<Vec<T::Output>> {
-        let (mut run, len) = self.start(true, true, false)?;
+        let (mut run, len, placement) = self.start(true, true, false, true)?;
+        if let Some(place) = placement {
+            // Batches the backend placed are in place already; the others are moved in.
+            let mut filled = 0;
+            let mut misfit = false;
+            in_order(&mut run, |b| {
+                let n = if b.placed { b.len } else { b.outputs.len() };
+                misfit |= !b.placed && !place.put(b.start, b.outputs);
+                filled += n;
+            })?;
+            // Every writer (the backend's threads) is gone with the job.
+            drop(run);
+            if misfit || filled != place.len() {
+                return Err(Error::Backend {
+                    backend: "engine",
+                    message: format!("{filled} outputs for {} items", place.len()),
+                });
+            }
+            return Ok(place.into_vec());
+        }
         let mut out = Vec::new();
         in_order(&mut run, |b| {
             if out.capacity() == 0 && len.is_none_or(|n| b.outputs.len() >= n) {
@@ -268,7 +302,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     where
         T::Output: IntoIterator,
     {
-        let (mut run, len) = self.start(true, true, false)?;
+        let (mut run, len, _) = self.start(true, true, false, false)?;
         let mut out = Vec::with_capacity(len.unwrap_or(0));
         in_order(&mut run, |b| out.extend(b.outputs.into_iter().flatten()))?;
         Ok(out)
@@ -292,7 +326,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn gather_with<A>(self, init: A, mut f: impl FnMut(A, T::Output) -> A) -> Result<A> {
-        let (mut run, _) = self.start(true, true, false)?;
+        let (mut run, _, _) = self.start(true, true, false, false)?;
         let mut acc = Some(init);
         in_order(&mut run, |b| {
             for o in b.outputs {
@@ -304,7 +338,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
 
     /// Runs every item, failed or not, and returns each item's own result in input order.
     pub fn collect_results(self) -> Result<Vec<Result<T::Output, ItemError>>> {
-        let (mut run, len) = self.start(false, false, false)?;
+        let (mut run, len, _) = self.start(false, false, false, false)?;
         let mut out = Vec::with_capacity(len.unwrap_or(0));
         let mut reorder = Reorder::default();
         while let Some(b) = run.next_done() {
@@ -336,7 +370,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         'e: 's,
         I: 's,
     {
-        let (run, _) = self.start(true, false, true)?;
+        let (run, _, _) = self.start(true, false, true, false)?;
         Ok(ResultStream::new(run))
     }
 
@@ -346,7 +380,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         'e: 's,
         I: 's,
     {
-        let (run, _) = self.start(true, false, false)?;
+        let (run, _, _) = self.start(true, false, false, false)?;
         Ok(UnorderedStream::new(run))
     }
 }

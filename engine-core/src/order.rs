@@ -49,6 +49,7 @@ mod tests {
             worker: 0,
             busy: Duration::ZERO,
             item_stats: None,
+            placed: false,
         }
     }
 

@@ -291,6 +291,7 @@ pub fn serve_job<T: Task>(
                     worker,
                     busy: Duration::ZERO,
                     item_stats: None,
+                    placed: false,
                 };
                 if !send_done(done, &send_parts) {
                     return None;

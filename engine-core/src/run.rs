@@ -32,7 +32,7 @@ impl<'a, O> Running<'a, O> {
         let inner = self.inner.as_mut()?;
         match inner.next_done() {
             Some(Ok(mut b)) => {
-                self.stats.items_done += b.outputs.len();
+                self.stats.items_done += if b.placed { b.len } else { b.outputs.len() };
                 self.stats.batches.push(BatchStat { start: b.start, len: b.len, worker: b.worker, busy: b.busy });
                 self.stats.record_items(b.start, b.item_stats.take());
                 self.tracker.advance(b.len);

@@ -78,7 +78,17 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
                 }
             }
         }
-        BatchDone { seq, start, len, outputs, failures, worker: self.id, busy: began.elapsed(), item_stats }
+        BatchDone {
+            seq,
+            start,
+            len,
+            outputs,
+            failures,
+            worker: self.id,
+            busy: began.elapsed(),
+            item_stats,
+            placed: false,
+        }
     }
 
     /// Runs the items of a claimed chunk of a slice job (`items` is that chunk of the slice),
