@@ -128,26 +128,27 @@ fn bench_b() {
     let n = 1_000_000u64;
     let threads = quiet(Kind::Threads, 2);
     let process = quiet(Kind::Process, 2);
-    // Each engine warm (threads started, worker processes up), then timed in a block of its
-    // own: rayon's idle threads spin for a while after a job, which would bill the next
-    // process job for CPU they take.
-    let time = |e: &Engine| {
-        e.map(Double, 0..n).batched(Batching::Auto).run().expect("warm-up");
-        std::thread::sleep(Duration::from_millis(50));
-        let runs: Vec<Duration> = (0..11)
-            .map(|_| {
-                let t0 = Instant::now();
-                let out = e.map(Double, 0..n).batched(Batching::Auto).run().expect("run");
-                let took = t0.elapsed();
-                assert_eq!(out.len(), n as usize);
-                took
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(50));
-        median(runs)
+    // Both engines warm (threads started, worker processes up), then timed turn by turn so
+    // that drift in the machine's speed hits both alike, with a pause before each run: rayon's
+    // idle threads spin for a while after a job, which would bill the next job for the CPU
+    // they take.
+    let once = |e: &Engine| {
+        std::thread::sleep(Duration::from_millis(5));
+        let t0 = Instant::now();
+        let out = e.map(Double, 0..n).batched(Batching::Auto).run().expect("run");
+        let took = t0.elapsed();
+        assert_eq!(out.len(), n as usize);
+        assert_eq!(out[n as usize - 1], 2 * (n - 1));
+        took
     };
-    let t = time(&threads);
-    let p = time(&process);
+    once(&threads);
+    once(&process);
+    let (mut t, mut p) = (vec![], vec![]);
+    for _ in 0..21 {
+        t.push(once(&threads));
+        p.push(once(&process));
+    }
+    let (t, p) = (median(t), median(p));
     println!("(b) 1,000,000 tiny items (x*2), auto batching, 2 workers");
     println!("    threads                        {t:>10.2?}   1.00x");
     println!("    process                        {p:>10.2?}   {:.2}x threads' speed", ratio(t, p));

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 enum Chunk {
@@ -20,10 +20,17 @@ enum Chunk {
     Items(EncodedBatch, usize),
 }
 
+/// Join handles of the threads a job starts, joined when the job ends.
+pub(crate) type Threads = Arc<Mutex<Vec<JoinHandle<()>>>>;
+
 /// The sending side of one worker's socket.
 pub(crate) struct Outbox {
     stream: UnixStream,
-    queue: Sender<Chunk>,
+    /// The writer thread's queue, once the thread is started: only when a frame does not fit
+    /// in the socket (most jobs never need it: large tails go through shared memory).
+    queue: OnceLock<Sender<Chunk>>,
+    name: String,
+    threads: Threads,
     /// Chunks handed to the writer thread and not written yet.
     pending: Arc<AtomicUsize>,
 }
@@ -53,13 +60,20 @@ fn send_now(stream: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
 }
 
 impl Outbox {
-    /// An outbox on `stream`, with its writer thread (returned, to be joined).
-    pub(crate) fn new(stream: UnixStream, name: String) -> std::io::Result<(Outbox, JoinHandle<()>)> {
+    /// An outbox on `stream`; its writer thread, if it ever starts, is named `name` and
+    /// registered in `threads`.
+    pub(crate) fn new(stream: UnixStream, name: String, threads: Threads) -> Outbox {
+        Outbox { stream, queue: OnceLock::new(), name, threads, pending: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    fn writer(&self) -> std::io::Result<&Sender<Chunk>> {
+        if let Some(q) = self.queue.get() {
+            return Ok(q);
+        }
         let (queue, rx) = unbounded::<Chunk>();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let mut w = stream.try_clone()?;
-        let left = Arc::clone(&pending);
-        let handle = std::thread::Builder::new().name(name).spawn(move || {
+        let mut w = self.stream.try_clone()?;
+        let left = Arc::clone(&self.pending);
+        let handle = std::thread::Builder::new().name(self.name.clone()).spawn(move || {
             for chunk in rx {
                 let res = match &chunk {
                     Chunk::Bytes(b, off) => w.write_all(&b[*off..]),
@@ -72,12 +86,16 @@ impl Outbox {
                 }
             }
         })?;
-        Ok((Outbox { stream, queue, pending }, handle))
+        if let Ok(mut g) = self.threads.lock() {
+            g.push(handle);
+        }
+        Ok(self.queue.get_or_init(|| queue))
     }
 
     fn enqueue(&self, c: Chunk) -> std::io::Result<()> {
+        let queue = self.writer()?;
         self.pending.fetch_add(1, Ordering::AcqRel);
-        self.queue.send(c).map_err(|_| {
+        queue.send(c).map_err(|_| {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the worker's writer stopped")
         })

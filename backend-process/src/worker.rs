@@ -68,8 +68,7 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
         let ring = rings.as_ref().map(|r| Arc::clone(&r.to_worker));
         let pid = child.id() as i32;
         let reader = stream.try_clone().map_err(|e| backend_err(format!("cannot clone a socket: {e}")))?;
-        let (outbox, writer_thread) = Outbox::new(stream, format!("adparallelengine-writer-{w}"))
-            .map_err(|e| backend_err(format!("cannot start a writer thread: {e}")))?;
+        let outbox = Outbox::new(stream, format!("adparallelengine-writer-{w}"), Arc::clone(&self.readers));
         let mut start = match warm {
             true => Vec::new(),
             false => encode_frame(&ToWorker::Hello { fingerprint: fingerprint().to_string(), worker: w })?,
@@ -85,7 +84,6 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
             .map_err(|e| backend_err(format!("cannot start a reader thread: {e}")))?;
         if let Ok(mut g) = self.readers.lock() {
             g.push(handle);
-            g.push(writer_thread);
         }
         if let Err(e) = sent {
             // The reader reports the process's end; this link is dead.
