@@ -68,6 +68,7 @@ impl<T: Task, I: Iterator<Item = T::Item>> SliceRun<'_, T, I> {
             worker: 0,
             busy: busy.into_iter().sum(),
             item_stats: None,
+            placed: false,
         })
     }
 }
