@@ -25,10 +25,10 @@ pub mod hook;
 mod outbox;
 mod pool;
 mod shm;
-mod store;
 mod worker;
 
-pub use cleanup::{kill_all_and_clean, live_workers, register_cleanup, unregister_cleanup};
+pub use cleanup::{kill_all_and_clean, live_workers};
+pub use engine_core::interrupt::{register_cleanup, unregister_cleanup};
 pub use hook::become_worker_if_asked;
 
 use crossbeam_channel::unbounded;
@@ -47,7 +47,7 @@ use worker::{JobFrames, Spawner};
 pub struct ProcessBackend {
     pool: Arc<pool::Pool>,
     workers: usize,
-    store: Arc<store::LazyStore>,
+    store: Arc<share_store::LazyDirStore>,
 }
 
 impl std::fmt::Debug for ProcessBackend {
@@ -67,14 +67,14 @@ impl ProcessBackend {
         Ok(ProcessBackend {
             pool: Arc::new(pool::Pool::new(exe, workers)),
             workers,
-            store: Arc::new(store::LazyStore::new(None)),
+            store: Arc::new(share_store::LazyDirStore::new(None)),
         })
     }
 
     /// Puts shared values in a private directory under `dir` (the seed's `path_shared`)
     /// instead of the system temp dir.
     pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {
-        self.store = Arc::new(store::LazyStore::new(dir));
+        self.store = Arc::new(share_store::LazyDirStore::new(dir));
         self
     }
 

@@ -139,6 +139,9 @@ pub struct Dispatch<'a, I: Iterator, O, P: Parcel> {
     barren_losses: usize,
     /// How long the last wait for an event took: spinning pays only when events come fast.
     last_wait: Duration,
+    /// For backends whose messages must be polled (MPI): moves what has arrived into
+    /// `events`. Waiting then polls it with a backoff instead of parking on the channel.
+    pump: Option<Box<dyn FnMut() + 'a>>,
     over: bool,
 }
 
@@ -160,6 +163,45 @@ where
 }
 
 impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
+    /// Waits for events by calling `pump` (which moves arrived messages into the events
+    /// channel), for transports that cannot wake a thread when a message arrives (MPI).
+    /// Between calls the loop backs off: it spins for [`SPIN`], then yields, then sleeps
+    /// from 20 µs up to 1 ms, so a driver waiting for long batches does not spin a core.
+    pub fn with_pump(mut self, pump: Box<dyn FnMut() + 'a>) -> Self {
+        self.pump = Some(pump);
+        self
+    }
+
+    /// Polls the pump until an event arrives or `wait` runs out (`None`: no limit).
+    fn pump_for_event(&mut self, wait: Option<Duration>) -> std::result::Result<Event<O>, RecvTimeoutError> {
+        let began = Instant::now();
+        let mut idle = 0u32;
+        loop {
+            if let Some(pump) = self.pump.as_mut() {
+                pump();
+            }
+            match self.events.try_recv() {
+                Ok(ev) => return Ok(ev),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+            let waited = began.elapsed();
+            if wait.is_some_and(|w| waited >= w) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            if waited < SPIN {
+                std::hint::spin_loop();
+            } else if idle < 16 {
+                idle += 1;
+                std::thread::yield_now();
+            } else {
+                let nap = Duration::from_micros(20u64 << ((idle - 16) / 4).min(6)).min(Duration::from_millis(1));
+                idle += 1;
+                std::thread::sleep(nap);
+            }
+        }
+    }
+
     /// A dispatch loop whose links take parcels made by `prepare` (encoded batches, for
     /// out-of-process workers), with `respawn` replacing workers that die.
     #[allow(clippy::too_many_arguments)]
@@ -196,6 +238,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
             broken: None,
             barren_losses: 0,
             last_wait: Duration::ZERO,
+            pump: None,
             over: false,
         }
     }
@@ -491,7 +534,10 @@ impl<I: Iterator, O, P: Parcel> Completions<O> for Dispatch<'_, I, O, P> {
                 // A parcel could not be sent: the job cannot complete. Prefer the worker's own
                 // account of why, if it arrives promptly.
                 let deadline = Instant::now() + Duration::from_secs(1);
-                while let Ok(ev) = self.events.recv_deadline(deadline) {
+                while let Ok(ev) = match self.pump.is_some() {
+                    true => self.pump_for_event(Some(deadline.saturating_duration_since(Instant::now()))),
+                    false => self.events.recv_deadline(deadline),
+                } {
                     match ev {
                         Event::InitFailed { worker, message } => return self.fail(Error::Init { worker, message }),
                         Event::Fatal { worker, message } => {
@@ -508,10 +554,15 @@ impl<I: Iterator, O, P: Parcel> Completions<O> for Dispatch<'_, I, O, P> {
                 return None;
             }
             let waiting = Instant::now();
-            let event = match (self.spin_for_event(), self.check_timeouts()) {
-                (Some(ev), _) => Ok(ev),
-                (None, None) => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                (None, Some(wait)) => self.events.recv_timeout(wait),
+            let event = if self.pump.is_some() {
+                let wait = self.check_timeouts();
+                self.pump_for_event(wait)
+            } else {
+                match (self.spin_for_event(), self.check_timeouts()) {
+                    (Some(ev), _) => Ok(ev),
+                    (None, None) => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    (None, Some(wait)) => self.events.recv_timeout(wait),
+                }
             };
             self.last_wait = waiting.elapsed();
             let res = match event {

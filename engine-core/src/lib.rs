@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod fingerprint;
 pub mod inline;
+pub mod interrupt;
 pub mod items;
 pub mod job;
 mod order;

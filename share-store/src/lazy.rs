@@ -1,26 +1,37 @@
-//! The engine's share store on this machine: a private directory under `path_shared`, made
-//! on the first shared value (an engine that never shares makes none), removed when the
-//! engine is dropped, and on Ctrl-C.
+//! An engine's share store for workers that see the driver's file system (worker processes,
+//! MPI ranks on a shared file system): a private directory under `path_shared`, made on the
+//! first shared value (an engine that never shares makes none), removed when the engine is
+//! dropped, and on Ctrl-C (an [`interrupt`](engine_core::interrupt) cleanup).
 
-use crate::cleanup;
+use crate::DirStore;
+use engine_core::interrupt;
 use engine_core::{Result, ShareKey, SharedBytes, SharedStore};
-use share_store::DirStore;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 /// A [`DirStore`] created on first use.
-pub(crate) struct LazyStore {
+///
+/// ```
+/// use engine_core::SharedStore;
+/// let store = share_store::LazyDirStore::new(None);
+/// assert!(store.dir().is_none(), "nothing shared, nothing made");
+/// let key = store.put(b"table")?;
+/// let dir = store.dir().unwrap();
+/// assert_eq!((*share_store::open_dir_view(dir.to_str().unwrap())?.get(&key)?).as_ref(), b"table");
+/// drop(store);
+/// assert!(!dir.exists());
+/// # Ok::<(), engine_core::Error>(())
+/// ```
+pub struct LazyDirStore {
     parent: Option<PathBuf>,
     inner: Mutex<Option<Arc<DirStore>>>,
     cleanup_id: u64,
 }
 
-impl LazyStore {
-    pub(crate) fn new(parent: Option<PathBuf>) -> Self {
-        LazyStore { parent, inner: Mutex::new(None), cleanup_id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+impl LazyDirStore {
+    /// A store that will make its directory under `parent` (default: the system temp dir).
+    pub fn new(parent: Option<PathBuf>) -> Self {
+        LazyDirStore { parent, inner: Mutex::new(None), cleanup_id: interrupt::cleanup_id() }
     }
 
     fn existing(&self) -> Option<Arc<DirStore>> {
@@ -35,7 +46,7 @@ impl LazyStore {
         let store = Arc::new(DirStore::create(self.parent.as_deref())?);
         let dir = store.path().to_path_buf();
         tracing::debug!(dir = %dir.display(), "share store created");
-        cleanup::register_cleanup(self.cleanup_id, move || {
+        interrupt::register_cleanup(self.cleanup_id, move || {
             let _ = std::fs::remove_dir_all(&dir);
         });
         *g = Some(Arc::clone(&store));
@@ -43,19 +54,19 @@ impl LazyStore {
     }
 
     /// The directory, once created.
-    pub(crate) fn dir(&self) -> Option<PathBuf> {
+    pub fn dir(&self) -> Option<PathBuf> {
         self.existing().map(|s| s.path().to_path_buf())
     }
 }
 
-impl Drop for LazyStore {
+impl Drop for LazyDirStore {
     fn drop(&mut self) {
-        cleanup::unregister_cleanup(self.cleanup_id);
+        interrupt::unregister_cleanup(self.cleanup_id);
         // Dropping the DirStore removes its directory.
     }
 }
 
-impl SharedStore for LazyStore {
+impl SharedStore for LazyDirStore {
     fn put(&self, bytes: &[u8]) -> Result<ShareKey> {
         self.get_or_create()?.put(bytes)
     }
@@ -79,7 +90,8 @@ impl SharedStore for LazyStore {
     }
 }
 
-/// A worker's read-only view of its driver's store.
-pub(crate) fn open_view(dir: &str) -> Result<Arc<dyn SharedStore>> {
+/// A worker's read-only view of its driver's store (the opener for
+/// `engine_core::remote::serve_connection`).
+pub fn open_dir_view(dir: &str) -> Result<Arc<dyn SharedStore>> {
     Ok(Arc::new(DirStore::open(Path::new(dir))?))
 }

@@ -5,6 +5,8 @@
 //!   system temporary directory), written once by the driver and mapped read-only by worker
 //!   processes of the same machine ([`DirStore::open`]). Its `get` returns the mapping itself
 //!   ([`MappedFile`]), so nothing is copied.
+//! - [`LazyDirStore`]: a `DirStore` made on the first shared value and removed with the engine
+//!   or on Ctrl-C; [`open_dir_view`] is the workers' side.
 //! - With the `arrow` feature, [`arrow`] writes record batches as Arrow IPC files
 //!   ([`arrow::to_ipc_file`]) and decodes them straight from mapped bytes without copying
 //!   column data ([`arrow::map_ipc_file`]).
@@ -24,7 +26,9 @@
 #[cfg(feature = "arrow")]
 pub mod arrow;
 mod dir;
+mod lazy;
 mod memory;
 
 pub use dir::{DirStore, MappedFile};
+pub use lazy::{open_dir_view, LazyDirStore};
 pub use memory::MemoryStore;
