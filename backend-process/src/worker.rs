@@ -6,12 +6,10 @@ use crate::outbox::Outbox;
 use crate::pool::{Pool, Proc, Rings};
 use crate::shm::{apart_frame, split_apart, RingWriter, APART_MIN};
 use crossbeam_channel::Sender;
-use engine_core::batch::{BatchDone, Event};
+use engine_core::batch::Event;
 use engine_core::dispatch::{Parcel, WorkerLink};
-use engine_core::remote::{fingerprint, FromWorker, Incoming, ToWorker};
-use engine_core::wire::{
-    decode_items, encode_frame, encode_msg, frame_prefix, read_frame_into, EncodedBatch, LOCAL_MAX_FRAME,
-};
+use engine_core::remote::{fingerprint, hear, Heard, Incoming, ToWorker};
+use engine_core::wire::{encode_frame, encode_msg, frame_prefix, read_frame_into, EncodedBatch, LOCAL_MAX_FRAME};
 use engine_core::{Error, Placement, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -126,9 +124,9 @@ fn read_worker<O: DeserializeOwned + 'static>(
                 break;
             }
         };
-        let event = match incoming.split::<FromWorker>() {
-            Ok((FromWorker::Hello { .. }, _)) => continue,
-            Ok((FromWorker::JobEnded, _)) => {
+        let event = match hear::<O>(w, incoming, placement.as_ref()) {
+            Heard::Nothing => continue,
+            Heard::JobEnded => {
                 // In good order, and nothing unread: the worker can serve another job.
                 if r.buffer().is_empty() {
                     pool.give_back(Proc { child, stream: r.into_inner(), rings });
@@ -139,46 +137,7 @@ fn read_worker<O: DeserializeOwned + 'static>(
                 ended = true;
                 break;
             }
-            Ok((FromWorker::Refused { reason }, _)) => Event::Fatal { worker: w, message: reason },
-            Ok((FromWorker::Ready, _)) => Event::Ready { worker: w },
-            Ok((FromWorker::InitFailed { message }, _)) => Event::InitFailed { worker: w, message },
-            Ok((FromWorker::Done { seq, start, len, count, failures, busy, item_stats }, outputs))
-                if len >= 2
-                    && count == len
-                    && failures.is_empty()
-                    && placement.as_ref().is_some_and(|p| p.put_bytes(start, count, outputs)) =>
-            {
-                // A whole batch of plain numbers, copied once, from the wire to the result.
-                // (Single items are left out: the parts of a split batch must not be placed.)
-                Event::Done(BatchDone {
-                    seq,
-                    start,
-                    len,
-                    outputs: Vec::new(),
-                    failures,
-                    worker: w,
-                    busy,
-                    item_stats,
-                    placed: true,
-                })
-            }
-            Ok((FromWorker::Done { seq, start, len, count, failures, busy, item_stats }, outputs)) => {
-                match decode_items::<O>(outputs, count) {
-                    Ok(outputs) => Event::Done(BatchDone {
-                        seq,
-                        start,
-                        len,
-                        outputs,
-                        failures,
-                        worker: w,
-                        busy,
-                        item_stats,
-                        placed: false,
-                    }),
-                    Err(e) => Event::Fatal { worker: w, message: format!("cannot decode outputs: {e}") },
-                }
-            }
-            Err(e) => Event::Fatal { worker: w, message: format!("bad message from worker: {e}") },
+            Heard::Event(ev) => ev,
         };
         // The tail has been decoded: its space in the ring can be reused.
         if let (true, Some(rings)) = (apart, rings.as_mut()) {
@@ -285,7 +244,7 @@ mod tests {
         match msg {
             ToWorker::Batch { seq, start, count } => {
                 assert_eq!((seq, start, count), (3, 40, 3));
-                assert_eq!(decode_items::<u64>(tail, 3).unwrap(), vec![1, 2, 300]);
+                assert_eq!(engine_core::wire::decode_items::<u64>(tail, 3).unwrap(), vec![1, 2, 300]);
             }
             other => panic!("{other:?}"),
         }

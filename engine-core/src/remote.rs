@@ -367,3 +367,62 @@ fn send_done<O: Serialize + 'static>(b: crate::batch::BatchDone<O>, send: &dyn F
         }
     }
 }
+
+/// What a driver makes of a message from a worker.
+#[derive(Debug)]
+pub enum Heard<O> {
+    /// An event for the dispatch loop.
+    Event(crate::batch::Event<O>),
+    /// The worker ended its job in good order (`JobEnded`): it may serve another.
+    JobEnded,
+    /// Nothing to act on (the handshake's answer).
+    Nothing,
+}
+
+/// Turns a message from worker `worker` into what the driver acts on: every backend's
+/// reader calls this, so the protocol is read in one place. Outputs of plain numbers go
+/// straight to `placement` when there is one (whole batches only: the single-item parts of a
+/// split batch are never placed, see [`crate::batch::BatchDone::placed`]).
+pub fn hear<O: serde::de::DeserializeOwned + 'static>(
+    worker: usize,
+    incoming: Incoming<'_>,
+    placement: Option<&crate::Placement<O>>,
+) -> Heard<O> {
+    use crate::batch::{BatchDone, Event};
+    let fatal = |message: String| Heard::Event(Event::Fatal { worker, message });
+    let (msg, outputs) = match incoming.split::<FromWorker>() {
+        Ok(x) => x,
+        Err(e) => return fatal(format!("bad message from worker: {e}")),
+    };
+    match msg {
+        FromWorker::Hello { .. } => Heard::Nothing,
+        FromWorker::JobEnded => Heard::JobEnded,
+        FromWorker::Refused { reason } => fatal(reason),
+        FromWorker::Ready => Heard::Event(Event::Ready { worker }),
+        FromWorker::InitFailed { message } => Heard::Event(Event::InitFailed { worker, message }),
+        FromWorker::Done { seq, start, len, count, failures, busy, item_stats } => {
+            let placed = len >= 2
+                && count == len
+                && failures.is_empty()
+                && placement.is_some_and(|p| p.put_bytes(start, count, outputs));
+            let outputs = match placed {
+                true => Vec::new(),
+                false => match decode_items::<O>(outputs, count) {
+                    Ok(o) => o,
+                    Err(e) => return fatal(format!("cannot decode outputs: {e}")),
+                },
+            };
+            Heard::Event(Event::Done(BatchDone {
+                seq,
+                start,
+                len,
+                outputs,
+                failures,
+                worker,
+                busy,
+                item_stats,
+                placed,
+            }))
+        }
+    }
+}
