@@ -16,6 +16,9 @@ pub enum AnyBackend {
     /// Worker processes running this executable.
     #[cfg(feature = "process")]
     Process(backend_process::ProcessBackend),
+    /// The other ranks of an `mpirun` job.
+    #[cfg(feature = "mpi")]
+    Mpi(backend_mpi::MpiBackend),
 }
 
 impl AnyBackend {
@@ -27,6 +30,8 @@ impl AnyBackend {
             AnyBackend::Threads(_) => Kind::Threads,
             #[cfg(feature = "process")]
             AnyBackend::Process(_) => Kind::Process,
+            #[cfg(feature = "mpi")]
+            AnyBackend::Mpi(_) => Kind::Mpi,
         }
     }
 }
@@ -39,6 +44,8 @@ macro_rules! each {
             AnyBackend::Threads($b) => $e,
             #[cfg(feature = "process")]
             AnyBackend::Process($b) => $e,
+            #[cfg(feature = "mpi")]
+            AnyBackend::Mpi($b) => $e,
         }
     };
 }
@@ -71,7 +78,8 @@ impl Backend for AnyBackend {
     }
 }
 
-/// `max_workers = 1` runs serially, on any kind, as in the seed.
+/// `max_workers = 1` runs serially, on any kind, as in the seed, except MPI: the ranks exist
+/// whatever `max_workers` says, and must be served and released, so one of them runs the job.
 impl BackendFactory for Kind {
     type Backend = AnyBackend;
     fn create(self, config: &EngineConfig) -> Result<AnyBackend> {
@@ -80,6 +88,13 @@ impl BackendFactory for Kind {
         #[cfg(feature = "process")]
         backend_process::become_worker_if_asked();
         self.ensure_available()?;
+        // A worker rank serves here and never returns; rank 0 gets the ranks' backend.
+        #[cfg(feature = "mpi")]
+        if self == Kind::Mpi {
+            return Ok(AnyBackend::Mpi(
+                backend_mpi::MpiBackend::new(config.max_workers)?.path_shared(config.path_shared.clone()),
+            ));
+        }
         let workers = config.workers_or_default();
         if self == Kind::Serial || workers == 1 {
             return Ok(AnyBackend::Serial(backend_serial::SerialBackend));

@@ -58,7 +58,7 @@ impl Kind {
             Kind::Serial => (true, true),
             Kind::Threads => (cfg!(feature = "threads"), true),
             Kind::Process => (cfg!(feature = "process"), true),
-            Kind::Mpi => (cfg!(feature = "mpi"), false),
+            Kind::Mpi => (cfg!(feature = "mpi"), true),
             Kind::K8s => (cfg!(feature = "k8s"), false),
         };
         if !feature_on {

@@ -66,7 +66,7 @@ pub trait WorkerLink<P>: Send {
 pub type Respawn<'a, P> = Box<dyn FnMut(usize) -> Result<Box<dyn WorkerLink<P> + 'a>> + 'a>;
 
 /// How long the dispatch loop spins for an event before it parks.
-pub const SPIN: Duration = Duration::from_micros(30);
+pub use crate::backoff::SPIN;
 
 /// Prefetch, ordering and failure knobs of the dispatch loop.
 #[derive(Debug, Clone, Copy)]
@@ -165,8 +165,8 @@ where
 impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
     /// Waits for events by calling `pump` (which moves arrived messages into the events
     /// channel), for transports that cannot wake a thread when a message arrives (MPI).
-    /// Between calls the loop backs off: it spins for [`SPIN`], then yields, then sleeps
-    /// from 20 µs up to 1 ms, so a driver waiting for long batches does not spin a core.
+    /// Between calls the loop backs off ([`crate::backoff::Backoff`]), so a driver waiting for
+    /// long batches does not spin a core.
     pub fn with_pump(mut self, pump: Box<dyn FnMut() + 'a>) -> Self {
         self.pump = Some(pump);
         self
@@ -174,8 +174,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
 
     /// Polls the pump until an event arrives or `wait` runs out (`None`: no limit).
     fn pump_for_event(&mut self, wait: Option<Duration>) -> std::result::Result<Event<O>, RecvTimeoutError> {
-        let began = Instant::now();
-        let mut idle = 0u32;
+        let mut backoff = crate::backoff::Backoff::new();
         loop {
             if let Some(pump) = self.pump.as_mut() {
                 pump();
@@ -185,20 +184,10 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
             }
-            let waited = began.elapsed();
-            if wait.is_some_and(|w| waited >= w) {
+            if wait.is_some_and(|w| backoff.elapsed() >= w) {
                 return Err(RecvTimeoutError::Timeout);
             }
-            if waited < SPIN {
-                std::hint::spin_loop();
-            } else if idle < 16 {
-                idle += 1;
-                std::thread::yield_now();
-            } else {
-                let nap = Duration::from_micros(20u64 << ((idle - 16) / 4).min(6)).min(Duration::from_millis(1));
-                idle += 1;
-                std::thread::sleep(nap);
-            }
+            backoff.wait();
         }
     }
 

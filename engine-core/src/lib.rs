@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod backoff;
 pub mod batch;
 pub mod batching;
 pub mod dispatch;

@@ -22,9 +22,22 @@ const STEPS: &[Step] = &[
 pub fn ci() -> ExitCode {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = matrix::workspace_root();
+    let features = match crate::mpi::feature_args() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("== ci: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     for step in STEPS {
-        eprintln!("== ci: {} (cargo {})", step.name, step.args.join(" "));
-        let status = Command::new(&cargo).current_dir(&root).args(step.args).status();
+        // The `mpi` feature (MPI installed here) goes before any `--` of the step.
+        let mut args: Vec<&str> = step.args.to_vec();
+        if step.name != "format" {
+            let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+            args.splice(at..at, features.iter().copied());
+        }
+        eprintln!("== ci: {} (cargo {})", step.name, args.join(" "));
+        let status = Command::new(&cargo).current_dir(&root).args(&args).status();
         match status {
             Ok(s) if s.success() => {}
             Ok(s) => {

@@ -9,12 +9,13 @@
 //!
 //! Modules: [`matrix`] builds the `complete` example and runs it over every argument
 //! combination, [`check`] parses and checks its output against independently computed values,
-//! [`run`] runs one child process with a timeout.
+//! [`run`] runs one child process with a timeout, [`mpi`] finds the MPI launcher.
 
 mod bench;
 mod check;
 mod ci;
 mod matrix;
+mod mpi;
 mod run;
 
 use std::process::ExitCode;

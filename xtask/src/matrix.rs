@@ -51,18 +51,17 @@ impl Default for Options {
     }
 }
 
-/// The command prefix that starts the example for `kind` (the binary and its arguments follow).
-///
-/// Empty for every kind for now. The `mpi` kind will return e.g.
-/// `["mpirun", "-n", "3", "--oversubscribe"]` once its backend exists.
+/// The command prefix that starts the example for `kind` (the binary and its arguments follow):
+/// `mpirun -n 3` for `mpi` (rank 0 drives, 2 worker ranks), nothing for the others.
 pub fn launcher(kind: &str) -> Vec<String> {
-    // Later, e.g.:
-    // if kind == "mpi" {
-    //     return ["mpirun", "-n", "3", "--oversubscribe"].map(String::from).to_vec();
-    // }
-    let _ = kind;
-    Vec::new()
+    match kind {
+        "mpi" => crate::mpi::launch_prefix(MPI_RANKS),
+        _ => Vec::new(),
+    }
 }
+
+/// Ranks of an `mpi` run: the driver and two workers.
+pub const MPI_RANKS: usize = 3;
 
 /// `True` or `False`, as the example parses them.
 fn py_bool(b: bool) -> &'static str {
@@ -143,6 +142,7 @@ fn build(root: &Path, release: bool) -> Result<PathBuf, String> {
         cmd.arg("--release");
     }
     cmd.args(["--example", EXAMPLE]);
+    cmd.args(crate::mpi::feature_args()?);
     eprintln!("building: {cmd:?}");
     let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
     if !status.success() {
@@ -172,6 +172,9 @@ fn command(root: &Path, bin: &Path, kind: &str, args: &[String]) -> Command {
         None => Command::new(bin),
     };
     cmd.args(args).current_dir(root);
+    if kind == "mpi" {
+        crate::mpi::launch_env(&mut cmd);
+    }
     cmd
 }
 

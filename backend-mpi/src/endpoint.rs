@@ -1,0 +1,227 @@
+//! The driver's (rank 0's) side of MPI: sends that never block, receiving what has arrived,
+//! and which job each worker rank belongs to.
+//!
+//! Every MPI call of the driver goes through one lock, so jobs may run on any thread. Sends
+//! are immediate (`MPI_Isend`): the driver must never block on a worker that is itself
+//! blocked sending its results, so it keeps each message's bytes until MPI is done with them.
+//! Received messages are routed by their source rank to the job that holds the rank; a rank
+//! whose job ended or was dropped is *draining* until it answers the end of the job, and only
+//! then serves another one.
+
+use crate::launch::mpi_err;
+use crate::transport::TAG;
+use engine_core::remote::{fingerprint, FromWorker, ToWorker};
+use engine_core::wire::{encode_msg, split_frame};
+use engine_core::Result;
+use mpi::point_to_point::{Destination, Source};
+use mpi::request::{Request, StaticScope};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Where a worker rank's messages go.
+enum Route {
+    /// To a job's inbox, as that job's worker `usize`.
+    Job(crossbeam_channel::Sender<(usize, Vec<u8>)>, usize),
+    /// Nowhere, until the rank answers the end of its job (`JobEnded`).
+    Draining,
+}
+
+/// A send in flight and the bytes it reads.
+struct Pending {
+    request: Request<'static, [u8], StaticScope>,
+    bytes: *mut [u8],
+}
+
+struct State {
+    world: SimpleCommunicator,
+    /// Worker ranks free for a job.
+    idle: Vec<i32>,
+    routes: HashMap<i32, Route>,
+    /// Ranks that got the handshake.
+    greeted: HashSet<i32>,
+    pending: Vec<Pending>,
+}
+
+// SAFETY: MPI handles are plain values; MPI was initialized with at least
+// MPI_THREAD_SERIALIZED and every call is made under the endpoint's lock.
+unsafe impl Send for State {}
+
+/// The driver's MPI endpoint, shared by the jobs of an engine.
+pub(crate) struct Endpoint {
+    state: Mutex<State>,
+    ranks: usize,
+}
+
+impl Endpoint {
+    /// The endpoint of rank 0 of a world of `size` ranks.
+    pub(crate) fn new(size: usize) -> Self {
+        let idle = (1..size as i32).rev().collect();
+        let state = State {
+            world: SimpleCommunicator::world(),
+            idle,
+            routes: HashMap::new(),
+            greeted: HashSet::new(),
+            pending: Vec::new(),
+        };
+        Endpoint { state: Mutex::new(state), ranks: size.saturating_sub(1) }
+    }
+
+    /// Number of worker ranks.
+    pub(crate) fn ranks(&self) -> usize {
+        self.ranks
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| mpi_err("the MPI endpoint lock is poisoned"))
+    }
+
+    /// Up to `want` idle ranks for a job whose messages go to `inbox` (as workers
+    /// `first_worker..`), each greeted and given `job` (the job's frame payload). With `wait`,
+    /// ranks still draining from an earlier job are waited for, briefly (a rank busy with an
+    /// abandoned item is left out); without, only ranks idle now are taken.
+    pub(crate) fn take(
+        &self,
+        want: usize,
+        first_worker: usize,
+        wait: bool,
+        inbox: &crossbeam_channel::Sender<(usize, Vec<u8>)>,
+        job: &[u8],
+    ) -> Result<Vec<i32>> {
+        let began = Instant::now();
+        let mut backoff = engine_core::backoff::Backoff::new();
+        loop {
+            let mut s = self.lock()?;
+            s.poll();
+            let draining = s.routes.values().filter(|r| matches!(r, Route::Draining)).count();
+            let enough = s.idle.len() >= want || draining == 0 || !wait;
+            if !wait && s.idle.is_empty() {
+                return Ok(Vec::new());
+            }
+            let waited = began.elapsed();
+            if (enough || waited > Duration::from_secs(2)) && !s.idle.is_empty() {
+                let n = want.min(s.idle.len());
+                let start = s.idle.len() - n;
+                let ranks: Vec<i32> = s.idle.drain(start..).rev().collect();
+                for (i, &rank) in ranks.iter().enumerate() {
+                    s.routes.insert(rank, Route::Job(inbox.clone(), first_worker + i));
+                    if s.greeted.insert(rank) {
+                        let hello = encode_msg(&ToWorker::Hello {
+                            fingerprint: fingerprint().to_string(),
+                            worker: rank as usize,
+                        })?;
+                        s.send(rank, hello);
+                    }
+                    s.send(rank, job.to_vec());
+                }
+                return Ok(ranks);
+            }
+            if waited > Duration::from_secs(600) || (s.idle.is_empty() && draining == 0) {
+                return Err(mpi_err("no worker rank is free: every one is held by another job of this engine"));
+            }
+            drop(s);
+            backoff.wait();
+        }
+    }
+
+    /// Sends a message to a rank, without blocking.
+    pub(crate) fn send(&self, rank: i32, bytes: Vec<u8>) -> Result<()> {
+        self.lock()?.send(rank, bytes);
+        Ok(())
+    }
+
+    /// Receives what has arrived (routing it) and completes finished sends.
+    pub(crate) fn poll(&self) {
+        if let Ok(mut s) = self.lock() {
+            s.poll();
+        }
+    }
+
+    /// Ends a job on a rank: `EndJob` is sent, and the rank drains until it answers.
+    pub(crate) fn release(&self, rank: i32) {
+        if let Ok(mut s) = self.lock() {
+            if let Ok(end) = encode_msg(&ToWorker::EndJob) {
+                s.send(rank, end);
+            }
+            s.routes.insert(rank, Route::Draining);
+        }
+    }
+
+    /// Closes every worker rank (they finalize MPI and exit) and completes every send. A
+    /// rank that does not come back from its job within `grace` (an item that was abandoned
+    /// after a timeout, still running) cannot be closed: then the whole MPI job is aborted,
+    /// rather than left hanging in `MPI_Finalize`.
+    pub(crate) fn shutdown(&self, grace: Duration) {
+        let began = Instant::now();
+        let mut backoff = engine_core::backoff::Backoff::new();
+        loop {
+            let Ok(mut s) = self.lock() else { return };
+            s.poll();
+            let busy: Vec<i32> = s.routes.keys().copied().collect();
+            if busy.is_empty() || began.elapsed() > grace {
+                if !busy.is_empty() {
+                    eprintln!(
+                        "adparallelengine: MPI rank(s) {busy:?} did not finish their job within {grace:?} of the \
+                         engine's end (an abandoned item still running?); aborting the MPI job"
+                    );
+                    crate::launch::abort(3);
+                }
+                for rank in 1..=self.ranks as i32 {
+                    s.send(rank, Vec::new());
+                }
+                while !s.pending.is_empty() {
+                    s.poll();
+                    std::hint::spin_loop();
+                }
+                return;
+            }
+            drop(s);
+            backoff.wait();
+        }
+    }
+}
+
+impl State {
+    fn send(&mut self, rank: i32, bytes: Vec<u8>) {
+        let bytes: *mut [u8] = Box::into_raw(bytes.into_boxed_slice());
+        // SAFETY: the box is leaked until the request completes (`poll`), so the buffer
+        // outlives the send as `StaticScope` requires.
+        let buf: &'static [u8] = unsafe { &*bytes };
+        let request = self.world.process_at_rank(rank).immediate_send_with_tag(StaticScope, buf, TAG);
+        self.pending.push(Pending { request, bytes });
+    }
+
+    fn poll(&mut self) {
+        // Sends that are done give their bytes back.
+        for Pending { request, bytes } in std::mem::take(&mut self.pending) {
+            match request.test() {
+                // SAFETY: MPI is done with the buffer; it came from `Box::into_raw`.
+                Ok(_) => drop(unsafe { Box::from_raw(bytes) }),
+                Err(request) => self.pending.push(Pending { request, bytes }),
+            }
+        }
+        // Everything that has arrived.
+        while let Some((msg, status)) = self.world.any_process().immediate_matched_probe_with_tag(TAG) {
+            let len = status.count(<u8 as mpi::datatype::Equivalence>::equivalent_datatype()).max(0) as usize;
+            let mut bytes = vec![0u8; len];
+            msg.matched_receive_into(&mut bytes[..]);
+            let rank = status.source_rank();
+            match self.routes.get(&rank) {
+                Some(Route::Job(inbox, worker)) => {
+                    if inbox.send((*worker, bytes)).is_err() {
+                        // The job is gone without releasing the rank (it should not happen).
+                        self.routes.insert(rank, Route::Draining);
+                    }
+                }
+                Some(Route::Draining) => {
+                    if matches!(split_frame::<FromWorker>(&bytes), Ok((FromWorker::JobEnded, _))) {
+                        self.routes.remove(&rank);
+                        self.idle.push(rank);
+                    }
+                }
+                None => tracing::warn!(rank, "message from a worker rank that holds no job; dropped"),
+            }
+        }
+    }
+}

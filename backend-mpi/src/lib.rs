@@ -1,0 +1,188 @@
+//! The MPI backend: the same program under `mpirun -n N`; rank 0 drives, ranks `1..N` serve.
+//!
+//! Every rank runs the user's `main`. A worker rank that builds an MPI engine serves the
+//! driver from there ([`serve_if_worker_rank`]) and exits when the driver drops its engine (MPI
+//! finalized, status 0), so code after the engine's construction runs on rank 0 only.
+//!
+//! The worker protocol and the scheduler are engine-core's: this crate supplies worker links
+//! over MPI messages ([`endpoint`] on rank 0, [`transport`] on the others). MPI libraries
+//! cannot wake a thread when a message arrives, so the dispatch loop polls
+//! ([`Dispatch::with_pump`]) with a backoff that keeps an idle driver off the CPU.
+//!
+//! Shared values go through a directory under `path_shared`, which must be on a file system
+//! every rank sees (the temp dir, on one machine).
+//!
+//! ```no_run
+//! use engine_core::Engine;
+//! use backend_mpi::MpiBackend;
+//! engine_core::task!(Sq = |x: u64| -> u64 { x * x });
+//! // Under `mpirun -n 3`: ranks 1 and 2 serve inside `new` and never get here.
+//! let engine = Engine::from_backend(MpiBackend::new(None)?);
+//! assert_eq!(engine.map(Sq, 0..5u64).run()?, vec![0, 1, 4, 9, 16]);
+//! # Ok::<(), engine_core::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod endpoint;
+mod launch;
+mod link;
+mod transport;
+
+pub use launch::{launched, serve_if_worker_rank};
+
+use crossbeam_channel::unbounded;
+use endpoint::Endpoint;
+use engine_core::batch::Event;
+use engine_core::dispatch::{Dispatch, Respawn, WorkerLink};
+use engine_core::remote::{hear, Heard, Incoming, JobSpec, ToWorker};
+use engine_core::wire::{encode_msg, ByteBuf, EncodedBatch};
+use engine_core::{Backend, Completions, Error, Plan, Result, SharedStore, Task};
+use link::RankLink;
+use share_store::LazyDirStore;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whether an MPI backend exists in this process: there is one MPI world, so one backend.
+static IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Worker ranks of an `mpirun` job, driven from rank 0.
+pub struct MpiBackend {
+    endpoint: Arc<Endpoint>,
+    workers: usize,
+    store: Arc<LazyDirStore>,
+}
+
+impl std::fmt::Debug for MpiBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MpiBackend").field("workers", &self.workers).field("ranks", &self.endpoint.ranks()).finish()
+    }
+}
+
+impl MpiBackend {
+    /// The backend of this MPI job. On a worker rank this serves and never returns. On rank 0
+    /// it uses `workers` worker ranks per job (default: all of them, the world size minus
+    /// one). Outside `mpirun`, or with a single rank, it is a clear error.
+    pub fn new(workers: Option<usize>) -> Result<Self> {
+        if !launched() {
+            return Err(Error::Config(
+                "kind mpi runs under an MPI launcher: `mpirun -n N <program> ...` with N >= 2 \
+                 (rank 0 drives, the other ranks serve)"
+                    .into(),
+            ));
+        }
+        serve_if_worker_rank()?;
+        let (_, size) = launch::init()?;
+        if size < 2 {
+            return Err(Error::Config(
+                "this MPI job has a single rank, so no worker: run it with `mpirun -n N`, N >= 2".into(),
+            ));
+        }
+        if IN_USE.swap(true, Ordering::AcqRel) {
+            return Err(Error::Config("an MPI engine already exists in this process: use that one".into()));
+        }
+        let endpoint = Arc::new(Endpoint::new(size));
+        let workers = workers.unwrap_or(size - 1).clamp(1, size - 1);
+        Ok(MpiBackend { endpoint, workers, store: Arc::new(LazyDirStore::new(None)) })
+    }
+
+    /// Puts shared values in a private directory under `dir` (the seed's `path_shared`),
+    /// which every rank must see, instead of the system temp dir.
+    pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {
+        self.store = Arc::new(LazyDirStore::new(dir));
+        self
+    }
+}
+
+impl Drop for MpiBackend {
+    /// Closes every worker rank (they finalize and exit 0), then finalizes MPI here.
+    fn drop(&mut self) {
+        self.endpoint.shutdown(Duration::from_secs(10));
+        launch::finalize();
+    }
+}
+
+fn encode_value<V: serde::Serialize>(what: &str, v: &V) -> Result<ByteBuf> {
+    engine_core::wire::encode_msg(v)
+        .map(ByteBuf)
+        .map_err(|e| Error::Codec(format!("cannot encode the job's {what}: {e}")))
+}
+
+impl Backend for MpiBackend {
+    fn name(&self) -> &'static str {
+        "mpi"
+    }
+
+    fn max_workers(&self) -> usize {
+        self.workers
+    }
+
+    /// A message costs a few microseconds, more when the driver backs off: aim at 20 ms.
+    fn auto_batch_target(&self) -> Duration {
+        Duration::from_millis(20)
+    }
+
+    /// Outputs arrive as bytes: plain numbers are copied straight into the result.
+    fn places_outputs(&self) -> bool {
+        true
+    }
+
+    fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+        &'a self,
+        plan: Plan<T, I>,
+    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
+        let store: Arc<dyn SharedStore> = self.store.clone();
+        let (args, init) = engine_core::share_ctx::with_store(store, || {
+            Ok::<_, Error>((encode_value("args", &*plan.args)?, encode_value("init argument", &*plan.init)?))
+        })?;
+        let spec = JobSpec {
+            task: T::name().to_string(),
+            args,
+            init,
+            fail_fast: plan.options.fail_fast,
+            item_stats: plan.options.item_stats,
+            share_dir: self.store.dir().map(|d| d.to_string_lossy().into_owned()),
+        };
+        let job = encode_msg(&ToWorker::Job(spec))?;
+        let (inbox, arrived) = unbounded::<(usize, Vec<u8>)>();
+        let (events, events_rx) = unbounded::<Event<T::Output>>();
+        let ranks = self.endpoint.take(plan.workers, 0, true, &inbox, &job)?;
+        let (endpoint, lost) = (Arc::clone(&self.endpoint), events.clone());
+        let link = move |worker: usize, rank: i32| -> Box<dyn WorkerLink<EncodedBatch> + 'a> {
+            Box::new(RankLink::new(rank, worker, Arc::clone(&endpoint), lost.clone()))
+        };
+        let links = ranks.iter().enumerate().map(|(w, &rank)| link(w, rank)).collect();
+        // A rank given up after an item timeout is replaced by an idle one, if any.
+        let respawn: Respawn<'a, EncodedBatch> =
+            Box::new(move |w| match self.endpoint.take(1, w, false, &inbox, &job) {
+                Ok(r) if !r.is_empty() => Ok(link(w, r[0])),
+                Ok(_) => Err(launch::mpi_err("no idle worker rank to replace the lost one")),
+                Err(e) => Err(e),
+            });
+        let endpoint = Arc::clone(&self.endpoint);
+        let placement = plan.placement;
+        let pump = Box::new(move || {
+            endpoint.poll();
+            while let Ok((w, bytes)) = arrived.try_recv() {
+                if let Heard::Event(ev) =
+                    hear::<T::Output>(w, Incoming { payload: &bytes, bulk: None }, placement.as_ref())
+                {
+                    let _ = events.send(ev);
+                }
+            }
+        });
+        let dispatch = Dispatch::with_parcels(
+            "mpi",
+            plan.source,
+            plan.batcher,
+            Box::new(EncodedBatch::encode),
+            links,
+            Some(respawn),
+            events_rx,
+            plan.dispatch,
+        )
+        .with_pump(pump);
+        Ok(Box::new(dispatch))
+    }
+}
