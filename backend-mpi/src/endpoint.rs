@@ -17,7 +17,7 @@ use mpi::point_to_point::{Destination, Source};
 use mpi::request::{Request, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Where a worker rank's messages go.
@@ -52,6 +52,52 @@ unsafe impl Send for State {}
 pub(crate) struct Endpoint {
     state: Mutex<State>,
     ranks: usize,
+    /// Batches sent and not answered, by rank: what is lost if the job is torn down.
+    ledger: Arc<Ledger>,
+}
+
+/// Batches in flight, by rank, under their own lock so that a signal handler can read them
+/// while a job holds the MPI lock.
+#[derive(Default)]
+pub(crate) struct Ledger {
+    batches: Mutex<HashMap<i32, Vec<(u64, usize, usize)>>>,
+}
+
+impl Ledger {
+    fn sent(&self, rank: i32, seq: u64, start: usize, len: usize) {
+        if let Ok(mut g) = self.batches.lock() {
+            g.entry(rank).or_default().push((seq, start, len));
+        }
+    }
+
+    fn answered(&self, rank: i32, seq: u64, start: usize) {
+        if let Ok(mut g) = self.batches.lock() {
+            if let Some(v) = g.get_mut(&rank) {
+                v.retain(|&(s, st, _)| (s, st) != (seq, start));
+            }
+        }
+    }
+
+    fn forget(&self, rank: i32) {
+        if let Ok(mut g) = self.batches.lock() {
+            g.remove(&rank);
+        }
+    }
+
+    /// The items in flight, rank by rank, e.g. `rank 2: items 7..8; rank 1: items 8..9`.
+    pub(crate) fn describe(&self) -> String {
+        let Ok(g) = self.batches.try_lock() else { return "(unknown: the ledger is busy)".into() };
+        let mut ranks: Vec<_> = g.iter().filter(|(_, v)| !v.is_empty()).collect();
+        ranks.sort_by_key(|(r, _)| **r);
+        if ranks.is_empty() {
+            return "none".into();
+        }
+        let part = |(rank, v): (&i32, &Vec<(u64, usize, usize)>)| {
+            let items: Vec<String> = v.iter().map(|&(_, s, n)| format!("{s}..{}", s + n)).collect();
+            format!("rank {rank}: items {}", items.join(", "))
+        };
+        ranks.into_iter().map(|(r, v)| part((r, v))).collect::<Vec<_>>().join("; ")
+    }
 }
 
 impl Endpoint {
@@ -65,7 +111,17 @@ impl Endpoint {
             greeted: HashSet::new(),
             pending: Vec::new(),
         };
-        Endpoint { state: Mutex::new(state), ranks: size.saturating_sub(1) }
+        Endpoint { state: Mutex::new(state), ranks: size.saturating_sub(1), ledger: Arc::default() }
+    }
+
+    /// The batches in flight, for a report when the job is torn down.
+    pub(crate) fn ledger(&self) -> Arc<Ledger> {
+        Arc::clone(&self.ledger)
+    }
+
+    /// Records a batch sent to a rank.
+    pub(crate) fn sent_batch(&self, rank: i32, seq: u64, start: usize, len: usize) {
+        self.ledger.sent(rank, seq, start, len);
     }
 
     /// Number of worker ranks.
@@ -93,7 +149,7 @@ impl Endpoint {
         let mut backoff = engine_core::backoff::Backoff::new();
         loop {
             let mut s = self.lock()?;
-            s.poll();
+            s.poll_into(&self.ledger);
             let draining = s.routes.values().filter(|r| matches!(r, Route::Draining)).count();
             let enough = s.idle.len() >= want || draining == 0 || !wait;
             if !wait && s.idle.is_empty() {
@@ -134,7 +190,7 @@ impl Endpoint {
     /// Receives what has arrived (routing it) and completes finished sends.
     pub(crate) fn poll(&self) {
         if let Ok(mut s) = self.lock() {
-            s.poll();
+            s.poll_into(&self.ledger);
         }
     }
 
@@ -146,6 +202,7 @@ impl Endpoint {
             }
             s.routes.insert(rank, Route::Draining);
         }
+        self.ledger.forget(rank);
     }
 
     /// Closes every worker rank (they finalize MPI and exit) and completes every send. A
@@ -157,7 +214,7 @@ impl Endpoint {
         let mut backoff = engine_core::backoff::Backoff::new();
         loop {
             let Ok(mut s) = self.lock() else { return };
-            s.poll();
+            s.poll_into(&self.ledger);
             let busy: Vec<i32> = s.routes.keys().copied().collect();
             if busy.is_empty() || began.elapsed() > grace {
                 if !busy.is_empty() {
@@ -171,7 +228,7 @@ impl Endpoint {
                     s.send(rank, Vec::new());
                 }
                 while !s.pending.is_empty() {
-                    s.poll();
+                    s.poll_into(&self.ledger);
                     std::hint::spin_loop();
                 }
                 return;
@@ -192,7 +249,7 @@ impl State {
         self.pending.push(Pending { request, bytes });
     }
 
-    fn poll(&mut self) {
+    fn poll_into(&mut self, ledger: &Ledger) {
         // Sends that are done give their bytes back.
         for Pending { request, bytes } in std::mem::take(&mut self.pending) {
             match request.test() {
@@ -207,6 +264,9 @@ impl State {
             let mut bytes = vec![0u8; len];
             msg.matched_receive_into(&mut bytes[..]);
             let rank = status.source_rank();
+            if let Ok((FromWorker::Done { seq, start, .. }, _)) = split_frame::<FromWorker>(&bytes) {
+                ledger.answered(rank, seq, start);
+            }
             match self.routes.get(&rank) {
                 Some(Route::Job(inbox, worker)) => {
                     if inbox.send((*worker, bytes)).is_err() {

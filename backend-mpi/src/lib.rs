@@ -52,6 +52,8 @@ pub struct MpiBackend {
     endpoint: Arc<Endpoint>,
     workers: usize,
     store: Arc<LazyDirStore>,
+    /// The interrupt cleanup that reports the items in flight.
+    report_id: u64,
 }
 
 impl std::fmt::Debug for MpiBackend {
@@ -84,7 +86,18 @@ impl MpiBackend {
         }
         let endpoint = Arc::new(Endpoint::new(size));
         let workers = workers.unwrap_or(size - 1).clamp(1, size - 1);
-        Ok(MpiBackend { endpoint, workers, store: Arc::new(LazyDirStore::new(None)) })
+        // When one rank dies, mpirun ends every other (SIGTERM, then SIGKILL): say which
+        // items were lost with it before going.
+        let report_id = engine_core::interrupt::cleanup_id();
+        let ledger = endpoint.ledger();
+        engine_core::interrupt::register_cleanup(report_id, move || {
+            eprintln!(
+                "adparallelengine: the MPI job is being ended (mpirun ends every rank when one dies or is \
+                 interrupted); items sent to worker ranks and not returned: {}",
+                ledger.describe()
+            );
+        });
+        Ok(MpiBackend { endpoint, workers, store: Arc::new(LazyDirStore::new(None)), report_id })
     }
 
     /// Puts shared values in a private directory under `dir` (the seed's `path_shared`),
@@ -98,6 +111,7 @@ impl MpiBackend {
 impl Drop for MpiBackend {
     /// Closes every worker rank (they finalize and exit 0), then finalizes MPI here.
     fn drop(&mut self) {
+        engine_core::interrupt::unregister_cleanup(self.report_id);
         self.endpoint.shutdown(Duration::from_secs(10));
         launch::finalize();
     }

@@ -33,6 +33,7 @@ impl<O: Send> WorkerLink<EncodedBatch> for RankLink<O> {
     fn send(&mut self, parcel: EncodedBatch) -> Result<()> {
         let mut msg = encode_msg(&ToWorker::Batch { seq: parcel.seq(), start: parcel.start(), count: parcel.len() })?;
         msg.extend_from_slice(parcel.item_bytes());
+        self.endpoint.sent_batch(self.rank, parcel.seq(), parcel.start(), parcel.len());
         self.endpoint.send(self.rank, msg)
     }
 

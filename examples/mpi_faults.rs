@@ -1,0 +1,104 @@
+//! Fault scenarios of the MPI backend, run under `mpirun -n 3` by `tests/mpi.rs`.
+//!
+//! `mpi_faults MODE`: `ok` (a few jobs whose results are checked), `panic` / `err` (item 7's
+//! task panics / fails), `abort` (item 7's task aborts its rank), `driver-dies` (rank 0 panics
+//! after a first job).
+
+use adparallelengine::{task, Batching, Engine, Kind, Shared};
+
+task!(Square = |x: u64| -> u64 { x * x });
+task!(
+    /// Panics on item 7.
+    PanicsAt7 = |x: u64| -> u64 {
+        if x == 7 {
+            panic!("item seven is cursed");
+        }
+        x
+    }
+);
+task!(
+    /// Aborts its process on item 7.
+    AbortsAt7 = |x: u64| -> u64 {
+        if x == 7 {
+            std::process::abort();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        x
+    }
+);
+task!(
+    /// Adds the shared offsets' sum.
+    AddShared = |x: u64, offsets: &Shared<Vec<u64>>| -> u64 { x + offsets.iter().sum::<u64>() }
+);
+
+struct FailsAt7;
+impl adparallelengine::Task for FailsAt7 {
+    type Item = u64;
+    type Output = u64;
+    type Args = ();
+    type Init = ();
+    type State = ();
+    fn init(_: &(), _: &()) -> Result<(), adparallelengine::BoxError> {
+        Ok(())
+    }
+    fn run(x: u64, _: &(), _: &mut ()) -> Result<u64, adparallelengine::BoxError> {
+        if x == 7 {
+            return Err("item seven is invalid".into());
+        }
+        Ok(x)
+    }
+}
+adparallelengine::register_task!(FailsAt7);
+
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let engine = match Engine::builder(Kind::Mpi).build() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Only rank 0 gets here.
+    let result = match mode.as_str() {
+        "ok" => ok(&engine),
+        "panic" => engine.map(PanicsAt7, 0..20u64).batched(Batching::None).run().map(|_| ()),
+        "err" => engine.map(FailsAt7, 0..20u64).batched(Batching::ChunkSize(4)).run().map(|_| ()),
+        "abort" => engine.map(AbortsAt7, 0..40u64).batched(Batching::None).run().map(|_| ()),
+        "driver-dies" => {
+            engine.map(Square, 0..10u64).run().expect("first job");
+            panic!("the driver dies with its engine alive");
+        }
+        other => {
+            eprintln!("unknown mode {other:?}");
+            std::process::exit(2);
+        }
+    };
+    match result {
+        Ok(()) => println!("rank 0: {mode} done"),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            drop(engine);
+            std::process::exit(1);
+        }
+    }
+}
+
+fn ok(engine: &Engine) -> adparallelengine::Result<()> {
+    let n = 10_000u64;
+    let squares = engine.map(Square, 0..n).run()?;
+    assert_eq!(squares, (0..n).map(|x| x * x).collect::<Vec<_>>());
+    let offsets = Shared::new(vec![1u64, 2, 3]);
+    let shifted = engine.map(AddShared, 0..100u64).args(offsets).batched(Batching::ChunkSize(7)).run()?;
+    assert_eq!(shifted, (0..100).map(|x| x + 6).collect::<Vec<_>>());
+    let streamed: Vec<u64> = engine.map(Square, 0..50u64).batched(false).stream()?.collect::<Result<_, _>>()?;
+    assert_eq!(streamed, (0..50).map(|x| x * x).collect::<Vec<_>>());
+    let each = engine.map(FailsAt7, 0..10u64).collect_results()?;
+    assert!(each[7].is_err() && each.iter().enumerate().all(|(i, r)| i == 7 || r.as_ref().ok() == Some(&(i as u64))));
+    println!(
+        "rank 0: workers={} stats: {} batches",
+        engine.workers(),
+        engine.last_stats().map_or(0, |s| s.batches.len())
+    );
+    Ok(())
+}

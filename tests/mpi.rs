@@ -1,0 +1,156 @@
+//! The MPI backend under a real `mpirun -n 3`: results, the errors of a task, a rank that
+//! dies, a driver that dies, and the kind used without a launcher. Each scenario is the
+//! `mpi_faults` example (cargo builds examples for tests); every run has a time limit, so a
+//! hang fails the test instead of holding it.
+#![cfg(feature = "mpi")]
+
+use adparallelengine::{Engine, Kind};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/mpi-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+/// `mpirun` (OpenMPI, with `--oversubscribe`) or `mpiexec` (MPICH).
+fn launcher(ranks: usize) -> Command {
+    let openmpi = Command::new("mpirun")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI"));
+    let mut cmd = Command::new(if openmpi { "mpirun" } else { "mpiexec" });
+    cmd.args(["-n", &ranks.to_string()]);
+    if openmpi {
+        cmd.arg("--oversubscribe");
+    }
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    cmd
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+/// Runs `mpi_faults MODE` on 3 ranks; kills the launcher after `limit`.
+fn run(mode: &str, limit: Duration) -> Run {
+    let mut cmd = launcher(3);
+    cmd.arg(example("mpi_faults")).arg(mode).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().expect("start mpirun");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let ereader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = t0.elapsed();
+    let run = Run {
+        code: status.and_then(|s| s.code()),
+        stdout: reader.join().unwrap(),
+        stderr: ereader.join().unwrap(),
+        took,
+    };
+    assert!(status.is_some(), "mpi_faults {mode} hung for {limit:?}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    run
+}
+
+/// Processes still running the example (none may outlive a run).
+fn leftovers() -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if first.ends_with(b"examples/mpi_faults") {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn assert_no_leftovers(what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(), 0, "{what}: ranks left running");
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn jobs_on_worker_ranks_give_every_result_and_every_rank_exits_0() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run("ok", Duration::from_secs(120));
+    assert_eq!(r.code, Some(0), "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    // Printed once, by rank 0 only.
+    assert_eq!(r.stdout.matches("rank 0: ok done").count(), 1, "{}", r.stdout);
+    assert!(r.stdout.contains("rank 0: workers=2"), "{}", r.stdout);
+    assert_no_leftovers("after a clean run");
+}
+
+#[test]
+fn a_task_panic_or_error_reaches_the_driver_with_its_index() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run("panic", Duration::from_secs(120));
+    assert_eq!(r.code, Some(1), "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("Error: item 7 panicked: item seven is cursed"), "{}", r.stderr);
+    let r = run("err", Duration::from_secs(120));
+    assert_eq!(r.code, Some(1), "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("Error: item 7 returned an error: item seven is invalid"), "{}", r.stderr);
+    assert_no_leftovers("after task errors");
+}
+
+#[test]
+fn a_rank_that_dies_ends_the_run_naming_the_items_it_held() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run("abort", Duration::from_secs(120));
+    assert_ne!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("items sent to worker ranks and not returned"))
+        .unwrap_or_else(|| panic!("no report of the lost items:\n{}", r.stderr));
+    assert!(line.contains("items 7..8"), "{line}");
+    eprintln!("a dying rank ended the run in {:?}: {line}", r.took);
+    assert_no_leftovers("after a rank died");
+}
+
+#[test]
+fn a_driver_that_dies_takes_every_rank_with_it() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run("driver-dies", Duration::from_secs(120));
+    assert_eq!(r.code, Some(101), "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("the driver dies with its engine alive"), "{}", r.stderr);
+    assert_no_leftovers("after the driver died");
+}
+
+#[test]
+fn without_a_launcher_the_mpi_kind_says_how_to_run() {
+    let err = Engine::builder(Kind::Mpi).build().unwrap_err();
+    assert!(err.to_string().contains("mpirun -n N"), "{err}");
+}
