@@ -60,8 +60,11 @@ pub(crate) struct Endpoint {
 /// while a job holds the MPI lock.
 #[derive(Default)]
 pub(crate) struct Ledger {
-    batches: Mutex<HashMap<i32, Vec<(u64, usize, usize)>>>,
+    batches: Mutex<HashMap<i32, InFlight>>,
 }
+
+/// A rank's batches in flight: (sequence number, first item, length).
+type InFlight = Vec<(u64, usize, usize)>;
 
 impl Ledger {
     fn sent(&self, rank: i32, seq: u64, start: usize, len: usize) {
@@ -92,7 +95,7 @@ impl Ledger {
         if ranks.is_empty() {
             return "none".into();
         }
-        let part = |(rank, v): (&i32, &Vec<(u64, usize, usize)>)| {
+        let part = |(rank, v): (&i32, &InFlight)| {
             let items: Vec<String> = v.iter().map(|&(_, s, n)| format!("{s}..{}", s + n)).collect();
             format!("rank {rank}: items {}", items.join(", "))
         };
