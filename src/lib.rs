@@ -45,6 +45,9 @@ pub type Engine<B = AnyBackend> = engine_core::Engine<B>;
 
 /// The backends, for direct use.
 pub mod backends {
+    /// The MPI backend, and MPI itself for a program's own messages before its engine.
+    #[cfg(feature = "mpi")]
+    pub use backend_mpi as mpi;
     #[cfg(feature = "process")]
     pub use backend_process::{live_workers, ProcessBackend};
     pub use backend_serial::SerialBackend;

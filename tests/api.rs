@@ -364,3 +364,14 @@ fn unordered_stream_yields_every_index_once() {
         assert_eq!(got, (0..20).map(|i| (i, i as u64)).collect::<Vec<_>>(), "{name}");
     }
 }
+
+#[test]
+fn a_job_can_use_fewer_workers_than_its_engine() {
+    for (name, e) in engines() {
+        let out = e.map(Double, 0..40u64).workers(1).batched(false).run().unwrap();
+        assert_eq!(out, (0..40).map(|x| 2 * x).collect::<Vec<_>>(), "{name}");
+        let stats = e.last_stats().unwrap();
+        assert_eq!(stats.workers, 1, "{name}");
+        assert!(stats.batches.iter().all(|b| b.worker == 0), "{name}");
+    }
+}

@@ -51,6 +51,13 @@ pub(crate) fn init() -> Result<(i32, usize)> {
     Ok((world.rank(), world.size() as usize))
 }
 
+/// The world communicator, MPI initialized if it was not (as the engine will need it). For
+/// MPI of the program's own before the engine is built: every rank reaches this.
+pub fn world() -> Result<SimpleCommunicator> {
+    init()?;
+    Ok(SimpleCommunicator::world())
+}
+
 /// Finalizes MPI (dropping the universe); later MPI engines fail with a clear error.
 pub(crate) fn finalize() {
     if let Ok(mut g) = UNIVERSE.lock() {

@@ -28,7 +28,10 @@ mod launch;
 mod link;
 mod transport;
 
-pub use launch::{launched, serve_if_worker_rank};
+pub use launch::{launched, serve_if_worker_rank, world};
+/// The rsmpi crate this backend is built on, for programs that also talk MPI themselves
+/// (before building the engine: from then on the worker ranks serve the engine).
+pub use mpi as rsmpi;
 
 use crossbeam_channel::unbounded;
 use endpoint::Endpoint;

@@ -39,6 +39,7 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     reorder_window: Option<usize>,
     max_retries: usize,
     item_timeout: Option<std::time::Duration>,
+    workers: Option<usize>,
     slice: Option<SliceItems<'e, T>>,
 }
 
@@ -65,6 +66,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             reorder_window: None,
             max_retries: 2,
             item_timeout: None,
+            workers: None,
             slice: None,
         }
     }
@@ -117,6 +119,13 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// Progress reporting of this job.
     pub fn progress(mut self, p: Progress) -> Self {
         self.progress = p;
+        self
+    }
+
+    /// Runs this job on at most `n` of the engine's workers (at least 1), e.g. to keep some
+    /// for another job, or to measure one worker's round trip.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
         self
     }
 
@@ -201,7 +210,8 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         if source.is_empty()? {
             return Ok((Running::new(None, stats, tracker, sink), declared, None));
         }
-        let workers = backend.max_workers().min(declared.unwrap_or(usize::MAX)).max(1);
+        let workers =
+            backend.max_workers().min(self.workers.unwrap_or(usize::MAX)).min(declared.unwrap_or(usize::MAX)).max(1);
         stats.workers = workers;
         let custom_batcher = self.batcher.is_some();
         let batcher = match self.batcher {

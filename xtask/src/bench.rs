@@ -81,8 +81,18 @@ pub fn bench(extra: &[String]) -> ExitCode {
             println!("{f:<32} {p:>8} {:>12} {ratio:>22}", human(*ns));
         }
     }
-    for bench in OWN_TIMING {
-        let status = Command::new(&cargo).current_dir(&root).args(["bench", "--bench", bench]).status();
+    let mut own: Vec<(&str, Vec<&str>)> = OWN_TIMING.iter().map(|b| (*b, vec![])).collect();
+    // The MPI bench re-launches itself under `mpirun -n 3`, when MPI is installed here.
+    match crate::mpi::feature_args() {
+        Ok(f) if !f.is_empty() => own.push(("mpi", f)),
+        Ok(_) => eprintln!("bench mpi skipped: no MPI launcher on this machine"),
+        Err(e) => {
+            eprintln!("bench mpi: {e}");
+            ok = false;
+        }
+    }
+    for (bench, features) in own {
+        let status = Command::new(&cargo).current_dir(&root).args(["bench", "--bench", bench]).args(features).status();
         if !matches!(status, Ok(s) if s.success()) {
             eprintln!("bench {bench} failed: {status:?}");
             ok = false;
