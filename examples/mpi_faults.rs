@@ -2,9 +2,12 @@
 //!
 //! `mpi_faults MODE`: `ok` (a few jobs whose results are checked), `panic` / `err` (item 7's
 //! task panics / fails), `abort` (item 7's task aborts its rank), `driver-dies` (rank 0 panics
-//! after a first job).
+//! after a first job), `ship` / `no-ship` (a shared Arrow series reaches the ranks over MPI
+//! into their own store / through `path_shared`; prints where the ranks mapped it from).
 
+use adparallelengine::arrow::Series;
 use adparallelengine::{task, Batching, Engine, Kind, Shared};
+use arrow_array::{Array, Int64Array};
 
 task!(Square = |x: u64| -> u64 { x * x });
 task!(
@@ -31,6 +34,17 @@ task!(
     AddShared = |x: u64, offsets: &Shared<Vec<u64>>| -> u64 { x + offsets.iter().sum::<u64>() }
 );
 
+task!(
+    /// The item plus the series' sum, and the store files this rank has mapped.
+    SumAndMaps = |x: u64, s: &Shared<Series>| -> (u64, String) {
+        let col = s.0.as_any().downcast_ref::<Int64Array>().expect("int64");
+        let sum: i64 = col.values().iter().sum();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let files: Vec<&str> = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.ends_with(".bin")).collect();
+        (x + sum as u64, files.join(","))
+    }
+);
+
 struct FailsAt7;
 impl adparallelengine::Task for FailsAt7 {
     type Item = u64;
@@ -52,7 +66,8 @@ adparallelengine::register_task!(FailsAt7);
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    let engine = match Engine::builder(Kind::Mpi).build() {
+    let engine = Engine::builder(Kind::Mpi).path_shared("target/mpi-faults-shared").ship_shared(mode == "ship").build();
+    let engine = match engine {
         Ok(e) => e,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -62,6 +77,7 @@ fn main() {
     // Only rank 0 gets here.
     let result = match mode.as_str() {
         "ok" => ok(&engine),
+        "ship" | "no-ship" => ship(&engine),
         "panic" => engine.map(PanicsAt7, 0..20u64).batched(Batching::None).run().map(|_| ()),
         "err" => engine.map(FailsAt7, 0..20u64).batched(Batching::ChunkSize(4)).run().map(|_| ()),
         "abort" => engine.map(AbortsAt7, 0..40u64).batched(Batching::None).run().map(|_| ()),
@@ -100,5 +116,20 @@ fn ok(engine: &Engine) -> adparallelengine::Result<()> {
         engine.workers(),
         engine.last_stats().map_or(0, |s| s.batches.len())
     );
+    Ok(())
+}
+
+/// Prints, for each item, where its rank mapped the shared series from.
+fn ship(engine: &Engine) -> adparallelengine::Result<()> {
+    let series = Shared::new(Series(std::sync::Arc::new(Int64Array::from(vec![1, 2, 3]))));
+    for _ in 0..2 {
+        let out = engine.map(SumAndMaps, 0..8u64).args(series.clone()).batched(false).run()?;
+        for (x, (y, maps)) in out.iter().enumerate() {
+            assert_eq!(*y, x as u64 + 6);
+            println!("item {x}: mapped {maps}");
+        }
+    }
+    let driver_dir = std::fs::canonicalize("target/mpi-faults-shared").unwrap_or_default();
+    println!("driver store under {}", driver_dir.display());
     Ok(())
 }

@@ -92,7 +92,9 @@ impl BackendFactory for Kind {
         #[cfg(feature = "mpi")]
         if self == Kind::Mpi {
             return Ok(AnyBackend::Mpi(
-                backend_mpi::MpiBackend::new(config.max_workers)?.path_shared(config.path_shared.clone()),
+                backend_mpi::MpiBackend::new(config.max_workers)?
+                    .path_shared(config.path_shared.clone())
+                    .ship_shared(config.ship_shared),
             ));
         }
         let workers = config.workers_or_default();

@@ -154,3 +154,36 @@ fn without_a_launcher_the_mpi_kind_says_how_to_run() {
     let err = Engine::builder(Kind::Mpi).build().unwrap_err();
     assert!(err.to_string().contains("mpirun -n N"), "{err}");
 }
+
+#[test]
+fn shared_values_reach_ranks_through_path_shared_or_over_mpi() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp_before = local_stores();
+    for (mode, from_driver_dir) in [("no-ship", true), ("ship", false)] {
+        let r = run(mode, Duration::from_secs(120));
+        assert_eq!(r.code, Some(0), "{mode}: stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        let driver = r.stdout.lines().find_map(|l| l.strip_prefix("driver store under ")).expect("driver dir");
+        let mapped: Vec<&str> = r.stdout.lines().filter_map(|l| l.split_once(": mapped ").map(|(_, m)| m)).collect();
+        assert_eq!(mapped.len(), 16, "{mode}: {}", r.stdout);
+        for m in mapped {
+            assert!(m.ends_with(".bin"), "{mode}: the series is mapped from a store file: {m}");
+            assert_eq!(m.starts_with(driver), from_driver_dir, "{mode}: mapped {m}, driver store under {driver}");
+        }
+    }
+    // The ranks' own stores are gone with them.
+    assert_eq!(local_stores(), tmp_before, "rank-local stores left in the temp dir");
+    assert_no_leftovers("after sharing");
+}
+
+/// The share directories in the system temp dir.
+fn local_stores() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("adparallelengine-"))
+        .collect();
+    v.sort();
+    v
+}

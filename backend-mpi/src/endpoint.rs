@@ -10,9 +10,9 @@
 
 use crate::launch::mpi_err;
 use crate::transport::TAG;
-use engine_core::remote::{fingerprint, FromWorker, ToWorker};
+use engine_core::remote::{blobs_to_ship, fingerprint, FromWorker, ToWorker};
 use engine_core::wire::{encode_msg, split_frame};
-use engine_core::Result;
+use engine_core::{Result, ShareKey, SharedStore};
 use mpi::point_to_point::{Destination, Source};
 use mpi::request::{Request, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -41,6 +41,8 @@ struct State {
     routes: HashMap<i32, Route>,
     /// Ranks that got the handshake.
     greeted: HashSet<i32>,
+    /// Shared values each rank has been sent.
+    shipped: HashMap<i32, HashSet<ShareKey>>,
     pending: Vec<Pending>,
 }
 
@@ -112,6 +114,7 @@ impl Endpoint {
             idle,
             routes: HashMap::new(),
             greeted: HashSet::new(),
+            shipped: HashMap::new(),
             pending: Vec::new(),
         };
         Endpoint { state: Mutex::new(state), ranks: size.saturating_sub(1), ledger: Arc::default() }
@@ -147,6 +150,7 @@ impl Endpoint {
         wait: bool,
         inbox: &crossbeam_channel::Sender<(usize, Vec<u8>)>,
         job: &[u8],
+        ship: Option<&dyn SharedStore>,
     ) -> Result<Vec<i32>> {
         let began = Instant::now();
         let mut backoff = engine_core::backoff::Backoff::new();
@@ -171,6 +175,16 @@ impl Endpoint {
                             worker: rank as usize,
                         })?;
                         s.send(rank, hello);
+                    }
+                    if let Some(store) = ship {
+                        let blobs = blobs_to_ship(store, s.shipped.entry(rank).or_default())?;
+                        for (head, bytes) in blobs {
+                            let bytes: &[u8] = (*bytes).as_ref();
+                            let mut msg = Vec::with_capacity(head.len() + bytes.len());
+                            msg.extend_from_slice(&head);
+                            msg.extend_from_slice(bytes);
+                            s.send(rank, msg);
+                        }
                     }
                     s.send(rank, job.to_vec());
                 }

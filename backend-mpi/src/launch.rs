@@ -84,13 +84,15 @@ pub fn serve_if_worker_rank() -> Result<()> {
         return Ok(());
     }
     let mut t = RankTransport::new();
-    let code = match engine_core::remote::serve_connection(&mut t, &share_store::open_dir_view) {
-        Ok(()) => 0,
-        Err(message) => {
-            eprintln!("adparallelengine MPI rank {rank}: {message}");
-            3
-        }
-    };
+    let code =
+        match engine_core::remote::serve_connection(&mut t, &share_store::open_dir_view, &share_store::local_dir_store)
+        {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("adparallelengine MPI rank {rank}: {message}");
+                3
+            }
+        };
     finalize();
     std::process::exit(code);
 }

@@ -55,6 +55,8 @@ pub struct MpiBackend {
     endpoint: Arc<Endpoint>,
     workers: usize,
     store: Arc<LazyDirStore>,
+    /// Shared values go to the ranks over MPI instead of through `path_shared`.
+    ship: bool,
     /// The interrupt cleanup that reports the items in flight.
     report_id: u64,
 }
@@ -100,13 +102,21 @@ impl MpiBackend {
                 ledger.describe()
             );
         });
-        Ok(MpiBackend { endpoint, workers, store: Arc::new(LazyDirStore::new(None)), report_id })
+        Ok(MpiBackend { endpoint, workers, store: Arc::new(LazyDirStore::new(None)), ship: false, report_id })
     }
 
     /// Puts shared values in a private directory under `dir` (the seed's `path_shared`),
     /// which every rank must see, instead of the system temp dir.
     pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {
         self.store = Arc::new(LazyDirStore::new(dir));
+        self
+    }
+
+    /// With `true`, the ranks do not see the driver's file system: every shared value is
+    /// sent to each rank over MPI (once per rank, before the first job that may need it) and
+    /// kept on the rank's local disk, removed when it exits.
+    pub fn ship_shared(mut self, ship: bool) -> Self {
+        self.ship = ship;
         self
     }
 }
@@ -159,12 +169,14 @@ impl Backend for MpiBackend {
             init,
             fail_fast: plan.options.fail_fast,
             item_stats: plan.options.item_stats,
-            share_dir: self.store.dir().map(|d| d.to_string_lossy().into_owned()),
+            share_dir: self.store.dir().filter(|_| !self.ship).map(|d| d.to_string_lossy().into_owned()),
+            shipped: self.ship,
         };
         let job = encode_msg(&ToWorker::Job(spec))?;
         let (inbox, arrived) = unbounded::<(usize, Vec<u8>)>();
         let (events, events_rx) = unbounded::<Event<T::Output>>();
-        let ranks = self.endpoint.take(plan.workers, 0, true, &inbox, &job)?;
+        let ship: Option<&dyn SharedStore> = if self.ship { Some(&*self.store) } else { None };
+        let ranks = self.endpoint.take(plan.workers, 0, true, &inbox, &job, ship)?;
         let (endpoint, lost) = (Arc::clone(&self.endpoint), events.clone());
         let link = move |worker: usize, rank: i32| -> Box<dyn WorkerLink<EncodedBatch> + 'a> {
             Box::new(RankLink::new(rank, worker, Arc::clone(&endpoint), lost.clone()))
@@ -172,7 +184,7 @@ impl Backend for MpiBackend {
         let links = ranks.iter().enumerate().map(|(w, &rank)| link(w, rank)).collect();
         // A rank given up after an item timeout is replaced by an idle one, if any.
         let respawn: Respawn<'a, EncodedBatch> =
-            Box::new(move |w| match self.endpoint.take(1, w, false, &inbox, &job) {
+            Box::new(move |w| match self.endpoint.take(1, w, false, &inbox, &job, ship) {
                 Ok(r) if !r.is_empty() => Ok(link(w, r[0])),
                 Ok(_) => Err(launch::mpi_err("no idle worker rank to replace the lost one")),
                 Err(e) => Err(e),

@@ -94,7 +94,7 @@ fn serve(stream: UnixStream) -> Result<(), String> {
         rings: shm.map(|s| (RingWriter::new(Arc::clone(&s), Dir::ToDriver), RingReader::new(s, Dir::ToWorker))),
         holding: false,
     };
-    serve_connection(&mut t, &share_store::open_dir_view)
+    serve_connection(&mut t, &share_store::open_dir_view, &share_store::local_dir_store)
 }
 
 /// The worker's end of a socket, speaking engine-core's frames; large tails go through the

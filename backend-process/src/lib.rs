@@ -128,6 +128,7 @@ impl Backend for ProcessBackend {
             fail_fast: plan.options.fail_fast,
             item_stats: plan.options.item_stats,
             share_dir: self.store.dir().map(|d| d.to_string_lossy().into_owned()),
+            shipped: false,
         };
         let job = encode_frame(&ToWorker::Job(spec))?;
         if job.len() > engine_core::wire::LOCAL_MAX_FRAME {

@@ -19,6 +19,10 @@ pub struct EngineConfig {
     /// Where out-of-process backends write shared values. `None`: a fresh private directory
     /// under the system temp dir.
     pub path_shared: Option<PathBuf>,
+    /// Workers do not see the driver's file system: shared values are sent to each worker
+    /// over its connection (once) instead of read from `path_shared`. Honoured by the MPI
+    /// backend; worker processes always share the driver's machine.
+    pub ship_shared: bool,
     /// With [`Batching::PerWorker`], batches per worker (the seed's `batched=True` is 1).
     pub batch_multiplier: usize,
     /// Progress lines and bar.
@@ -32,6 +36,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_workers: None,
             path_shared: None,
+            ship_shared: false,
             batch_multiplier: 1,
             progress: Progress::default(),
             batching: Batching::Auto,
@@ -143,6 +148,14 @@ impl<F: BackendFactory> EngineBuilder<F> {
         self.config.max_workers = n;
         self
     }
+    /// Workers do not see the driver's file system (MPI ranks on several machines without a
+    /// shared file system): send each worker the shared values over its connection, once,
+    /// instead of through `path_shared`.
+    pub fn ship_shared(mut self, ship: bool) -> Self {
+        self.config.ship_shared = ship;
+        self
+    }
+
     /// Directory for shared values of out-of-process backends (the seed's `path_shared`).
     pub fn path_shared(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.path_shared = Some(path.into());

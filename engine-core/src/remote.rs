@@ -6,7 +6,7 @@ use crate::batch::Batch;
 use crate::error::{Error, ItemError, Result};
 use crate::registry;
 use crate::stats::ItemStats;
-use crate::store::SharedStore;
+use crate::store::{ShareKey, SharedStore};
 use crate::task::Task;
 use crate::wire::{decode_items, encode_items, encode_msg, split_frame, ByteBuf};
 use crate::worker::WorkerOptions;
@@ -39,6 +39,13 @@ pub enum ToWorker {
     },
     /// The current job is over.
     EndJob,
+    /// A shared value, for a worker that cannot reach the driver's store: the message's tail
+    /// is the value's bytes, kept in a store of the worker's own (see [`JobSpec::shipped`]).
+    /// Each value is sent once per worker, before the first job that may need it.
+    Blob {
+        /// The value's key (the hash of the tail, checked on arrival).
+        key: ShareKey,
+    },
 }
 
 /// A job, as sent to a worker.
@@ -57,6 +64,9 @@ pub struct JobSpec {
     /// Where the job's shared values are stored (a directory, a URL...), for the worker's
     /// store opener.
     pub share_dir: Option<String>,
+    /// The job's shared values came over this connection (`Blob` messages) into the worker's
+    /// own store, instead of from `share_dir`: for workers without the driver's file system.
+    pub shipped: bool,
 }
 
 /// Worker to driver.
@@ -151,6 +161,10 @@ pub type ServeJob =
 /// Opens, on a worker, the share store a job names (`JobSpec::share_dir`).
 pub type OpenStore<'a> = &'a dyn Fn(&str) -> Result<Arc<dyn SharedStore>>;
 
+/// Makes, on a worker, a store of its own for the values sent to it (`ToWorker::Blob`),
+/// removed when the worker ends (e.g. a private directory on its local disk).
+pub type LocalStore<'a> = &'a dyn Fn() -> Result<Arc<dyn SharedStore>>;
+
 pub use crate::fingerprint::fingerprint;
 
 fn io_err(e: std::io::Error) -> String {
@@ -158,8 +172,13 @@ fn io_err(e: std::io::Error) -> String {
 }
 
 /// Serves a connection: the handshake, then jobs until the driver closes it. `open_store`
-/// opens the share store a job names.
-pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std::result::Result<(), String> {
+/// opens the share store a job names; `local_store` makes the worker's own store for values
+/// the driver sends over the connection.
+pub fn serve_connection(
+    t: &mut dyn Transport,
+    open_store: OpenStore<'_>,
+    local_store: LocalStore<'_>,
+) -> std::result::Result<(), String> {
     let worker = match recv_msg(t)?.map(|(m, _)| m) {
         Some(ToWorker::Hello { fingerprint: theirs, worker }) => {
             let ours = fingerprint();
@@ -177,31 +196,56 @@ pub fn serve_connection(t: &mut dyn Transport, open_store: OpenStore<'_>) -> std
         Some(other) => return Err(format!("protocol error: expected Hello, got {other:?}")),
         None => return Ok(()),
     };
+    // Values sent over the connection, and why the last one could not be kept (reported to
+    // the next job, which may need it).
+    let mut local: Option<Arc<dyn SharedStore>> = None;
+    let mut blob_trouble: Option<String> = None;
     loop {
-        match recv_msg(t)?.map(|(m, _)| m) {
-            Some(ToWorker::Job(spec)) => match registry::lookup(&spec.task) {
-                Ok(entry) => {
-                    let store = match spec.share_dir.as_deref().map(open_store).transpose() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            send_msg(
-                                t,
-                                &FromWorker::InitFailed { message: format!("cannot open the share store: {e}") },
-                            )?;
-                            skip_job(t)?;
-                            continue;
-                        }
-                    };
-                    (entry.serve)(t, worker, spec, store)?
+        let spec = match recv_msg(t)? {
+            Some((ToWorker::Blob { key }, bytes)) => {
+                let kept = match local.clone() {
+                    Some(s) => Ok(s),
+                    None => local_store().inspect(|s| local = Some(Arc::clone(s))),
                 }
-                Err(e) => {
-                    send_msg(t, &FromWorker::Refused { reason: e.to_string() })?;
-                    skip_job(t)?;
+                .and_then(|s| s.put(bytes));
+                match kept {
+                    Ok(k) if k == key => {}
+                    Ok(k) => blob_trouble = Some(format!("shared value {key} arrived damaged (its hash is {k})")),
+                    Err(e) => blob_trouble = Some(format!("cannot keep shared value {key}: {e}")),
                 }
-            },
-            Some(ToWorker::EndJob) => send_msg(t, &FromWorker::JobEnded)?,
-            Some(other) => return Err(format!("protocol error: expected Job, got {other:?}")),
+                continue;
+            }
+            Some((ToWorker::Job(spec), _)) => spec,
+            Some((ToWorker::EndJob, _)) => {
+                send_msg(t, &FromWorker::JobEnded)?;
+                continue;
+            }
+            Some((other, _)) => return Err(format!("protocol error: expected Job, got {other:?}")),
             None => return Ok(()),
+        };
+        let entry = match registry::lookup(&spec.task) {
+            Ok(entry) => entry,
+            Err(e) => {
+                send_msg(t, &FromWorker::Refused { reason: e.to_string() })?;
+                skip_job(t)?;
+                continue;
+            }
+        };
+        let store = match (spec.shipped, spec.share_dir.as_deref()) {
+            (true, _) => match (&blob_trouble, &local) {
+                (Some(trouble), _) => Err(trouble.clone()),
+                (None, Some(s)) => Ok(Some(Arc::clone(s))),
+                (None, None) => local_store().map(Some).map_err(|e| e.to_string()),
+            },
+            (false, Some(dir)) => open_store(dir).map(Some).map_err(|e| format!("cannot open the share store: {e}")),
+            (false, None) => Ok(None),
+        };
+        match store {
+            Ok(store) => (entry.serve)(t, worker, spec, store)?,
+            Err(message) => {
+                send_msg(t, &FromWorker::InitFailed { message })?;
+                skip_job(t)?;
+            }
         }
     }
 }
@@ -425,4 +469,23 @@ pub fn hear<O: serde::de::DeserializeOwned + 'static>(
             }))
         }
     }
+}
+
+/// The `Blob` messages (encoded head, value bytes) that give a worker every value of `store`
+/// it does not have yet (`sent`, which this updates): for workers that cannot reach the
+/// driver's store. Each value goes to each worker once.
+pub fn blobs_to_ship(
+    store: &dyn SharedStore,
+    sent: &mut std::collections::HashSet<ShareKey>,
+) -> Result<Vec<(Vec<u8>, crate::store::SharedBytes)>> {
+    let mut out = Vec::new();
+    for key in store.keys() {
+        if sent.contains(&key) {
+            continue;
+        }
+        let bytes = store.get(&key)?;
+        out.push((encode_msg(&ToWorker::Blob { key: key.clone() })?, bytes));
+        sent.insert(key);
+    }
+    Ok(out)
 }

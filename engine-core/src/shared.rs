@@ -167,6 +167,9 @@ mod tests {
         fn len(&self) -> usize {
             self.map.lock().unwrap().len()
         }
+        fn keys(&self) -> Vec<ShareKey> {
+            self.map.lock().unwrap().keys().cloned().collect()
+        }
         fn clear(&self) -> crate::Result<()> {
             self.map.lock().unwrap().clear();
             Ok(())

@@ -54,6 +54,19 @@ impl ShareKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key written as [`ShareKey::as_str`] gives it (32 lowercase hex digits), or `None`.
+    ///
+    /// ```
+    /// use engine_core::ShareKey;
+    /// let k = ShareKey::of(b"abc");
+    /// assert_eq!(ShareKey::parse(k.as_str()), Some(k));
+    /// assert_eq!(ShareKey::parse("../etc/passwd"), None);
+    /// ```
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok = text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| ShareKey(text.to_string()))
+    }
 }
 
 impl fmt::Debug for ShareKey {
@@ -86,6 +99,8 @@ pub trait SharedStore: Send + Sync {
     fn contains(&self, key: &ShareKey) -> bool;
     /// Number of distinct values stored.
     fn len(&self) -> usize;
+    /// The keys of every value stored (to send them to workers that cannot reach this store).
+    fn keys(&self) -> Vec<ShareKey>;
     /// Whether nothing is stored.
     fn is_empty(&self) -> bool {
         self.len() == 0

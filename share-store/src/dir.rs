@@ -352,19 +352,26 @@ impl SharedStore for DirStore {
 
     /// The number of `<key>.bin` files in the directory (temporary files not counted).
     fn len(&self) -> usize {
+        self.keys().len()
+    }
+
+    /// The keys of the `<key>.bin` files in the directory (temporary files left out).
+    fn keys(&self) -> Vec<ShareKey> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
-            return 0;
+            return Vec::new();
         };
         entries
             .filter_map(|e| e.ok())
-            .filter(|e| {
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .filter_map(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                !name.starts_with(TMP_PREFIX)
-                    && name.ends_with(&format!(".{EXT}"))
-                    && e.file_type().map(|t| t.is_file()).unwrap_or(false)
+                if name.starts_with(TMP_PREFIX) {
+                    return None;
+                }
+                ShareKey::parse(name.strip_suffix(&format!(".{EXT}"))?)
             })
-            .count()
+            .collect()
     }
 
     /// Removes the directory and every file in it (a later `put` makes it again). An error on

@@ -82,12 +82,21 @@ impl SharedStore for LazyDirStore {
     fn len(&self) -> usize {
         self.existing().map_or(0, |s| s.len())
     }
+    fn keys(&self) -> Vec<ShareKey> {
+        self.existing().map_or_else(Vec::new, |s| s.keys())
+    }
     fn clear(&self) -> Result<()> {
         match self.existing() {
             Some(s) => s.clear(),
             None => Ok(()),
         }
     }
+}
+
+/// A worker's own store for values sent over its connection (`ToWorker::Blob`): a private
+/// directory in the system temp dir, removed when the worker ends or is interrupted.
+pub fn local_dir_store() -> Result<Arc<dyn SharedStore>> {
+    Ok(Arc::new(LazyDirStore::new(None)))
 }
 
 /// A worker's read-only view of its driver's store (the opener for

@@ -30,5 +30,5 @@ mod lazy;
 mod memory;
 
 pub use dir::{DirStore, MappedFile};
-pub use lazy::{open_dir_view, LazyDirStore};
+pub use lazy::{local_dir_store, open_dir_view, LazyDirStore};
 pub use memory::MemoryStore;

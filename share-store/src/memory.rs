@@ -54,6 +54,10 @@ impl SharedStore for MemoryStore {
         self.values.read().map(|m| m.len()).unwrap_or(0)
     }
 
+    fn keys(&self) -> Vec<ShareKey> {
+        self.values.read().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
     fn clear(&self) -> Result<()> {
         self.values.write().map_err(|_| poisoned())?.clear();
         Ok(())

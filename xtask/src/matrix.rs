@@ -486,9 +486,16 @@ mod tests {
     }
 
     #[test]
-    fn launchers_are_empty_for_now() {
-        for k in KINDS {
+    fn only_mpi_has_a_launcher() {
+        for k in KINDS.into_iter().filter(|k| *k != "mpi") {
             assert!(launcher(k).is_empty(), "{k}");
+        }
+        let mpi = launcher("mpi");
+        if crate::mpi::available() {
+            assert!(mpi[0] == "mpirun" || mpi[0] == "mpiexec", "{mpi:?}");
+            assert_eq!(mpi[1..3], ["-n".to_string(), MPI_RANKS.to_string()]);
+        } else {
+            assert!(mpi.is_empty(), "{mpi:?}");
         }
         assert_eq!(shown("serial", &["serial".into(), "True".into()]), "complete serial True");
     }
@@ -512,7 +519,7 @@ mod tests {
         match classify_probe("mpi", sh("echo 'Error: boom' >&2; exit 1")) {
             Probe::Failed(reason, detail) => {
                 assert_eq!(reason, "exit code 1: Error: boom");
-                assert!(detail.contains("$ complete mpi False False False"), "{detail}");
+                assert!(detail.contains("complete mpi False False False"), "{detail}");
             }
             other => panic!("{other:?}"),
         }
