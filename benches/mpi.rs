@@ -114,6 +114,9 @@ fn main() {
     println!("    engine, prefetch 1 (strict)     {strict:>10.2?}   {:.2}x raw", ratio(strict, raw));
     println!("    engine, prefetch 2 (default)    {pipelined:>10.2?}   {:.2}x raw", ratio(pipelined, raw));
 
+    if std::env::var_os("ADPE_BENCH_ONLY_A").is_some() {
+        return;
+    }
     let t0 = Instant::now();
     let serial: Vec<u64> = (0..64u64).map(|s| Spin::run(s, &(), &mut ()).expect("spin")).collect();
     let s = t0.elapsed();

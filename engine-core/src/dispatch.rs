@@ -65,8 +65,10 @@ pub trait WorkerLink<P>: Send {
 /// Starts a replacement worker in a slot whose worker died.
 pub type Respawn<'a, P> = Box<dyn FnMut(usize) -> Result<Box<dyn WorkerLink<P> + 'a>> + 'a>;
 
-/// How long the dispatch loop spins for an event before it parks.
-pub use crate::backoff::SPIN;
+/// How long the dispatch loop spins for an event from a channel before it parks (a thread
+/// that sends to a channel wakes the receiver, so this spin is short; polled transports
+/// back off with [`crate::backoff::Backoff`] instead).
+pub const SPIN: Duration = Duration::from_micros(30);
 
 /// Prefetch, ordering and failure knobs of the dispatch loop.
 #[derive(Debug, Clone, Copy)]

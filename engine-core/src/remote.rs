@@ -489,3 +489,110 @@ pub fn blobs_to_ship(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    crate::task!(Twice = |x: u64| -> u64 { 2 * x });
+
+    /// A connection that plays a script of driver messages and records the worker's.
+    struct Scripted {
+        incoming: VecDeque<Vec<u8>>,
+        current: Vec<u8>,
+        sent: Vec<FromWorker>,
+    }
+
+    impl Transport for Scripted {
+        fn send(&mut self, head: &[u8], _tail: &[u8]) -> std::io::Result<()> {
+            self.sent.push(split_frame::<FromWorker>(head).map_err(std::io::Error::other)?.0);
+            Ok(())
+        }
+        fn recv(&mut self) -> std::io::Result<Option<Incoming<'_>>> {
+            match self.incoming.pop_front() {
+                Some(m) => {
+                    self.current = m;
+                    Ok(Some(Incoming { payload: &self.current, bulk: None }))
+                }
+                None => Ok(None),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<(ShareKey, Vec<u8>)>>);
+    impl SharedStore for Kept {
+        fn put(&self, bytes: &[u8]) -> Result<ShareKey> {
+            let k = ShareKey::of(bytes);
+            self.0.lock().unwrap().push((k.clone(), bytes.to_vec()));
+            Ok(k)
+        }
+        fn get(&self, key: &ShareKey) -> Result<crate::store::SharedBytes> {
+            let g = self.0.lock().unwrap();
+            let v = g.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).ok_or(Error::Store("no".into()))?;
+            Ok(Arc::new(v))
+        }
+        fn contains(&self, key: &ShareKey) -> bool {
+            self.0.lock().unwrap().iter().any(|(k, _)| k == key)
+        }
+        fn len(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+        fn keys(&self) -> Vec<ShareKey> {
+            self.0.lock().unwrap().iter().map(|(k, _)| k.clone()).collect()
+        }
+        fn clear(&self) -> Result<()> {
+            self.0.lock().unwrap().clear();
+            Ok(())
+        }
+    }
+
+    fn script(blob_key: ShareKey, blob: &[u8]) -> Scripted {
+        let mut m = vec![encode_msg(&ToWorker::Hello { fingerprint: fingerprint().to_string(), worker: 1 }).unwrap()];
+        let mut b = encode_msg(&ToWorker::Blob { key: blob_key }).unwrap();
+        b.extend_from_slice(blob);
+        m.push(b);
+        let spec = JobSpec {
+            task: <Twice as Task>::name().to_string(),
+            args: ByteBuf(encode_msg(&()).unwrap()),
+            init: ByteBuf(encode_msg(&()).unwrap()),
+            fail_fast: true,
+            item_stats: false,
+            share_dir: None,
+            shipped: true,
+        };
+        m.push(encode_msg(&ToWorker::Job(spec)).unwrap());
+        m.push(encode_msg(&ToWorker::EndJob).unwrap());
+        Scripted { incoming: m.into(), current: Vec::new(), sent: Vec::new() }
+    }
+
+    #[test]
+    fn shipped_values_are_kept_checked_and_given_to_the_job() {
+        let kept = Arc::new(Kept::default());
+        let local = {
+            let kept = Arc::clone(&kept);
+            move || Ok(Arc::clone(&kept) as Arc<dyn SharedStore>)
+        };
+        let no_dir = |_: &str| -> Result<Arc<dyn SharedStore>> { Err(Error::Store("no directory here".into())) };
+        // A value that arrives whole is kept, and the job runs.
+        let mut t = script(ShareKey::of(b"table"), b"table");
+        serve_connection(&mut t, &no_dir, &local).unwrap();
+        assert!(kept.contains(&ShareKey::of(b"table")));
+        assert!(
+            matches!(t.sent[..], [FromWorker::Hello { .. }, FromWorker::Ready, FromWorker::JobEnded]),
+            "{:?}",
+            t.sent
+        );
+        // A value whose bytes do not hash to its key fails the next job's init, saying so.
+        let mut t = script(ShareKey::of(b"table"), b"tablE");
+        serve_connection(&mut t, &no_dir, &local).unwrap();
+        match &t.sent[..] {
+            [FromWorker::Hello { .. }, FromWorker::InitFailed { message }, FromWorker::JobEnded] => {
+                assert!(message.contains("arrived damaged"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
