@@ -44,6 +44,8 @@ struct State {
     /// Shared values each rank has been sent.
     shipped: HashMap<i32, HashSet<ShareKey>>,
     pending: Vec<Pending>,
+    /// Polls so far.
+    polls: u32,
 }
 
 // SAFETY: MPI handles are plain values; MPI was initialized with at least
@@ -116,6 +118,7 @@ impl Endpoint {
             greeted: HashSet::new(),
             shipped: HashMap::new(),
             pending: Vec::new(),
+            polls: 0,
         };
         Endpoint { state: Mutex::new(state), ranks: size.saturating_sub(1), ledger: Arc::default() }
     }
@@ -246,6 +249,7 @@ impl Endpoint {
                 }
                 while !s.pending.is_empty() {
                     s.poll_into(&self.ledger);
+                    s.complete_sends();
                     std::hint::spin_loop();
                 }
                 return;
@@ -257,6 +261,17 @@ impl Endpoint {
 }
 
 impl State {
+    /// Frees the buffers of the sends MPI is done with.
+    fn complete_sends(&mut self) {
+        for Pending { request, bytes } in std::mem::take(&mut self.pending) {
+            match request.test() {
+                // SAFETY: MPI is done with the buffer; it came from `Box::into_raw`.
+                Ok(_) => drop(unsafe { Box::from_raw(bytes) }),
+                Err(request) => self.pending.push(Pending { request, bytes }),
+            }
+        }
+    }
+
     fn send(&mut self, rank: i32, bytes: Vec<u8>) {
         let bytes: *mut [u8] = Box::into_raw(bytes.into_boxed_slice());
         // SAFETY: the box is leaked until the request completes (`poll`), so the buffer
@@ -267,13 +282,13 @@ impl State {
     }
 
     fn poll_into(&mut self, ledger: &Ledger) {
-        // Sends that are done give their bytes back.
-        for Pending { request, bytes } in std::mem::take(&mut self.pending) {
-            match request.test() {
-                // SAFETY: MPI is done with the buffer; it came from `Box::into_raw`.
-                Ok(_) => drop(unsafe { Box::from_raw(bytes) }),
-                Err(request) => self.pending.push(Pending { request, bytes }),
-            }
+        // Sends that are done give their bytes back. Every MPI call makes the library's
+        // progress loop run (and, on an oversubscribed machine, yield the CPU), so small
+        // sends, done at once, are collected every 16th poll or when they pile up; the receive
+        // probe below runs every time.
+        self.polls = self.polls.wrapping_add(1);
+        if self.pending.len() >= 8 || self.polls % 16 == 0 {
+            self.complete_sends();
         }
         // Everything that has arrived.
         while let Some((msg, status)) = self.world.any_process().immediate_matched_probe_with_tag(TAG) {
