@@ -85,8 +85,7 @@ impl BackendFactory for Kind {
     fn create(self, config: &EngineConfig) -> Result<AnyBackend> {
         // Safety net: a worker process whose pre-main hook did not run serves here, before
         // anything else of `main` can start more workers.
-        #[cfg(feature = "process")]
-        backend_process::become_worker_if_asked();
+        engine_core::entry::become_worker_if_asked();
         self.ensure_available()?;
         // A worker rank serves here and never returns; rank 0 gets the ranks' backend.
         #[cfg(feature = "mpi")]

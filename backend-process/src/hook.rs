@@ -18,19 +18,12 @@ pub const ENV_PARENT_PID: &str = "ADPARALLELENGINE_PARENT_PID";
 /// The descriptor the driver puts the worker's socket on: its stdin.
 pub(crate) const WORKER_FD: i32 = 0;
 
-/// Runs before `main` (an ELF `.init_array` entry). The task registry is a linker-built
-/// slice, complete before any constructor runs, so the worker can find tasks already here.
-#[used]
-#[cfg_attr(any(target_os = "linux", target_os = "android", target_os = "freebsd"), link_section = ".init_array")]
-#[cfg_attr(target_os = "macos", link_section = "__DATA,__mod_init_func")]
-pub(crate) static PRE_MAIN_HOOK: extern "C" fn() = pre_main_hook;
-
-extern "C" fn pre_main_hook() {
-    become_worker_if_asked();
-}
+// Runs before `main`, through engine-core's one pre-main hook.
+engine_core::worker_entry!(become_worker_if_asked);
 
 /// If this process was started as a worker, serves the driver and exits; otherwise returns at
-/// once. The pre-`main` hook calls it; engine construction calls it again as a safety net.
+/// once. engine-core's pre-`main` hook calls it; engine construction calls it again as a
+/// safety net.
 pub fn become_worker_if_asked() {
     let Some(fd) = std::env::var(ENV_WORKER_FD).ok().and_then(|v| v.parse::<i32>().ok()) else {
         return;

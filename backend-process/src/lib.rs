@@ -59,8 +59,9 @@ impl std::fmt::Debug for ProcessBackend {
 impl ProcessBackend {
     /// A backend of up to `workers` worker processes (at least 1).
     pub fn new(workers: usize) -> Result<Self> {
-        // Keep the pre-main hook linked in (a static nothing refers to may be dropped).
-        std::hint::black_box(&hook::PRE_MAIN_HOOK);
+        // Serve here if this process is a worker whose pre-main hook did not run; this also
+        // keeps the hook linked in.
+        engine_core::entry::become_worker_if_asked();
         let exe = std::env::current_exe()
             .map_err(|e| Error::Backend { backend: "process", message: format!("cannot find this executable: {e}") })?;
         let workers = workers.max(1);

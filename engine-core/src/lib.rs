@@ -12,6 +12,7 @@ pub mod batch;
 pub mod batching;
 pub mod dispatch;
 pub mod engine;
+pub mod entry;
 pub mod error;
 pub mod fingerprint;
 pub mod inline;
