@@ -22,7 +22,6 @@
 
 mod cleanup;
 pub mod hook;
-mod outbox;
 mod pool;
 mod shm;
 mod worker;

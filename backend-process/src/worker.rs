@@ -2,12 +2,12 @@
 //! and the reader thread that turns its frames into engine events.
 
 use crate::cleanup;
-use crate::outbox::Outbox;
 use crate::pool::{Pool, Proc, Rings};
 use crate::shm::{apart_frame, split_apart, RingWriter, APART_MIN};
 use crossbeam_channel::Sender;
 use engine_core::batch::Event;
 use engine_core::dispatch::{Parcel, WorkerLink};
+use engine_core::outbox::Outbox;
 use engine_core::remote::{fingerprint, hear, Heard, Incoming, ToWorker};
 use engine_core::wire::{encode_frame, encode_msg, frame_prefix, read_frame_into, EncodedBatch, LOCAL_MAX_FRAME};
 use engine_core::{Error, Placement, Result};
@@ -66,7 +66,11 @@ impl<O: DeserializeOwned + Send + 'static> Spawner<O> {
         let ring = rings.as_ref().map(|r| Arc::clone(&r.to_worker));
         let pid = child.id() as i32;
         let reader = stream.try_clone().map_err(|e| backend_err(format!("cannot clone a socket: {e}")))?;
-        let outbox = Outbox::new(stream, format!("adparallelengine-writer-{w}"), Arc::clone(&self.readers));
+        let outbox = Outbox::new(
+            std::os::fd::OwnedFd::from(stream),
+            format!("adparallelengine-writer-{w}"),
+            Arc::clone(&self.readers),
+        );
         let mut start = match warm {
             true => Vec::new(),
             false => encode_frame(&ToWorker::Hello { fingerprint: fingerprint().to_string(), worker: w })?,

@@ -21,6 +21,7 @@ pub mod items;
 pub mod job;
 pub mod knock;
 mod order;
+pub mod outbox;
 pub mod placement;
 pub mod plain;
 pub mod progress;

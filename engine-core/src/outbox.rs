@@ -4,11 +4,10 @@
 //! serves the other workers and keeps time. Order is kept: once anything waits in the writer
 //! thread, later frames queue behind it.
 
+use crate::wire::EncodedBatch;
 use crossbeam_channel::{unbounded, Sender};
-use engine_core::wire::EncodedBatch;
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -21,11 +20,11 @@ enum Chunk {
 }
 
 /// Join handles of the threads a job starts, joined when the job ends.
-pub(crate) type Threads = Arc<Mutex<Vec<JoinHandle<()>>>>;
+pub type Threads = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
 /// The sending side of one worker's socket.
-pub(crate) struct Outbox {
-    stream: UnixStream,
+pub struct Outbox {
+    stream: OwnedFd,
     /// The writer thread's queue, once the thread is started: only when a frame does not fit
     /// in the socket (most jobs never need it: large tails go through shared memory).
     queue: OnceLock<Sender<Chunk>>,
@@ -36,7 +35,7 @@ pub(crate) struct Outbox {
 }
 
 /// Writes as much of `buf` as the socket takes now; returns how much.
-fn send_now(stream: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
+fn send_now(stream: &OwnedFd, buf: &[u8]) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         let rest = &buf[done..];
@@ -62,7 +61,7 @@ fn send_now(stream: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
 impl Outbox {
     /// An outbox on `stream`; its writer thread, if it ever starts, is named `name` and
     /// registered in `threads`.
-    pub(crate) fn new(stream: UnixStream, name: String, threads: Threads) -> Outbox {
+    pub fn new(stream: OwnedFd, name: String, threads: Threads) -> Outbox {
         Outbox { stream, queue: OnceLock::new(), name, threads, pending: Arc::new(AtomicUsize::new(0)) }
     }
 
@@ -71,7 +70,7 @@ impl Outbox {
             return Ok(q);
         }
         let (queue, rx) = unbounded::<Chunk>();
-        let mut w = self.stream.try_clone()?;
+        let mut w = std::fs::File::from(self.stream.try_clone()?);
         let left = Arc::clone(&self.pending);
         let handle = std::thread::Builder::new().name(self.name.clone()).spawn(move || {
             for chunk in rx {
@@ -102,7 +101,7 @@ impl Outbox {
     }
 
     /// Sends a frame made of `head` and, when given, a batch's encoded items.
-    pub(crate) fn send(&self, head: Vec<u8>, items: Option<EncodedBatch>) -> std::io::Result<()> {
+    pub fn send(&self, head: Vec<u8>, items: Option<EncodedBatch>) -> std::io::Result<()> {
         if self.pending.load(Ordering::Acquire) > 0 {
             self.enqueue(Chunk::Bytes(head, 0))?;
             return match items {
