@@ -3,7 +3,8 @@
 //! `mpi_faults MODE`: `ok` (a few jobs whose results are checked), `panic` / `err` (item 7's
 //! task panics / fails), `abort` (item 7's task aborts its rank), `driver-dies` (rank 0 panics
 //! after a first job), `ship` / `no-ship` (a shared Arrow series reaches the ranks over MPI
-//! into their own store / through `path_shared`; prints where the ranks mapped it from).
+//! into their own store / through `path_shared`; prints where the ranks mapped it from),
+//! `timeout` (item 3 never ends: it times out, the other items finish on the other rank).
 
 use adparallelengine::arrow::Series;
 use adparallelengine::{task, Batching, Engine, Kind, Shared};
@@ -26,6 +27,15 @@ task!(
             std::process::abort();
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+        x
+    }
+);
+task!(
+    /// Item 3 never ends (for a while).
+    HangsAt3 = |x: u64| -> u64 {
+        if x == 3 {
+            std::thread::sleep(std::time::Duration::from_secs(600));
+        }
         x
     }
 );
@@ -78,6 +88,7 @@ fn main() {
     let result = match mode.as_str() {
         "ok" => ok(&engine),
         "ship" | "no-ship" => ship(&engine),
+        "timeout" => timeout(&engine),
         "panic" => engine.map(PanicsAt7, 0..20u64).batched(Batching::None).run().map(|_| ()),
         "err" => engine.map(FailsAt7, 0..20u64).batched(Batching::ChunkSize(4)).run().map(|_| ()),
         "abort" => engine.map(AbortsAt7, 0..40u64).batched(Batching::None).run().map(|_| ()),
@@ -131,5 +142,24 @@ fn ship(engine: &Engine) -> adparallelengine::Result<()> {
     }
     let driver_dir = std::fs::canonicalize("target/mpi-faults-shared").unwrap_or_default();
     println!("driver store under {}", driver_dir.display());
+    Ok(())
+}
+
+/// Item 3 hangs: it fails as timed out, every other item succeeds.
+fn timeout(engine: &Engine) -> adparallelengine::Result<()> {
+    let all = engine
+        .map(HangsAt3, 0..12u64)
+        .batched(false)
+        .item_timeout(std::time::Duration::from_millis(500))
+        .retries(0)
+        .collect_results()?;
+    for (i, r) in all.iter().enumerate() {
+        match (i, r) {
+            (3, Err(e)) => assert_eq!(e.kind, adparallelengine::FailureKind::Timeout, "{e}"),
+            (_, Ok(v)) => assert_eq!(*v, i as u64),
+            (_, other) => panic!("item {i}: {other:?}"),
+        }
+    }
+    println!("rank 0: item 3 timed out, the 11 others came back");
     Ok(())
 }

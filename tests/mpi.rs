@@ -187,3 +187,16 @@ fn local_stores() -> Vec<String> {
     v.sort();
     v
 }
+
+#[test]
+fn an_item_timeout_gives_up_on_its_rank_and_the_run_still_ends() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run("timeout", Duration::from_secs(120));
+    assert!(r.stdout.contains("rank 0: item 3 timed out, the 11 others came back"), "{}\n{}", r.stdout, r.stderr);
+    // The rank still running item 3 cannot be closed: the engine's end aborts the MPI job
+    // after its grace period instead of hanging in MPI_Finalize.
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("did not finish their job"), "{}", r.stderr);
+    assert!(r.took < Duration::from_secs(60), "{:?}", r.took);
+    assert_no_leftovers("after an item timeout");
+}
