@@ -1,6 +1,7 @@
 //! `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
-//! `-D warnings`, every test of the workspace (unit, integration and doc tests), then the
-//! test matrix. `.ci/run` and the README's test command both run this.
+//! `-D warnings`, every test of the workspace (unit, integration and doc tests), the benches'
+//! build, the local Kubernetes API's fidelity with `kubectl`, then the test matrix. `.ci/run`
+//! and the README's test command both run this.
 
 use crate::matrix;
 use std::process::{Command, ExitCode};
@@ -52,6 +53,34 @@ pub fn ci() -> ExitCode {
             }
         }
     }
+    if let Err(e) = k8s_sim_fidelity(&root) {
+        eprintln!("== ci: {e}");
+        return ExitCode::FAILURE;
+    }
     eprintln!("== ci: test matrix");
     matrix::test_matrix(&matrix::Options::default())
+}
+
+/// The local Kubernetes API (`tools/k8s-sim`, which the Kubernetes backend's tests run
+/// against) checked with the real `kubectl`. Skipped without kubectl, except under CI.
+fn k8s_sim_fidelity(root: &std::path::Path) -> Result<(), String> {
+    let have_kubectl = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    if !have_kubectl {
+        if crate::mpi::required() {
+            return Err("CI=true but no kubectl on the PATH (.ci/run installs kubernetes-client)".into());
+        }
+        eprintln!("== ci: k8s simulator fidelity skipped: no kubectl on this machine");
+        return Ok(());
+    }
+    eprintln!("== ci: k8s simulator fidelity (python3 tools/k8s-sim/fidelity_test.py)");
+    let status = Command::new("python3")
+        .current_dir(root)
+        .arg("tools/k8s-sim/fidelity_test.py")
+        .status()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("k8s simulator fidelity failed: {status}"))
+    }
 }
