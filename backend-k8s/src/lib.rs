@@ -1,8 +1,11 @@
 //! The Kubernetes backend, under construction: worker pods of one `batch/v1` Job that dial
 //! back to the driver over TCP (engine-core's `knock` and `StreamTransport`). This version
-//! holds the Kubernetes side that is built and tested so far: a kube-rs client for a
-//! kubeconfig (plain HTTP for a local API, rustls for real clusters) and the Job the driver
-//! creates. `Kind::K8s` still reports that the backend is not built.
+//! holds what is built and tested so far: a kube-rs client for a kubeconfig (plain HTTP for a
+//! local API, rustls for real clusters), the Job the driver creates, and the [`listener`]
+//! that admits only workers knocking with the run's secret. `Kind::K8s` still reports that
+//! the backend is not built.
+
+pub mod listener;
 
 use engine_core::{Error, Result};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
