@@ -5,6 +5,7 @@
 //! that admits only workers knocking with the run's secret. `Kind::K8s` still reports that
 //! the backend is not built.
 
+pub mod dial;
 pub mod listener;
 
 use engine_core::{Error, Result};

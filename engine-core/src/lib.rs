@@ -37,6 +37,8 @@ pub mod store;
 pub mod stream;
 pub mod stream_transport;
 pub mod task;
+#[doc(hidden)]
+pub mod testing;
 pub mod wire;
 pub mod worker;
 

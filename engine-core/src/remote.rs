@@ -554,16 +554,7 @@ mod tests {
         let mut b = encode_msg(&ToWorker::Blob { key: blob_key }).unwrap();
         b.extend_from_slice(blob);
         m.push(b);
-        let spec = JobSpec {
-            task: <Twice as Task>::name().to_string(),
-            args: ByteBuf(encode_msg(&()).unwrap()),
-            init: ByteBuf(encode_msg(&()).unwrap()),
-            fail_fast: true,
-            item_stats: false,
-            share_dir: None,
-            shipped: true,
-        };
-        m.push(encode_msg(&ToWorker::Job(spec)).unwrap());
+        m.push(encode_msg(&ToWorker::Job(crate::testing::job_spec::<Twice>(true))).unwrap());
         m.push(encode_msg(&ToWorker::EndJob).unwrap());
         Scripted { incoming: m.into(), current: Vec::new(), sent: Vec::new() }
     }

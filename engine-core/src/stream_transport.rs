@@ -47,10 +47,9 @@ impl<R: Read, W: Write> Transport for StreamTransport<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::{serve_connection, FromWorker, JobSpec, ToWorker};
+    use crate::remote::{serve_connection, ToWorker};
     use crate::store::SharedStore;
-    use crate::wire::{decode_items, encode_items, encode_msg, split_frame, ByteBuf};
-    use crate::Task;
+    use crate::wire::{encode_items, encode_msg};
     use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
 
@@ -73,39 +72,11 @@ mod tests {
         });
         let (mut d, _) = listener.accept().unwrap();
         send(&mut d, &ToWorker::Hello { fingerprint: crate::remote::fingerprint().to_string(), worker: 0 }, &[]);
-        let spec = JobSpec {
-            task: <Triple as Task>::name().to_string(),
-            args: ByteBuf(encode_msg(&()).unwrap()),
-            init: ByteBuf(encode_msg(&()).unwrap()),
-            fail_fast: true,
-            item_stats: false,
-            share_dir: None,
-            shipped: false,
-        };
-        send(&mut d, &ToWorker::Job(spec), &[]);
+        send(&mut d, &ToWorker::Job(crate::testing::job_spec::<Triple>(false)), &[]);
         send(&mut d, &ToWorker::Batch { seq: 0, start: 0, count: 3 }, &encode_items(&[1u64, 2, 3]).unwrap());
         send(&mut d, &ToWorker::EndJob, &[]);
-        let mut r = d.try_clone().unwrap();
-        let mut got = vec![];
-        let mut buf = Vec::new();
-        while let Some(false) = read_frame_into(&mut r, 1 << 20, &mut buf).unwrap() {
-            let (msg, tail) = split_frame::<FromWorker>(&buf).unwrap();
-            if let FromWorker::Done { count, .. } = &msg {
-                assert_eq!(decode_items::<u64>(tail, *count).unwrap(), vec![3, 6, 9]);
-            }
-            let ended = matches!(msg, FromWorker::JobEnded);
-            got.push(msg);
-            if ended {
-                break;
-            }
-        }
-        assert!(
-            matches!(
-                got[..],
-                [FromWorker::Hello { .. }, FromWorker::Ready, FromWorker::Done { .. }, FromWorker::JobEnded]
-            ),
-            "{got:?}"
-        );
+        let heard = crate::testing::read_until_job_ended(&mut d.try_clone().unwrap());
+        assert!(crate::testing::is_one_job(&heard, &[3, 6, 9]), "{heard:?}");
         // A frame over the bound ends the connection with an error, before any allocation.
         d.write_all(&(u64::MAX >> 1).to_le_bytes()).unwrap();
         let err = worker.join().unwrap().unwrap_err();
