@@ -38,7 +38,7 @@ use endpoint::Endpoint;
 use engine_core::batch::Event;
 use engine_core::dispatch::{Dispatch, Respawn, WorkerLink};
 use engine_core::remote::{hear, Heard, Incoming, JobSpec, ToWorker};
-use engine_core::wire::{encode_msg, ByteBuf, EncodedBatch};
+use engine_core::wire::{encode_msg, EncodedBatch};
 use engine_core::{Backend, Completions, Error, Plan, Result, SharedStore, Task};
 use link::RankLink;
 use share_store::LazyDirStore;
@@ -130,12 +130,6 @@ impl Drop for MpiBackend {
     }
 }
 
-fn encode_value<V: serde::Serialize>(what: &str, v: &V) -> Result<ByteBuf> {
-    engine_core::wire::encode_msg(v)
-        .map(ByteBuf)
-        .map_err(|e| Error::Codec(format!("cannot encode the job's {what}: {e}")))
-}
-
 impl Backend for MpiBackend {
     fn name(&self) -> &'static str {
         "mpi"
@@ -159,19 +153,8 @@ impl Backend for MpiBackend {
         &'a self,
         plan: Plan<T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        let store: Arc<dyn SharedStore> = self.store.clone();
-        let (args, init) = engine_core::share_ctx::with_store(store, || {
-            Ok::<_, Error>((encode_value("args", &*plan.args)?, encode_value("init argument", &*plan.init)?))
-        })?;
-        let spec = JobSpec {
-            task: T::name().to_string(),
-            args,
-            init,
-            fail_fast: plan.options.fail_fast,
-            item_stats: plan.options.item_stats,
-            share_dir: self.store.dir().filter(|_| !self.ship).map(|d| d.to_string_lossy().into_owned()),
-            shipped: self.ship,
-        };
+        let share_dir = || self.store.dir().map(|d| d.to_string_lossy().into_owned());
+        let spec = JobSpec::for_plan(&plan, self.store.clone(), share_dir, self.ship)?;
         let job = encode_msg(&ToWorker::Job(spec))?;
         let (inbox, arrived) = unbounded::<(usize, Vec<u8>)>();
         let (events, events_rx) = unbounded::<Event<T::Output>>();

@@ -34,7 +34,7 @@ use crossbeam_channel::unbounded;
 use engine_core::batch::Event;
 use engine_core::dispatch::{Dispatch, Respawn, WorkerLink};
 use engine_core::remote::{JobSpec, ToWorker};
-use engine_core::wire::{encode_frame, ByteBuf, EncodedBatch};
+use engine_core::wire::{encode_frame, EncodedBatch};
 use engine_core::{Backend, Completions, Error, Plan, Result, Task};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -89,10 +89,6 @@ impl ProcessBackend {
     }
 }
 
-fn encode_value<V: serde::Serialize>(what: &str, v: &V) -> Result<ByteBuf> {
-    postcard::to_allocvec(v).map(ByteBuf).map_err(|e| Error::Codec(format!("cannot encode the job's {what}: {e}")))
-}
-
 impl Backend for ProcessBackend {
     fn name(&self) -> &'static str {
         "process"
@@ -117,19 +113,8 @@ impl Backend for ProcessBackend {
         plan: Plan<T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
         // Shared values in args and init go to the store, once; only their keys travel.
-        let store: Arc<dyn engine_core::SharedStore> = self.store.clone();
-        let (args, init) = engine_core::share_ctx::with_store(store, || {
-            Ok::<_, Error>((encode_value("args", &*plan.args)?, encode_value("init argument", &*plan.init)?))
-        })?;
-        let spec = JobSpec {
-            task: T::name().to_string(),
-            args,
-            init,
-            fail_fast: plan.options.fail_fast,
-            item_stats: plan.options.item_stats,
-            share_dir: self.store.dir().map(|d| d.to_string_lossy().into_owned()),
-            shipped: false,
-        };
+        let share_dir = || self.store.dir().map(|d| d.to_string_lossy().into_owned());
+        let spec = JobSpec::for_plan(&plan, self.store.clone(), share_dir, false)?;
         let job = encode_frame(&ToWorker::Job(spec))?;
         if job.len() > engine_core::wire::LOCAL_MAX_FRAME {
             return Err(Error::Config(format!(

@@ -69,6 +69,38 @@ pub struct JobSpec {
     pub shipped: bool,
 }
 
+impl JobSpec {
+    /// The spec of a job from its plan. Its args and init are encoded once here; the shared
+    /// values in them go to `store` (once: only their keys travel). `share_dir`, asked after
+    /// encoding (a store may make its directory on its first value), tells workers where to
+    /// read that store; `shipped`, that its values come over the connection instead.
+    pub fn for_plan<T: Task, I: Iterator<Item = T::Item>>(
+        plan: &crate::backend::Plan<T, I>,
+        store: Arc<dyn SharedStore>,
+        share_dir: impl FnOnce() -> Option<String>,
+        shipped: bool,
+    ) -> Result<JobSpec> {
+        let encode = |what: &str, bytes: Result<Vec<u8>>| {
+            bytes.map(ByteBuf).map_err(|e| Error::Codec(format!("cannot encode the job's {what}: {e}")))
+        };
+        let (args, init) = crate::share_ctx::with_store(store, || {
+            Ok::<_, Error>((
+                encode("args", encode_msg(&*plan.args))?,
+                encode("init argument", encode_msg(&*plan.init))?,
+            ))
+        })?;
+        Ok(JobSpec {
+            task: T::name().to_string(),
+            args,
+            init,
+            fail_fast: plan.options.fail_fast,
+            item_stats: plan.options.item_stats,
+            share_dir: if shipped { None } else { share_dir() },
+            shipped,
+        })
+    }
+}
+
 /// Worker to driver.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
