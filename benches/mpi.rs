@@ -8,37 +8,17 @@
 //!
 //! `cargo bench --features mpi --bench mpi` (or `cargo xtask bench`).
 
+mod common;
+
+use common::{median, ratio, Echo, Spin};
+
 use adparallelengine::backends::mpi::rsmpi::point_to_point::{Destination, Source};
 use adparallelengine::backends::mpi::rsmpi::topology::{Communicator, SimpleCommunicator};
-use adparallelengine::{task, Batching, Engine, Kind, Progress, Task};
+use adparallelengine::{Batching, Engine, Kind, Progress, Task};
 use std::time::{Duration, Instant};
-
-task!(Echo = |x: u64| -> u64 { x });
-task!(
-    /// About 50 ms of arithmetic.
-    Spin = |seed: u64| -> u64 {
-        let mut x = seed;
-        let until = Instant::now() + Duration::from_millis(50);
-        while Instant::now() < until {
-            for _ in 0..1000 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            }
-        }
-        x
-    }
-);
 
 const RANKS: usize = 3;
 const PING_TAG: i32 = 99;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
-}
 
 /// Started by `cargo bench`: run again under the launcher.
 fn relaunch() -> ! {

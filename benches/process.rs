@@ -9,6 +9,10 @@
 //! `cargo bench --bench process` (or `cargo xtask bench`). `ADPE_BENCH_GIB` sets the table
 //! size of (c) in GiB (default 1).
 
+mod common;
+
+use common::{median, ratio, Echo, Spin};
+
 use adparallelengine::arrow::Frame;
 use adparallelengine::backends::ProcessBackend;
 use adparallelengine::{register_task, task, Batching, BoxError, Engine, Kind, Progress, Shared, Task};
@@ -19,28 +23,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-task!(Echo = |x: u64| -> u64 { x });
 task!(Double = |x: u64| -> u64 { x * 2 });
-task!(
-    /// About 50 ms of arithmetic.
-    Spin = |seed: u64| -> u64 {
-        let mut x = seed;
-        let until = Instant::now() + Duration::from_millis(50);
-        while Instant::now() < until {
-            for _ in 0..1000 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            }
-        }
-        x
-    }
-);
 
 const PING_ENV: &str = "ADPE_BENCH_PINGPONG_FD";
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn quiet(kind: Kind, workers: usize) -> Engine {
     Engine::builder(kind).max_workers(workers).progress(Progress::quiet()).build().expect("engine")
@@ -118,10 +103,6 @@ fn bench_a() {
     println!("    raw UnixStream ping-pong       {raw:>10.2?}   1.00x");
     println!("    engine, prefetch 1 (strict)    {strict:>10.2?}   {:.2}x raw", ratio(strict, raw));
     println!("    engine, prefetch 2 (default)   {pipelined:>10.2?}   {:.2}x raw", ratio(pipelined, raw));
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
 }
 
 fn bench_b() {
