@@ -5,9 +5,11 @@
 //!
 //! A job runs on `min(max_workers, items)` workers, each connected by a socketpair; messages
 //! are engine-core's frames. Workers start with the first job that needs them and stay up
-//! between jobs (see [`pool`](crate::pool) for why) until the backend is dropped. Scheduling, retries of a dead worker's batches, item timeouts and
-//! ordering are engine-core's [`Dispatch`]: this crate only spawns processes and carries
-//! frames. A worker whose driver dies gets SIGKILL from
+//! between jobs (see [`pool`](crate::pool) for why) until the backend is dropped. The pool,
+//! each job's reader threads and links, scheduling, retries of a dead worker's batches, item
+//! timeouts and ordering are engine-core's [`pooled`](engine_core::pooled) workers, shared
+//! with the Kubernetes backend: this crate only spawns processes and gives them shared
+//! memory. A worker whose driver dies gets SIGKILL from
 //! the kernel, and Ctrl-C (SIGINT/SIGTERM) kills every worker before the driver exits.
 //!
 //! ```no_run
@@ -30,21 +32,15 @@ pub use cleanup::{kill_all_and_clean, live_workers};
 pub use engine_core::interrupt::{register_cleanup, unregister_cleanup};
 pub use hook::become_worker_if_asked;
 
-use crossbeam_channel::unbounded;
-use engine_core::batch::Event;
-use engine_core::dispatch::{Dispatch, Respawn, WorkerLink};
-use engine_core::remote::{JobSpec, ToWorker};
-use engine_core::wire::{encode_frame, EncodedBatch};
+use engine_core::pooled::{start_pooled, Pool};
 use engine_core::{Backend, Completions, Error, Plan, Result, Task};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
-use worker::{JobFrames, Spawner};
 
 /// Worker processes running this executable.
 pub struct ProcessBackend {
-    pool: Arc<pool::Pool>,
+    pool: Arc<Pool<pool::Proc>>,
     workers: usize,
     store: Arc<share_store::LazyDirStore>,
 }
@@ -65,7 +61,7 @@ impl ProcessBackend {
             .map_err(|e| Error::Backend { backend: "process", message: format!("cannot find this executable: {e}") })?;
         let workers = workers.max(1);
         Ok(ProcessBackend {
-            pool: Arc::new(pool::Pool::new(exe, workers)),
+            pool: Arc::new(Pool::new(workers, pool::ProcSource::new(exe))),
             workers,
             store: Arc::new(share_store::LazyDirStore::new(None)),
         })
@@ -114,65 +110,14 @@ impl Backend for ProcessBackend {
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
         // Shared values in args and init go to the store, once; only their keys travel.
         let share_dir = || self.store.dir().map(|d| d.to_string_lossy().into_owned());
-        let spec = JobSpec::for_plan(&plan, self.store.clone(), share_dir, false)?;
-        let job = encode_frame(&ToWorker::Job(spec))?;
-        if job.len() > engine_core::wire::LOCAL_MAX_FRAME {
-            return Err(Error::Config(format!(
-                "the job's args and init take {} bytes, over the {}-byte message limit: put large values in a Shared",
-                job.len(),
-                engine_core::wire::LOCAL_MAX_FRAME
-            )));
-        }
-        let frames = Arc::new(JobFrames { job });
-        let (events, events_rx) = unbounded::<Event<T::Output>>();
-        let readers = Arc::new(Mutex::new(Vec::new()));
-        let spawner = Spawner {
-            pool: Arc::clone(&self.pool),
-            placement: plan.placement,
-            frames,
-            events,
-            readers: Arc::clone(&readers),
-        };
-        let mut links: Vec<Box<dyn WorkerLink<EncodedBatch> + 'a>> = Vec::with_capacity(plan.workers);
-        for w in 0..plan.workers {
-            links.push(Box::new(spawner.spawn(w)?));
-        }
-        let respawn: Respawn<'a, EncodedBatch> = Box::new(move |w| Ok(Box::new(spawner.spawn(w)?)));
-        let dispatch = Dispatch::with_parcels(
+        start_pooled(
             "process",
-            plan.source,
-            plan.batcher,
-            Box::new(EncodedBatch::encode),
-            links,
-            Some(respawn),
-            events_rx,
-            plan.dispatch,
-        );
-        Ok(Box::new(ProcessRun { dispatch: Some(Box::new(dispatch)), readers }))
-    }
-}
-
-/// A job on worker processes. Dropping it stops the workers (cancelling if unfinished) and
-/// waits until every one of them is reaped, so none outlives the job.
-struct ProcessRun<'a, O> {
-    dispatch: Option<Box<dyn Completions<O> + 'a>>,
-    /// Every reader and writer thread of the job's workers.
-    readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl<O> Completions<O> for ProcessRun<'_, O> {
-    fn next_done(&mut self) -> Option<Result<engine_core::batch::BatchDone<O>>> {
-        self.dispatch.as_mut()?.next_done()
-    }
-}
-
-impl<O> Drop for ProcessRun<'_, O> {
-    fn drop(&mut self) {
-        // Closes or cancels every link; the respawner (and its event sender) goes with it.
-        self.dispatch = None;
-        let handles = self.readers.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default();
-        for h in handles {
-            let _ = h.join();
-        }
+            &self.pool,
+            plan,
+            self.store.clone(),
+            share_dir,
+            false,
+            engine_core::wire::LOCAL_MAX_FRAME,
+        )
     }
 }

@@ -1,12 +1,11 @@
-//! Worker processes that outlive a job: the engine's pool.
+//! Worker processes that outlive a job: how they are started and retired; the pool itself is
+//! engine-core's [`Pool`](engine_core::pooled::Pool).
 //!
 //! Starting a process costs about 1.5 ms (exec, dynamic linking, a fresh heap), more than
 //! a whole job of small work, so workers stay up between jobs, the way a thread pool's
-//! threads do. A worker goes back to the pool when it answered a job's end in good order
-//! (`JobEnded`); one that died, was cancelled or misbehaved is never reused. At most
-//! `capacity` (the backend's worker count) idle workers are kept; the rest are retired.
-//! Dropping the pool (with the engine) retires every idle worker: its socket is closed,
-//! it exits on its own, and gets SIGKILL if it has not within a moment.
+//! threads do. At most the backend's worker count of idle workers are kept; the rest are
+//! retired. Dropping the pool (with the engine) retires every idle worker: its socket is
+//! closed, it exits on its own, and gets SIGKILL if it has not within a moment.
 //!
 //! Processes are started by one long-lived thread of the pool: `PR_SET_PDEATHSIG` fires when
 //! the *thread* that started a process ends, so a worker started by a job's thread would be
@@ -16,6 +15,7 @@ use crate::cleanup;
 use crate::hook::{ENV_PARENT_PID, ENV_WORKER_FD, WORKER_FD};
 use crate::shm::{send_fd, Dir, RingReader, RingWriter, Shm};
 use crossbeam_channel::{bounded, unbounded, Sender};
+use engine_core::pooled::ConnSource;
 use engine_core::{Error, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -46,54 +46,20 @@ pub(crate) struct Rings {
 
 type SpawnReply = Sender<Result<Proc>>;
 
-/// The pool of idle workers, and the thread that starts new ones.
-pub(crate) struct Pool {
+/// Where new workers come from: this executable, started by the pool's spawner thread.
+pub(crate) struct ProcSource {
     exe: PathBuf,
-    capacity: usize,
-    idle: Mutex<Vec<Proc>>,
     spawner: Mutex<Option<Sender<SpawnReply>>>,
 }
 
-impl Pool {
-    pub(crate) fn new(exe: PathBuf, capacity: usize) -> Self {
-        Pool { exe, capacity, idle: Mutex::new(Vec::new()), spawner: Mutex::new(None) }
+impl ProcSource {
+    pub(crate) fn new(exe: PathBuf) -> Self {
+        ProcSource { exe, spawner: Mutex::new(None) }
     }
+}
 
-    /// A worker for a job: an idle one (`true`: it has done its handshake already) or a new
-    /// one (`false`).
-    pub(crate) fn take(&self) -> Result<(Proc, bool)> {
-        while let Some(mut p) = self.idle.lock().ok().and_then(|mut g| g.pop()) {
-            // One that died while idle (killed from outside) is dropped here, not met mid-job.
-            match p.child.try_wait() {
-                Ok(None) => return Ok((p, true)),
-                _ => {
-                    let _ = p.child.wait();
-                    cleanup::untrack(p.child.id() as i32);
-                }
-            }
-        }
-        Ok((self.spawn()?, false))
-    }
-
-    /// Takes back a worker that ended its job in good order; retires it when the pool is full.
-    pub(crate) fn give_back(&self, p: Proc) {
-        let mut p = Some(p);
-        if let Ok(mut g) = self.idle.lock() {
-            if g.len() < self.capacity {
-                g.extend(p.take());
-            }
-        }
-        if let Some(p) = p {
-            retire(vec![p]);
-        }
-    }
-
-    /// Idle workers now (for tests and stats).
-    pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().map(|g| g.len()).unwrap_or(0)
-    }
-
-    fn spawn(&self) -> Result<Proc> {
+impl ConnSource<Proc> for ProcSource {
+    fn connect(&self, _worker: usize) -> Result<Proc> {
         let (reply, answer) = bounded(1);
         let sent = {
             let mut g = self.spawner.lock().map_err(|_| backend_err("the worker spawner is poisoned".into()))?;
@@ -106,13 +72,6 @@ impl Pool {
             return Err(backend_err("the worker spawner thread is gone".into()));
         }
         answer.recv().map_err(|_| backend_err("the worker spawner thread is gone".into()))?
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let idle = self.idle.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default();
-        retire(idle);
     }
 }
 
@@ -158,7 +117,7 @@ fn spawn_process(exe: &Path) -> Result<Proc> {
 
 /// Ends idle workers: closing its socket makes a worker exit; one still there after a
 /// moment gets SIGKILL. Every one is reaped before this returns.
-fn retire(mut procs: Vec<Proc>) {
+pub(crate) fn retire(mut procs: Vec<Proc>) {
     for p in &procs {
         let _ = p.stream.shutdown(std::net::Shutdown::Both);
     }

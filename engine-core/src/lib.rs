@@ -24,6 +24,7 @@ mod order;
 pub mod outbox;
 pub mod placement;
 pub mod plain;
+pub mod pooled;
 pub mod progress;
 pub mod registry;
 pub mod remote;

@@ -15,8 +15,25 @@ use std::thread::JoinHandle;
 enum Chunk {
     /// Owned bytes, from an offset.
     Bytes(Vec<u8>, usize),
-    /// A batch's encoded items (shared with its retry copy), from an offset.
-    Items(EncodedBatch, usize),
+    /// A frame's tail, from an offset.
+    Tail(Tail, usize),
+}
+
+/// A frame's tail, sent without being copied.
+pub enum Tail {
+    /// A batch's encoded items (shared with its retry copy).
+    Items(EncodedBatch),
+    /// A shared value's bytes (shipped to a worker that cannot see the driver's store).
+    Shared(crate::store::SharedBytes),
+}
+
+impl Tail {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Tail::Items(b) => b.item_bytes(),
+            Tail::Shared(s) => (**s).as_ref(),
+        }
+    }
 }
 
 /// Join handles of the threads a job starts, joined when the job ends.
@@ -76,7 +93,7 @@ impl Outbox {
             for chunk in rx {
                 let res = match &chunk {
                     Chunk::Bytes(b, off) => w.write_all(&b[*off..]),
-                    Chunk::Items(b, off) => w.write_all(&b.item_bytes()[*off..]),
+                    Chunk::Tail(t, off) => w.write_all(&t.bytes()[*off..]),
                 };
                 left.fetch_sub(1, Ordering::Release);
                 if res.is_err() {
@@ -102,25 +119,30 @@ impl Outbox {
 
     /// Sends a frame made of `head` and, when given, a batch's encoded items.
     pub fn send(&self, head: Vec<u8>, items: Option<EncodedBatch>) -> std::io::Result<()> {
+        self.send_parts(head, items.map(Tail::Items))
+    }
+
+    /// Sends a frame made of `head` and, when given, a tail that is never copied.
+    pub fn send_parts(&self, head: Vec<u8>, tail: Option<Tail>) -> std::io::Result<()> {
         if self.pending.load(Ordering::Acquire) > 0 {
             self.enqueue(Chunk::Bytes(head, 0))?;
-            return match items {
-                Some(b) => self.enqueue(Chunk::Items(b, 0)),
+            return match tail {
+                Some(t) => self.enqueue(Chunk::Tail(t, 0)),
                 None => Ok(()),
             };
         }
         let n = send_now(&self.stream, &head)?;
         if n < head.len() {
             self.enqueue(Chunk::Bytes(head, n))?;
-            return match items {
-                Some(b) => self.enqueue(Chunk::Items(b, 0)),
+            return match tail {
+                Some(t) => self.enqueue(Chunk::Tail(t, 0)),
                 None => Ok(()),
             };
         }
-        if let Some(b) = items {
-            let n = send_now(&self.stream, b.item_bytes())?;
-            if n < b.item_bytes().len() {
-                self.enqueue(Chunk::Items(b, n))?;
+        if let Some(t) = tail {
+            let n = send_now(&self.stream, t.bytes())?;
+            if n < t.bytes().len() {
+                self.enqueue(Chunk::Tail(t, n))?;
             }
         }
         Ok(())
