@@ -4,7 +4,8 @@
 //! driver closes it. It never runs the user's `main`.
 //!
 //! Shared values reach a pod over its connection (`ToWorker::Blob`) into a private directory
-//! on its local disk, removed when it exits: pods do not see the driver's file system.
+//! on its local disk, removed when it exits: pods do not see the driver's file system, unless
+//! a volume is mounted at the driver's `path_shared` (`shared_volume`).
 
 use engine_core::knock::{knock, Secret};
 use engine_core::remote::{serve_connection, Incoming, Transport};
@@ -72,12 +73,14 @@ fn serve(driver: &str, secret: &Secret, name: &str) -> Result<(), String> {
     knock(&mut stream, secret, name).map_err(|e| e.to_string())?;
     let reader = stream.try_clone().map_err(|e| format!("cannot clone the connection: {e}"))?;
     let mut t = Counted { inner: StreamTransport::new(reader, stream, DEFAULT_MAX_FRAME), received: 0 };
-    let no_shared_fs = |dir: &str| -> engine_core::Result<Arc<dyn SharedStore>> {
-        Err(Error::Store(format!(
-            "a pod does not see the driver's directory {dir}: shared values must be sent over the connection"
-        )))
+    // Shared values come over the connection, or from a volume mounted at the driver's
+    // `path_shared` (`shared_volume`).
+    let open_volume = |dir: &str| -> engine_core::Result<Arc<dyn SharedStore>> {
+        share_store::open_dir_view(dir).map_err(|e| {
+            Error::Store(format!("pod {name}: the shared volume {dir} is not mounted here: {e}"))
+        })
     };
-    serve_connection(&mut t, &no_shared_fs, &share_store::local_dir_store)?;
+    serve_connection(&mut t, &open_volume, &share_store::local_dir_store)?;
     // A pod that exits 0 counts as done for its Job: a connection the driver closed without
     // a word (a refused knock) is a failure.
     match t.received {

@@ -1,96 +1,204 @@
-//! The Kubernetes backend, under construction: worker pods of one `batch/v1` Job that dial
-//! back to the driver over TCP (engine-core's `knock` and `StreamTransport`). This version
-//! holds what is built and tested so far: a kube-rs client for a kubeconfig (plain HTTP for a
-//! local API, rustls for real clusters), the Job the driver creates, and the [`listener`]
-//! that admits only workers knocking with the run's secret. `Kind::K8s` still reports that
-//! the backend is not built.
+//! The Kubernetes backend: the tasks run in the pods of one `batch/v1` Job, the same program
+//! built into a container image, and each pod dials back to the driver over TCP.
+//!
+//! - The first job creates a Secret holding a random 256-bit secret for the run, and a Job of
+//!   `max_workers` pods (labels for the run, `ttlSecondsAfterFinished`) running this program.
+//!   A pod becomes a worker before `main` ([`dial`]): it connects to the driver's advertised
+//!   address, knocks with the secret, and serves jobs until the driver closes its connection.
+//!   The driver's [`listener`] refuses (and logs) any connection without the secret, and
+//!   frames are bounded in size both ways.
+//! - Pods are engine-core's [`pooled`](engine_core::pooled) workers, like worker processes:
+//!   they stay connected between jobs; scheduling, retries of a lost pod's items, item
+//!   timeouts and ordering are engine-core's. A pod lost mid-item has its items re-run on the
+//!   others; the Job controller starts a replacement, which joins the next job (or this one,
+//!   if no pod is left).
+//! - `Shared` values are sent once to each pod over its connection, into a private directory
+//!   on the pod's disk ([`K8sBuilder::shared_volume`] reads them from a mounted volume
+//!   instead).
+//! - The engine deletes the Job (foreground propagation: its pods first) and the Secret when
+//!   it is dropped, on error, and on Ctrl-C. If the driver dies, pods exit when their
+//!   connection drops and the TTL removes the Job.
+//! - Pods that do not dial in within the start timeout fail the job with an error naming each
+//!   missing pod and what the cluster says of it (`ErrImagePull`, `Unschedulable`,
+//!   `CrashLoopBackOff`, an exit code); a Job that exhausted its `backoffLimit` fails it at
+//!   once.
+//!
+//! ```no_run
+//! use backend_k8s::K8sBuilder;
+//! use engine_core::Engine;
+//! engine_core::task!(Sq = |x: u64| -> u64 { x * x });
+//! let backend = K8sBuilder::new(4).image("registry.example.com/me/sq:1").command(["/app/sq"]).build()?;
+//! let engine = Engine::from_backend(backend);
+//! assert_eq!(engine.map(Sq, 0..5u64).run()?, vec![0, 1, 4, 9, 16]);
+//! # Ok::<(), engine_core::Error>(())
+//! ```
+#![warn(missing_docs)]
 
+mod advertise;
+pub mod api;
+pub mod cluster;
+mod conn;
 pub mod dial;
+pub mod job_spec;
 pub mod listener;
+pub mod options;
+#[doc(hidden)]
+pub mod sim;
+mod source;
 
-use engine_core::{Error, Result};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use std::collections::BTreeMap;
+pub use api::{client_from_kubeconfig, runtime};
+pub use options::K8sBuilder;
+
+use conn::PodConn;
+use engine_core::knock::Secret;
+use engine_core::pooled::{start_pooled, Pool};
+use engine_core::{Backend, Completions, Error, Plan, Result, Task};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn k8s_err(message: String) -> Error {
     Error::Backend { backend: "k8s", message }
 }
 
-/// A single-threaded tokio runtime for the driver's calls to the API server (the engine
-/// itself is synchronous; its calls are few: create, watch, delete).
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| k8s_err(format!("cannot start the Kubernetes client's runtime: {e}")))
+/// Worker pods of a Kubernetes Job. Build it with [`K8sBuilder`].
+pub struct K8sBackend {
+    workers: usize,
+    pool: Arc<Pool<PodConn>>,
+    cluster: Arc<cluster::Cluster>,
+    store: Arc<share_store::LazyDirStore>,
+    ship: bool,
+    driver: String,
+    refused: Arc<AtomicUsize>,
+    cleanup: u64,
 }
 
-/// A client for the cluster of the kubeconfig at `path`, its current context.
-pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .map_err(|e| k8s_err(format!("cannot read the kubeconfig {}: {e}", path.display())))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| k8s_err(format!("bad kubeconfig {}: {e}", path.display())))?;
-    kube::Client::try_from(config).map_err(|e| k8s_err(format!("cannot make a Kubernetes client: {e}")))
+impl std::fmt::Debug for K8sBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("K8sBackend")
+            .field("workers", &self.workers)
+            .field("namespace", &self.cluster.namespace)
+            .field("job", &self.cluster.names.job)
+            .field("driver", &self.driver)
+            .finish()
+    }
 }
 
-/// What the worker pods run and how many.
-#[derive(Debug, Clone)]
-pub struct WorkerJob {
-    /// The Job's name.
-    pub name: String,
-    /// The container image (the user's program, built into it).
-    pub image: String,
-    /// The command (the program's path in the image) and its arguments.
-    pub command: Vec<String>,
-    /// Environment of every worker (how to reach the driver, the run's secret...).
-    pub env: Vec<(String, String)>,
-    /// Pods at once: the engine's `max_workers`.
-    pub parallelism: i32,
-    /// Labels of the Job and its pods (the run's, to find and clean up).
-    pub labels: BTreeMap<String, String>,
-    /// Seconds the Job is kept after it finished (its pods exit when the driver goes).
-    pub ttl_seconds_after_finished: i32,
-}
-
-impl WorkerJob {
-    /// The `batch/v1` Job: `parallelism` pods, never restarted in place (a failed pod is
-    /// replaced by the Job controller, up to `backoffLimit`).
-    pub fn to_job(&self) -> Job {
-        let env =
-            self.env.iter().map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), ..Default::default() });
-        let container = Container {
-            name: "worker".into(),
-            image: Some(self.image.clone()),
-            command: Some(self.command.clone()),
-            env: Some(env.collect()),
-            ..Default::default()
-        };
-        Job {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                labels: Some(self.labels.clone()),
-                ..Default::default()
-            },
-            spec: Some(JobSpec {
-                parallelism: Some(self.parallelism),
-                completions: Some(self.parallelism),
-                backoff_limit: Some(self.parallelism * 3),
-                ttl_seconds_after_finished: Some(self.ttl_seconds_after_finished),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(self.labels.clone()), ..Default::default() }),
-                    spec: Some(PodSpec {
-                        containers: vec![container],
-                        restart_policy: Some("Never".into()),
-                        ..Default::default()
-                    }),
-                },
-                ..Default::default()
-            }),
-            ..Default::default()
+impl K8sBackend {
+    fn from_builder(opts: K8sBuilder) -> Result<K8sBackend> {
+        // Serve here if this process is a worker pod whose pre-main entry did not run.
+        engine_core::entry::become_worker_if_asked();
+        if opts.shared_volume && opts.path_shared.is_none() {
+            return Err(Error::Config("`shared_volume` needs `path_shared`: the directory pods see".into()));
         }
+        let api = api::Api::start(opts.kubeconfig.as_deref())?;
+        let namespace = opts.namespace.clone().unwrap_or_else(|| api.config.default_namespace.clone());
+        let (bind, host) = advertise::plan(opts.advertise.as_deref(), &opts.listen, &api.config.cluster_url)?;
+        let secret = Secret::random()?;
+        let id = secret.to_hex()[..10].to_string();
+        let names = job_spec::RunNames::new(&id);
+        let listener = listener::Listener::bind(&bind, secret.clone())?;
+        let driver = format!("{host}:{}", listener.addr().port());
+        let exe = std::env::current_exe()
+            .map_err(|e| k8s_err(format!("cannot find this executable (the pods' default command): {e}")))?;
+        let job = job_spec::worker_job(&opts, &names, &driver, &[exe.to_string_lossy().into_owned()])?;
+        let run_secret = job_spec::run_secret(&names, &secret.to_hex(), &opts.labels);
+        let cluster = Arc::new(cluster::Cluster { api, namespace, names });
+        let refused = listener.refused_counter();
+        let source = source::PodSource {
+            cluster: Arc::clone(&cluster),
+            listener,
+            to_create: Mutex::new(Some((run_secret, job))),
+            start_timeout: opts.start_timeout,
+            live: Arc::new(AtomicUsize::new(0)),
+            arrived: Mutex::new(Default::default()),
+        };
+        let cleanup = engine_core::interrupt::cleanup_id();
+        engine_core::interrupt::register_cleanup(cleanup, cluster.deleter());
+        Ok(K8sBackend {
+            workers: opts.workers,
+            pool: Arc::new(Pool::new(opts.workers, source)),
+            cluster,
+            store: Arc::new(share_store::LazyDirStore::new(opts.path_shared.clone())),
+            ship: !opts.shared_volume,
+            driver,
+            refused,
+            cleanup,
+        })
+    }
+
+    /// The run's Job (created with the first job).
+    pub fn job_name(&self) -> &str {
+        &self.cluster.names.job
+    }
+
+    /// The namespace of the run's Job and Secret.
+    pub fn namespace(&self) -> &str {
+        &self.cluster.namespace
+    }
+
+    /// The label selector of the run's Job and pods.
+    pub fn selector(&self) -> String {
+        self.cluster.names.selector()
+    }
+
+    /// The address pods dial.
+    pub fn driver_address(&self) -> &str {
+        &self.driver
+    }
+
+    /// Connections refused so far (no knock, or a wrong secret).
+    pub fn refused_connections(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Pods connected and idle between jobs.
+    pub fn idle_workers(&self) -> usize {
+        self.pool.idle_count()
+    }
+}
+
+impl Drop for K8sBackend {
+    fn drop(&mut self) {
+        // Pods exit 0 when their connection closes; then the Job and Secret go.
+        self.pool.retire_idle();
+        self.cluster.delete();
+        engine_core::interrupt::unregister_cleanup(self.cleanup);
+    }
+}
+
+impl Backend for K8sBackend {
+    fn name(&self) -> &'static str {
+        "k8s"
+    }
+
+    fn max_workers(&self) -> usize {
+        self.workers
+    }
+
+    /// A message crosses a network: aim at 50 ms batches.
+    fn auto_batch_target(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+
+    /// Outputs arrive as bytes: plain numbers are copied straight into the result.
+    fn places_outputs(&self) -> bool {
+        true
+    }
+
+    fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+        &'a self,
+        plan: Plan<T, I>,
+    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
+        let share_dir = || self.store.dir().map(|d| d.to_string_lossy().into_owned());
+        start_pooled(
+            "k8s",
+            &self.pool,
+            plan,
+            self.store.clone(),
+            share_dir,
+            self.ship,
+            engine_core::wire::DEFAULT_MAX_FRAME,
+        )
     }
 }

@@ -93,6 +93,11 @@ impl Listener {
     pub fn refused(&self) -> usize {
         self.refused.load(Ordering::Acquire)
     }
+
+    /// The count of refused connections, shared (it outlives a borrow of the listener).
+    pub fn refused_counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.refused)
+    }
 }
 
 impl Drop for Listener {

@@ -1,76 +1,34 @@
 //! kube-rs against the local Kubernetes API of `tools/k8s-sim` (real HTTP, real JSON): the
-//! calls the backend makes — create the worker Job, see its pods run with their environment,
-//! delete it with foreground propagation — checked end to end, pods run as local processes.
+//! worker Job the backend makes — created, its pods run with their environment (a value, the
+//! run's secret through a Secret, the pod's name through the downward API), deleted with
+//! foreground propagation — checked end to end, pods run as local processes.
 
-use backend_k8s::{client_from_kubeconfig, runtime, WorkerJob};
+use backend_k8s::job_spec::{run_secret, worker_job, RunNames};
+use backend_k8s::sim::Simulator;
+use backend_k8s::{client_from_kubeconfig, runtime, K8sBuilder};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The simulator, stopped (SIGTERM: it kills its pods) when dropped.
-struct Simulator {
-    child: Child,
-    kubeconfig: PathBuf,
-}
-
-impl Simulator {
-    fn start() -> Simulator {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let kubeconfig = std::env::temp_dir().join(format!("adpe-k8s-sim-{}.kubeconfig", std::process::id()));
-        let mut child = Command::new("python3")
-            .arg(root.join("tools/k8s-sim/k8s_sim.py"))
-            .args(["--port", "0", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the simulator");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
-        Simulator { child, kubeconfig }
-    }
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) of our child.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.kubeconfig);
-    }
-}
-
-unsafe fn libc_kill(pid: i32, sig: i32) {
-    extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-    kill(pid, sig);
-}
-
 #[test]
-fn kube_rs_creates_a_worker_job_sees_its_pods_run_and_deletes_it() {
-    let sim = Simulator::start();
+fn kube_rs_creates_the_worker_job_sees_its_pods_run_and_deletes_it() {
+    let sim = Simulator::start(&[]).unwrap();
     let rt = runtime().unwrap();
     rt.block_on(async {
         let client = client_from_kubeconfig(&sim.kubeconfig).await.unwrap();
         let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-        let pods: Api<Pod> = Api::namespaced(client, "default");
-        let spec = WorkerJob {
-            name: "adpe-smoke".into(),
-            image: "local/this-program".into(),
-            command: vec!["/bin/sh".into(), "-c".into(), "echo \"$GREETING\"; sleep 0.2".into()],
-            env: vec![("GREETING".into(), "hello from a pod".into())],
-            parallelism: 2,
-            labels: [("adparallelengine/run".to_string(), "smoke".to_string())].into(),
-            ttl_seconds_after_finished: 60,
-        };
-        jobs.create(&PostParams::default(), &spec.to_job()).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let secrets: Api<Secret> = Api::namespaced(client, "default");
+        let names = RunNames::new("smoke");
+        let opts = K8sBuilder::new(2).image("local/this-program").env("GREETING", "hello from");
+        let script = "echo \"$GREETING $ADPARALLELENGINE_WORKER_NAME $ADPARALLELENGINE_SECRET $ADPARALLELENGINE_DRIVER\"";
+        let cmd = ["/bin/sh".to_string(), "-c".into(), script.into()];
+        let job = worker_job(&opts, &names, "127.0.0.1:9", &cmd).unwrap();
+        secrets.create(&PostParams::default(), &run_secret(&names, "feed", &Default::default())).await.unwrap();
+        jobs.create(&PostParams::default(), &job).await.unwrap();
         // Both pods run to completion; their logs show the environment arrived.
-        let selector = ListParams::default().labels("adparallelengine/run=smoke");
+        let selector = ListParams::default().labels(&names.selector());
         let deadline = Instant::now() + Duration::from_secs(30);
         let done = loop {
             let list = pods.list(&selector).await.unwrap();
@@ -84,13 +42,12 @@ fn kube_rs_creates_a_worker_job_sees_its_pods_run_and_deletes_it() {
         for p in &done {
             let name = p.metadata.name.clone().unwrap();
             let log = pods.logs(&name, &Default::default()).await.unwrap();
-            assert_eq!(log.trim(), "hello from a pod", "{name}");
+            assert_eq!(log.trim(), format!("hello from {name} feed 127.0.0.1:9"));
         }
         // Foreground deletion: the Job goes once its pods are gone.
-        jobs.delete("adpe-smoke", &DeleteParams::foreground()).await.unwrap();
+        jobs.delete(&names.job, &DeleteParams::foreground()).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while jobs.get_opt("adpe-smoke").await.unwrap().is_some()
-            || !pods.list(&selector).await.unwrap().items.is_empty()
+        while jobs.get_opt(&names.job).await.unwrap().is_some() || !pods.list(&selector).await.unwrap().items.is_empty()
         {
             assert!(Instant::now() < deadline, "the Job or its pods outlived a foreground delete");
             tokio::time::sleep(Duration::from_millis(100)).await;

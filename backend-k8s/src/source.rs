@@ -1,0 +1,127 @@
+//! Where a run's workers come from: the Job is created with the first job, and its pods
+//! dial in through the [`Listener`]. Waiting for them is bounded by the start timeout, and
+//! the pods' states are looked at meanwhile, so a pod that cannot start is named with its
+//! reason instead of a hang.
+
+use crate::cluster::{Cluster, PodState};
+use crate::conn::PodConn;
+use crate::k8s_err;
+use crate::listener::Listener;
+use crossbeam_channel::RecvTimeoutError;
+use engine_core::pooled::ConnSource;
+use engine_core::Result;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the pods' states are read while waiting for them.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// A replacement for a pod lost mid-job is waited for this long when other pods are still
+/// working (the job goes on without it; the next job takes it), and up to the start
+/// timeout when none is.
+const REPLACE_WAIT: Duration = Duration::from_millis(100);
+
+pub(crate) struct PodSource {
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) listener: Listener,
+    /// The run's Secret and Job, until they are created (with the first job).
+    pub(crate) to_create: Mutex<Option<(Secret, Job)>>,
+    pub(crate) start_timeout: Duration,
+    /// Connected pods.
+    pub(crate) live: Arc<AtomicUsize>,
+    /// Pods that dialed in (by name), for the error that names the missing ones.
+    pub(crate) arrived: Mutex<HashSet<String>>,
+}
+
+impl PodSource {
+    fn ensure_created(&self) -> Result<()> {
+        let mut g = self.to_create.lock().map_err(|_| k8s_err("the run's state is poisoned".into()))?;
+        if let Some((secret, job)) = g.as_ref() {
+            tracing::info!(job = self.cluster.names.job, namespace = self.cluster.namespace, "creating the worker Job");
+            self.cluster.create(secret.clone(), job.clone())?;
+            *g = None;
+        }
+        Ok(())
+    }
+
+    /// The next pod to dial in, within `wait`.
+    fn wait_for(&self, worker: usize, wait: Duration) -> Result<PodConn> {
+        self.ensure_created()?;
+        let began = Instant::now();
+        let mut next_look = began + LOOK_EVERY;
+        let mut seen: Vec<PodState> = Vec::new();
+        loop {
+            let left = wait.saturating_sub(began.elapsed());
+            match self.listener.arrivals().recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(a) => {
+                    self.live.fetch_add(1, Ordering::AcqRel);
+                    if let Ok(mut g) = self.arrived.lock() {
+                        g.insert(a.name.clone());
+                    }
+                    tracing::debug!(worker, pod = a.name, peer = %a.peer, "pod joined");
+                    return Ok(PodConn {
+                        stream: Arc::new(a.stream),
+                        pod: a.name,
+                        peer: a.peer,
+                        cluster: Arc::clone(&self.cluster),
+                        live: Arc::clone(&self.live),
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(k8s_err("the driver's listener stopped".into())),
+            }
+            if Instant::now() >= next_look {
+                next_look = Instant::now() + LOOK_EVERY;
+                if let Some(why) = self.cluster.job_failure()? {
+                    let pods = self.cluster.pods().unwrap_or_default();
+                    return Err(k8s_err(format!(
+                        "the worker Job {} failed ({why}); {}",
+                        self.cluster.names.job,
+                        self.describe_missing(&pods)
+                    )));
+                }
+                seen = self.cluster.pods().unwrap_or(seen);
+            }
+            if began.elapsed() >= wait {
+                let seen = self.cluster.pods().unwrap_or(seen);
+                let refused = match self.listener.refused() {
+                    0 => String::new(),
+                    n => format!("; {n} connection(s) refused (wrong secret or not a worker)"),
+                };
+                return Err(k8s_err(format!(
+                    "worker {worker}: no pod dialed in to {} within {wait:?}; {}{refused}",
+                    self.listener.addr(),
+                    self.describe_missing(&seen)
+                )));
+            }
+        }
+    }
+
+    /// The pods that have not dialed in, and what the cluster says of them.
+    fn describe_missing(&self, pods: &[PodState]) -> String {
+        let arrived = self.arrived.lock().map(|g| g.clone()).unwrap_or_default();
+        let missing: Vec<String> =
+            pods.iter().filter(|p| !arrived.contains(&p.name)).map(ToString::to_string).collect();
+        match missing.is_empty() {
+            true => format!("the Job {} has no pod waiting to start", self.cluster.names.job),
+            false => missing.join("; "),
+        }
+    }
+}
+
+impl ConnSource<PodConn> for PodSource {
+    fn connect(&self, worker: usize) -> Result<PodConn> {
+        self.wait_for(worker, self.start_timeout)
+    }
+
+    fn replace(&self, worker: usize) -> Result<PodConn> {
+        match self.live.load(Ordering::Acquire) {
+            0 => self.wait_for(worker, self.start_timeout),
+            _ => self.wait_for(worker, REPLACE_WAIT),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The Kubernetes backend end to end, with no cluster: kube-rs over HTTP to the local API of
+//! `tools/k8s-sim`, whose node agent runs each worker pod as a local process of this very
+//! test binary, dialing back to the driver over TCP with the run's secret.
+
+use backend_k8s::sim::Simulator;
+use backend_k8s::{client_from_kubeconfig, runtime, K8sBackend, K8sBuilder};
+use engine_core::{Engine, Shared};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams};
+use std::time::{Duration, Instant};
+
+engine_core::task!(AddSum = |x: u64, args: &Shared<Vec<u64>>| -> u64 { x * x + args.iter().sum::<u64>() });
+engine_core::task!(SlowSquare = |x: u64| -> u64 {
+    std::thread::sleep(Duration::from_millis(20));
+    x * x
+});
+
+fn backend(sim: &Simulator, workers: usize) -> K8sBuilder {
+    K8sBuilder::new(workers).kubeconfig(&sim.kubeconfig).image("local/this-test").start_timeout(Duration::from_secs(30))
+}
+
+/// Processes of this machine serving as workers of the driver at `driver`.
+fn worker_pids(driver: &str) -> Vec<i32> {
+    let needle = format!("ADPARALLELENGINE_DRIVER={driver}");
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until `cond` holds (or fails after 30 s, saying `what`).
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The run's Job, pods and Secret still on the cluster.
+fn leftovers(sim: &Simulator, b: (&str, String)) -> usize {
+    let (selector, ns) = (b.0.to_string(), b.1);
+    runtime().unwrap().block_on(async {
+        let c = client_from_kubeconfig(&sim.kubeconfig).await.unwrap();
+        let lp = ListParams::default().labels(&selector);
+        Api::<Job>::namespaced(c.clone(), &ns).list(&lp).await.unwrap().items.len()
+            + Api::<Pod>::namespaced(c.clone(), &ns).list(&lp).await.unwrap().items.len()
+            + Api::<Secret>::namespaced(c, &ns).list(&lp).await.unwrap().items.len()
+    })
+}
+
+fn run_facts(b: &K8sBackend) -> (String, String, String) {
+    (b.selector(), b.namespace().to_string(), b.driver_address().to_string())
+}
+
+#[test]
+fn jobs_run_on_pods_with_shared_values_and_dropping_the_engine_deletes_everything() {
+    let sim = Simulator::start(&[]).unwrap();
+    let b = backend(&sim, 2).build().unwrap();
+    let (selector, ns, driver) = run_facts(&b);
+    let engine = Engine::from_backend(b);
+    let shared = Shared::new(vec![1u64, 2, 3]);
+    let out = engine.map(AddSum, 0..200u64).args(shared.clone()).batched(7).run().unwrap();
+    assert_eq!(out, (0..200u64).map(|x| x * x + 6).collect::<Vec<_>>());
+    // A second job reuses the connected pods (the value is not sent again).
+    assert_eq!(engine.backend().idle_workers(), 2);
+    let out = engine.map(AddSum, [5u64, 6]).args(shared).run().unwrap();
+    assert_eq!(out, vec![31, 42]);
+    assert_eq!(worker_pids(&driver).len(), 2, "two pods, two processes");
+    assert!(leftovers(&sim, (&selector, ns.clone())) >= 4, "Job, 2 pods and Secret are there while it runs");
+    drop(engine);
+    eventually("the Job, its pods and the Secret are deleted", || leftovers(&sim, (&selector, ns.clone())) == 0);
+    eventually("no worker process is left", || worker_pids(&driver).is_empty());
+}
+
+#[test]
+fn a_pod_killed_mid_item_loses_no_item() {
+    let sim = Simulator::start(&[]).unwrap();
+    let b = backend(&sim, 2).build().unwrap();
+    let driver = b.driver_address().to_string();
+    let engine = Engine::from_backend(b);
+    let mut stream = engine.map(SlowSquare, 0..150u64).batched(3).stream().unwrap();
+    let mut got = Vec::new();
+    let mut killed = None;
+    while let Some(r) = stream.next() {
+        got.push(r.unwrap());
+        if got.len() == 10 {
+            let pid = *worker_pids(&driver).first().expect("a worker process");
+            // SAFETY: kill(2) of a pod's process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = Some(pid);
+        }
+    }
+    assert!(killed.is_some());
+    assert_eq!(got, (0..150u64).map(|x| x * x).collect::<Vec<_>>());
+    drop(stream);
+    // The Job controller replaced the pod; the next job runs on two pods again.
+    assert_eq!(engine.map(SlowSquare, 0..20u64).run().unwrap(), (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_pod_that_never_starts_is_named_with_its_reason_within_the_start_timeout() {
+    let sim = Simulator::start(&[]).unwrap();
+    for (b, reason) in [
+        (backend(&sim, 1).image("missing/no-such-image:1"), "ImagePull"),
+        (backend(&sim, 1).node_selector("pool", "gpu"), "Unschedulable"),
+    ] {
+        let b = b.start_timeout(Duration::from_secs(3)).build().unwrap();
+        let job = b.job_name().to_string();
+        let engine = Engine::from_backend(b);
+        let t0 = Instant::now();
+        let err = engine.map(SlowSquare, 0..10u64).run().unwrap_err().to_string();
+        eprintln!("after {:?}: {err}", t0.elapsed());
+        assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
+        assert!(err.contains(reason) && err.contains(&format!("pod {job}")), "{err}");
+    }
+}
+
+#[test]
+fn a_connection_with_the_wrong_secret_is_refused_while_pods_work() {
+    let sim = Simulator::start(&[]).unwrap();
+    let b = backend(&sim, 2).build().unwrap();
+    let driver = b.driver_address().to_string();
+    let engine = Engine::from_backend(b);
+    assert_eq!(engine.map(SlowSquare, 0..4u64).run().unwrap(), vec![0, 1, 4, 9]);
+    let mut stranger = std::net::TcpStream::connect(&driver).unwrap();
+    engine_core::knock::knock(&mut stranger, &engine_core::knock::Secret::random().unwrap(), "intruder").unwrap();
+    eventually("the stranger is refused", || engine.backend().refused_connections() == 1);
+    assert_eq!(engine.map(SlowSquare, 0..40u64).run().unwrap(), (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+}
