@@ -19,6 +19,9 @@ pub enum AnyBackend {
     /// The other ranks of an `mpirun` job.
     #[cfg(feature = "mpi")]
     Mpi(backend_mpi::MpiBackend),
+    /// The pods of a Kubernetes Job.
+    #[cfg(feature = "k8s")]
+    K8s(backend_k8s::K8sBackend),
 }
 
 impl AnyBackend {
@@ -32,6 +35,8 @@ impl AnyBackend {
             AnyBackend::Process(_) => Kind::Process,
             #[cfg(feature = "mpi")]
             AnyBackend::Mpi(_) => Kind::Mpi,
+            #[cfg(feature = "k8s")]
+            AnyBackend::K8s(_) => Kind::K8s,
         }
     }
 }
@@ -46,6 +51,8 @@ macro_rules! each {
             AnyBackend::Process($b) => $e,
             #[cfg(feature = "mpi")]
             AnyBackend::Mpi($b) => $e,
+            #[cfg(feature = "k8s")]
+            AnyBackend::K8s($b) => $e,
         }
     };
 }
@@ -106,6 +113,12 @@ impl BackendFactory for Kind {
             #[cfg(feature = "process")]
             Kind::Process => Ok(AnyBackend::Process(
                 backend_process::ProcessBackend::new(workers)?.path_shared(config.path_shared.clone()),
+            )),
+            // The cluster and the pods' image come from the environment (KUBECONFIG,
+            // ADPARALLELENGINE_K8S_IMAGE...): the program itself is unchanged.
+            #[cfg(feature = "k8s")]
+            Kind::K8s => Ok(AnyBackend::K8s(
+                backend_k8s::K8sBuilder::from_env(workers)?.path_shared(config.path_shared.clone()).build()?,
             )),
             other => Err(engine_core::Error::KindUnavailable {
                 kind: other.as_str().into(),

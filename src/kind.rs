@@ -59,7 +59,7 @@ impl Kind {
             Kind::Threads => (cfg!(feature = "threads"), true),
             Kind::Process => (cfg!(feature = "process"), true),
             Kind::Mpi => (cfg!(feature = "mpi"), true),
-            Kind::K8s => (cfg!(feature = "k8s"), false),
+            Kind::K8s => (cfg!(feature = "k8s"), true),
         };
         if !feature_on {
             Some(format!(

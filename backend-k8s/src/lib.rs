@@ -108,6 +108,7 @@ impl K8sBackend {
         let source = source::PodSource {
             cluster: Arc::clone(&cluster),
             listener,
+            driver: driver.clone(),
             to_create: Mutex::new(Some((run_secret, job))),
             start_timeout: opts.start_timeout,
             live: Arc::new(AtomicUsize::new(0)),

@@ -28,6 +28,8 @@ const REPLACE_WAIT: Duration = Duration::from_millis(100);
 pub(crate) struct PodSource {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) listener: Listener,
+    /// The address pods dial (for errors).
+    pub(crate) driver: String,
     /// The run's Secret and Job, until they are created (with the first job).
     pub(crate) to_create: Mutex<Option<(Secret, Job)>>,
     pub(crate) start_timeout: Duration,
@@ -94,7 +96,7 @@ impl PodSource {
                 };
                 return Err(k8s_err(format!(
                     "worker {worker}: no pod dialed in to {} within {wait:?}; {}{refused}",
-                    self.listener.addr(),
+                    self.driver,
                     self.describe_missing(&seen)
                 )));
             }

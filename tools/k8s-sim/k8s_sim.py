@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import collections
+import contextlib
 import copy
 import ctypes
 import dataclasses
@@ -2969,9 +2970,28 @@ async def serve(args: argparse.Namespace) -> int:
     controllers = [GarbageCollector(api), JobController(api), node]
     tasks = [asyncio.create_task(c.run()) for c in controllers]
     write_kubeconfig(args.kubeconfig, node.port)
-    print(f"listening on http://{NODE_IP}:{node.port}", flush=True)
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    # With a command: announce on stderr (its stdout is the command's), run it against this
+    # API, and stop when it ends, exiting with its status (as `mpirun` does for its ranks).
+    print(f"listening on http://{NODE_IP}:{node.port}", flush=True, file=sys.stderr if command else sys.stdout)
+    status = 0
     try:
-        await stop.wait()
+        if command:
+            env = dict(os.environ, KUBECONFIG=os.path.abspath(args.kubeconfig))
+            proc = await asyncio.create_subprocess_exec(*command, env=env)
+            waiter = asyncio.create_task(proc.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                proc.terminate()
+                await proc.wait()
+            stopper.cancel()
+            rc = proc.returncode if proc.returncode is not None else 1
+            status = 128 - rc if rc < 0 else rc
+        else:
+            await stop.wait()
     finally:
         server.close()
         http_server.close_all()
@@ -2982,7 +3002,10 @@ async def serve(args: argparse.Namespace) -> int:
         guard.close()
         if not args.log_dir:
             shutil.rmtree(log_dir, ignore_errors=True)
-    return 0
+        if command:
+            with contextlib.suppress(OSError):
+                os.remove(args.kubeconfig)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -2998,6 +3021,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="pod processes inherit the simulator's whole environment (default: PATH, HOME, "
                              "LANG, LC_ALL, TZ, TMPDIR only, plus the pod's env)")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="after --: a command to run against this API (KUBECONFIG set for it); the "
+                             "simulator stops when it ends and exits with its status")
     args = parser.parse_args(argv)
     return asyncio.run(serve(args))
 

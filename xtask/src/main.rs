@@ -15,6 +15,7 @@ mod bench;
 mod check;
 mod ci;
 mod matrix;
+mod k8s;
 mod mpi;
 mod run;
 

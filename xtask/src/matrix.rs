@@ -52,10 +52,12 @@ impl Default for Options {
 }
 
 /// The command prefix that starts the example for `kind` (the binary and its arguments follow):
-/// `mpirun -n 3` for `mpi` (rank 0 drives, 2 worker ranks), nothing for the others.
+/// `mpirun -n 3` for `mpi` (rank 0 drives, 2 worker ranks), the local Kubernetes API's
+/// command mode for `k8s`, nothing for the others.
 pub fn launcher(kind: &str) -> Vec<String> {
     match kind {
         "mpi" => crate::mpi::launch_prefix(MPI_RANKS),
+        "k8s" => crate::k8s::launch_prefix(&workspace_root()),
         _ => Vec::new(),
     }
 }
@@ -172,8 +174,10 @@ fn command(root: &Path, bin: &Path, kind: &str, args: &[String]) -> Command {
         None => Command::new(bin),
     };
     cmd.args(args).current_dir(root);
-    if kind == "mpi" {
-        crate::mpi::launch_env(&mut cmd);
+    match kind {
+        "mpi" => crate::mpi::launch_env(&mut cmd),
+        "k8s" => crate::k8s::launch_env(&mut cmd),
+        _ => {}
     }
     cmd
 }
@@ -486,10 +490,14 @@ mod tests {
     }
 
     #[test]
-    fn only_mpi_has_a_launcher() {
-        for k in KINDS.into_iter().filter(|k| *k != "mpi") {
+    fn only_mpi_and_k8s_have_a_launcher() {
+        for k in KINDS.into_iter().filter(|k| *k != "mpi" && *k != "k8s") {
             assert!(launcher(k).is_empty(), "{k}");
         }
+        let k8s = launcher("k8s");
+        assert_eq!(k8s[0], "python3");
+        assert!(k8s[1].ends_with("tools/k8s-sim/k8s_sim.py") && Path::new(&k8s[1]).is_file(), "{k8s:?}");
+        assert_eq!(k8s.last().map(String::as_str), Some("--"));
         let mpi = launcher("mpi");
         if crate::mpi::available() {
             assert!(mpi[0] == "mpirun" || mpi[0] == "mpiexec", "{mpi:?}");

@@ -54,7 +54,8 @@ pub fn launch_env(cmd: &mut Command) {
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
 }
 
-/// Cargo arguments that turn the feature on, when it should be.
+/// Cargo arguments that turn the backends' features on: `k8s` always (it needs nothing
+/// installed to build), `mpi` when MPI is here.
 pub fn feature_args() -> Result<Vec<&'static str>, String> {
-    Ok(if build_with_mpi()? { vec!["--features", "mpi"] } else { Vec::new() })
+    Ok(if build_with_mpi()? { vec!["--features", "mpi,k8s"] } else { vec!["--features", "k8s"] })
 }
