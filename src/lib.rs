@@ -45,12 +45,12 @@ pub type Engine<B = AnyBackend> = engine_core::Engine<B>;
 
 /// The backends, for direct use.
 pub mod backends {
-    /// The MPI backend, and MPI itself for a program's own messages before its engine.
-    #[cfg(feature = "mpi")]
-    pub use backend_mpi as mpi;
     /// The Kubernetes backend: [`K8sBuilder`](backend_k8s::K8sBuilder) for every option.
     #[cfg(feature = "k8s")]
     pub use backend_k8s as k8s;
+    /// The MPI backend, and MPI itself for a program's own messages before its engine.
+    #[cfg(feature = "mpi")]
+    pub use backend_mpi as mpi;
     #[cfg(feature = "process")]
     pub use backend_process::{live_workers, ProcessBackend};
     pub use backend_serial::SerialBackend;

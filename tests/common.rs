@@ -33,3 +33,12 @@ pub fn threads(workers: usize) -> Engine {
 pub fn processes(workers: usize) -> Engine {
     Engine::builder(Kind::Process).max_workers(workers).progress(Progress::quiet()).build().expect("engine")
 }
+
+/// The path of example `name`, built with this test binary (`cargo test` builds examples;
+/// `cargo test --test X` alone does not: then run `cargo build --example NAME` first).
+pub fn example(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().expect("this test's path");
+    let profile_dir = exe.parent().and_then(std::path::Path::parent).expect("a target directory");
+    profile_dir.join("examples").join(name)
+}

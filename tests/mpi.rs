@@ -4,18 +4,15 @@
 //! hang fails the test instead of holding it.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use adparallelengine::{Engine, Kind};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/mpi-<hash> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    profile_dir.join("examples").join(name)
-}
+use common::example;
 
 /// `mpirun` (OpenMPI, with `--oversubscribe`) or `mpiexec` (MPICH).
 fn launcher(ranks: usize) -> Command {

@@ -4,7 +4,7 @@ mod common;
 
 use adparallelengine::{register_task, task, AnyBackend, Batching, BoxError, Engine, Error, FailureKind, Task};
 use common::processes;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -397,12 +397,7 @@ fn dropping_a_job_or_the_engine_leaves_no_worker() {
     assert_no_worker_left("after dropping the engine");
 }
 
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/process-<hash> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    profile_dir.join("examples").join(name)
-}
+use common::example;
 
 /// Starts `interrupt_me`, waits for its first result, sends `signal`, and checks its workers
 /// and its shared files; returns the driver's exit status.

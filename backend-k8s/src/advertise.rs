@@ -20,13 +20,12 @@ pub(crate) fn plan(advertise: Option<&str>, listen: &str, api: &http::Uri) -> Re
     }
     let host = api.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']');
     let port = api.port_u16().unwrap_or(443);
-    let target: SocketAddr = (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| k8s_err(format!("cannot resolve the API server {host}: give the driver's address with `.advertise(..)`")))?;
-    let local = route_to(target)
-        .ok_or_else(|| k8s_err(format!("no route to the API server {target}: give the driver's address with `.advertise(..)`")))?;
+    let target: SocketAddr = (host, port).to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| {
+        k8s_err(format!("cannot resolve the API server {host}: give the driver's address with `.advertise(..)`"))
+    })?;
+    let local = route_to(target).ok_or_else(|| {
+        k8s_err(format!("no route to the API server {target}: give the driver's address with `.advertise(..)`"))
+    })?;
     Ok((format!("{listen}:0"), local.to_string()))
 }
 

@@ -32,9 +32,9 @@ pub async fn config(path: Option<&Path>) -> Result<kube::Config> {
                 .await
                 .map_err(|e| k8s_err(format!("bad kubeconfig {}: {e}", path.display())))
         }
-        None => kube::Config::infer().await.map_err(|e| {
-            k8s_err(format!("no Kubernetes cluster configured (set KUBECONFIG, or run in a pod): {e}"))
-        }),
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| k8s_err(format!("no Kubernetes cluster configured (set KUBECONFIG, or run in a pod): {e}"))),
     }
 }
 

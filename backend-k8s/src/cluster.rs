@@ -83,9 +83,10 @@ impl Cluster {
             Resource::<Secret>::namespaced(c, &ns).create(&PostParams::default(), &secret).await.map(|_| ())
         })?;
         let ns = self.namespace.clone();
-        let made = self.api.call(&format!("create the Job {} in namespace {ns}", self.names.job), move |c| async move {
-            Resource::<Job>::namespaced(c, &ns).create(&PostParams::default(), &job).await.map(|_| ())
-        });
+        let made =
+            self.api.call(&format!("create the Job {} in namespace {ns}", self.names.job), move |c| async move {
+                Resource::<Job>::namespaced(c, &ns).create(&PostParams::default(), &job).await.map(|_| ())
+            });
         if made.is_err() {
             self.delete();
         }
@@ -107,9 +108,10 @@ impl Cluster {
         self.api.call("read the worker Job", move |c| async move {
             let job = Resource::<Job>::namespaced(c, &ns).get_opt(&name).await?;
             let conditions = job.and_then(|j| j.status).and_then(|s| s.conditions).unwrap_or_default();
-            Ok(conditions.into_iter().find(|c| c.type_ == "Failed" && c.status == "True").map(|c| {
-                format!("{}: {}", c.reason.unwrap_or_default(), c.message.unwrap_or_default())
-            }))
+            Ok(conditions
+                .into_iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+                .map(|c| format!("{}: {}", c.reason.unwrap_or_default(), c.message.unwrap_or_default())))
         })
     }
 

@@ -7,6 +7,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A pod that dialed in and knocked with the run's secret.
 pub(crate) struct PodConn {
@@ -60,6 +61,10 @@ impl Conn for PodConn {
         n > 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
     }
 
+    fn reset(&mut self) {
+        let _ = self.stream.set_read_timeout(None);
+    }
+
     fn kill(&mut self) {
         stop(&self.stream, &self.cluster, &self.pod);
     }
@@ -92,4 +97,14 @@ impl ConnHandle for PodHandle {
     fn kill(&self) {
         stop(&self.stream, &self.cluster, &self.pod);
     }
+
+    /// A pod costs seconds to replace: a cancelled job's pod is told to end the job, and
+    /// kept, unless it has not within [`DRAIN_LIMIT`] (its reader's read times out).
+    fn cancel(&self) -> bool {
+        self.stream.set_read_timeout(Some(DRAIN_LIMIT)).is_ok()
+    }
 }
+
+/// How long a pod of a cancelled job has to finish its batches in hand and end the job
+/// before it is deleted.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);

@@ -76,16 +76,21 @@ fn serve(driver: &str, secret: &Secret, name: &str) -> Result<(), String> {
     // Shared values come over the connection, or from a volume mounted at the driver's
     // `path_shared` (`shared_volume`).
     let open_volume = |dir: &str| -> engine_core::Result<Arc<dyn SharedStore>> {
-        share_store::open_dir_view(dir).map_err(|e| {
-            Error::Store(format!("pod {name}: the shared volume {dir} is not mounted here: {e}"))
-        })
+        share_store::open_dir_view(dir)
+            .map_err(|e| Error::Store(format!("pod {name}: the shared volume {dir} is not mounted here: {e}")))
     };
-    serve_connection(&mut t, &open_volume, &share_store::local_dir_store)?;
-    // A pod that exits 0 counts as done for its Job: a connection the driver closed without
-    // a word (a refused knock) is a failure.
-    match t.received {
-        0 => Err("the driver closed the connection without a word: the secret was refused?".into()),
-        _ => Ok(()),
+    let served = serve_connection(&mut t, &open_volume, &share_store::local_dir_store);
+    // A pod that exits 0 counts as done for its Job, and is not replaced. A connection the
+    // driver closed without a word (a refused knock) is a failure. Once admitted, a pod whose
+    // driver goes away, in good order or not (it died, or stopped this pod), has done its
+    // part: a replacement would only dial a driver that is gone.
+    match (t.received, served) {
+        (0, _) => Err("the driver closed the connection without a word: the secret was refused?".into()),
+        (_, Err(e)) => {
+            eprintln!("adparallelengine worker {name}: the connection to the driver ended: {e}");
+            Ok(())
+        }
+        (_, Ok(())) => Ok(()),
     }
 }
 

@@ -2,57 +2,29 @@
 //! `tools/k8s-sim`, whose node agent runs each worker pod as a local process of this very
 //! test binary, dialing back to the driver over TCP with the run's secret.
 
-use backend_k8s::sim::Simulator;
-use backend_k8s::{client_from_kubeconfig, runtime, K8sBackend, K8sBuilder};
+use backend_k8s::sim::{self, Simulator};
+use backend_k8s::{K8sBackend, K8sBuilder};
 use engine_core::{Engine, Shared};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ListParams};
 use std::time::{Duration, Instant};
 
 engine_core::task!(AddSum = |x: u64, args: &Shared<Vec<u64>>| -> u64 { x * x + args.iter().sum::<u64>() });
-engine_core::task!(SlowSquare = |x: u64| -> u64 {
-    std::thread::sleep(Duration::from_millis(20));
-    x * x
-});
+engine_core::task!(
+    SlowSquare = |x: u64| -> u64 {
+        std::thread::sleep(Duration::from_millis(20));
+        x * x
+    }
+);
 
 fn backend(sim: &Simulator, workers: usize) -> K8sBuilder {
     K8sBuilder::new(workers).kubeconfig(&sim.kubeconfig).image("local/this-test").start_timeout(Duration::from_secs(30))
 }
 
-/// Processes of this machine serving as workers of the driver at `driver`.
 fn worker_pids(driver: &str) -> Vec<i32> {
-    let needle = format!("ADPARALLELENGINE_DRIVER={driver}");
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
-        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
+    sim::worker_pids(&format!("ADPARALLELENGINE_DRIVER={driver}"))
 }
 
-/// Waits until `cond` holds (or fails after 30 s, saying `what`).
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The run's Job, pods and Secret still on the cluster.
-fn leftovers(sim: &Simulator, b: (&str, String)) -> usize {
-    let (selector, ns) = (b.0.to_string(), b.1);
-    runtime().unwrap().block_on(async {
-        let c = client_from_kubeconfig(&sim.kubeconfig).await.unwrap();
-        let lp = ListParams::default().labels(&selector);
-        Api::<Job>::namespaced(c.clone(), &ns).list(&lp).await.unwrap().items.len()
-            + Api::<Pod>::namespaced(c.clone(), &ns).list(&lp).await.unwrap().items.len()
-            + Api::<Secret>::namespaced(c, &ns).list(&lp).await.unwrap().items.len()
-    })
+fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    assert!(sim::eventually(cond), "{what}");
 }
 
 fn run_facts(b: &K8sBackend) -> (String, String, String) {
@@ -73,9 +45,9 @@ fn jobs_run_on_pods_with_shared_values_and_dropping_the_engine_deletes_everythin
     let out = engine.map(AddSum, [5u64, 6]).args(shared).run().unwrap();
     assert_eq!(out, vec![31, 42]);
     assert_eq!(worker_pids(&driver).len(), 2, "two pods, two processes");
-    assert!(leftovers(&sim, (&selector, ns.clone())) >= 4, "Job, 2 pods and Secret are there while it runs");
+    assert!(sim.count_objects(&ns, &selector) >= 4, "Job, 2 pods and Secret are there while it runs");
     drop(engine);
-    eventually("the Job, its pods and the Secret are deleted", || leftovers(&sim, (&selector, ns.clone())) == 0);
+    eventually("the Job, its pods and the Secret are deleted", || sim.count_objects(&ns, &selector) == 0);
     eventually("no worker process is left", || worker_pids(&driver).is_empty());
 }
 
@@ -133,4 +105,34 @@ fn a_connection_with_the_wrong_secret_is_refused_while_pods_work() {
     engine_core::knock::knock(&mut stranger, &engine_core::knock::Secret::random().unwrap(), "intruder").unwrap();
     eventually("the stranger is refused", || engine.backend().refused_connections() == 1);
     assert_eq!(engine.map(SlowSquare, 0..40u64).run().unwrap(), (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+engine_core::task!(
+    PanicsAtFive = |x: u64| -> u64 {
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(x != 5, "five");
+        x
+    }
+);
+
+#[test]
+fn a_failed_job_keeps_its_pods_for_the_next_one() {
+    let sim = Simulator::start(&[]).unwrap();
+    let b = backend(&sim, 2).build().unwrap();
+    let driver = b.driver_address().to_string();
+    let engine = Engine::from_backend(b);
+    assert_eq!(engine.map(SlowSquare, 0..4u64).run().unwrap(), vec![0, 1, 4, 9]);
+    let mut pods = worker_pids(&driver);
+    pods.sort();
+    assert_eq!(pods.len(), 2);
+    // The failure cancels the job: the pods end it (their last results dropped), not killed.
+    let err = engine.map(PanicsAtFive, 0..400u64).batched(2).run().unwrap_err().to_string();
+    assert!(err.contains("item 5") && err.contains("five"), "{err}");
+    let t0 = Instant::now();
+    assert_eq!(engine.map(SlowSquare, 0..10u64).run().unwrap(), (0..10u64).map(|x| x * x).collect::<Vec<_>>());
+    assert!(t0.elapsed() < Duration::from_secs(5), "the next job waited {:?} for pods", t0.elapsed());
+    let mut after = worker_pids(&driver);
+    after.sort();
+    assert_eq!(after, pods, "the same pods served the next job");
+    assert_eq!(engine.backend().idle_workers(), 2);
 }

@@ -22,7 +22,8 @@ fn kube_rs_creates_the_worker_job_sees_its_pods_run_and_deletes_it() {
         let secrets: Api<Secret> = Api::namespaced(client, "default");
         let names = RunNames::new("smoke");
         let opts = K8sBuilder::new(2).image("local/this-program").env("GREETING", "hello from");
-        let script = "echo \"$GREETING $ADPARALLELENGINE_WORKER_NAME $ADPARALLELENGINE_SECRET $ADPARALLELENGINE_DRIVER\"";
+        let script =
+            "echo \"$GREETING $ADPARALLELENGINE_WORKER_NAME $ADPARALLELENGINE_SECRET $ADPARALLELENGINE_DRIVER\"";
         let cmd = ["/bin/sh".to_string(), "-c".into(), script.into()];
         let job = worker_job(&opts, &names, "127.0.0.1:9", &cmd).unwrap();
         secrets.create(&PostParams::default(), &run_secret(&names, "feed", &Default::default())).await.unwrap();

@@ -14,8 +14,8 @@
 mod bench;
 mod check;
 mod ci;
-mod matrix;
 mod k8s;
+mod matrix;
 mod mpi;
 mod run;
 

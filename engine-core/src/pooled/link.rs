@@ -53,8 +53,10 @@ impl<H: ConnHandle> WorkerLink<EncodedBatch> for ConnLink<H> {
     }
 
     fn cancel(&mut self) {
-        self.outbox = None;
-        self.handle.kill();
+        match self.handle.cancel() {
+            true => self.close(),
+            false => self.outbox = None,
+        }
     }
 }
 

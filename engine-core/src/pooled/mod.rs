@@ -60,6 +60,9 @@ pub trait Conn: AsFd + Send + Sized + 'static {
     /// Whether the worker is still there (checked before an idle worker is reused).
     fn alive(&mut self) -> bool;
 
+    /// The worker is going back to the pool: undo what a job set on it (a read timeout).
+    fn reset(&mut self) {}
+
     /// Stops the worker now (it misbehaved, or its job is gone).
     fn kill(&mut self);
 
@@ -83,6 +86,15 @@ pub trait ConnHandle: Send + 'static {
         Ok(None)
     }
 
-    /// Stops the worker (its job was cancelled, or an item overran its time limit).
+    /// Stops the worker (an item overran its time limit, or its job was cancelled).
     fn kill(&self);
+
+    /// The worker's job was cancelled (it failed, or was dropped unfinished). By default the
+    /// worker is killed. A worker that is costly to replace (a pod) may instead be told to end
+    /// the job: bound how long its reader waits for that end (a read timeout) and return
+    /// `true`; the reader then drops its last results and gives it back to the pool.
+    fn cancel(&self) -> bool {
+        self.kill();
+        false
+    }
 }

@@ -63,6 +63,7 @@ impl<C: Conn> Pool<C> {
     /// Takes back a worker that ended its job in good order; retires it when the pool is full.
     pub fn give_back(&self, mut p: Pooled<C>) {
         p.warm = true;
+        p.conn.reset();
         let mut p = Some(p);
         if let Ok(mut g) = self.idle.lock() {
             if g.len() < self.capacity {

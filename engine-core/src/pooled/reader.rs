@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use std::io::BufReader;
 
 /// Reads worker `w`'s frames until it says the job ended (then it goes back to the pool) or
-/// its connection ends (reported as [`Event::Lost`], with how the worker ended).
+/// its connection ends (reported as [`Event::Lost`], with how the worker ended). A read that
+/// times out (a cancelled worker that did not end its job in time) stops the worker.
 pub(crate) fn read_worker<C: Conn, O: DeserializeOwned + 'static>(
     w: usize,
     mut p: Pooled<C>,
@@ -72,11 +73,9 @@ pub(crate) fn read_worker<C: Conn, O: DeserializeOwned + 'static>(
         if apart {
             p.conn.release_apart();
         }
-        if events.send(event).is_err() {
-            // The job is gone: stop this worker.
-            p.conn.kill();
-            break;
-        }
+        // The job is gone (it was cancelled: the worker was killed, or told to end the job,
+        // and its last results are dropped here until it says it did).
+        let _ = events.send(event);
     }
     drop(r);
     let mut reason = p.conn.ended();
