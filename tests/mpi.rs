@@ -8,7 +8,6 @@ mod common;
 
 use adparallelengine::{Engine, Kind};
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -60,7 +60,7 @@ fn a_pod_killed_mid_item_loses_no_item() {
     let mut stream = engine.map(SlowSquare, 0..150u64).batched(3).stream().unwrap();
     let mut got = Vec::new();
     let mut killed = None;
-    while let Some(r) = stream.next() {
+    for r in stream.by_ref() {
         got.push(r.unwrap());
         if got.len() == 10 {
             let pid = *worker_pids(&driver).first().expect("a worker process");

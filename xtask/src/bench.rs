@@ -83,14 +83,16 @@ pub fn bench(extra: &[String]) -> ExitCode {
     }
     let mut own: Vec<(&str, Vec<&str>)> = OWN_TIMING.iter().map(|b| (*b, vec![])).collect();
     // The MPI bench re-launches itself under `mpirun -n 3`, when MPI is installed here.
-    match crate::mpi::feature_args() {
-        Ok(f) if !f.is_empty() => own.push(("mpi", f)),
-        Ok(_) => eprintln!("bench mpi skipped: no MPI launcher on this machine"),
+    match crate::mpi::build_with_mpi() {
+        Ok(true) => own.push(("mpi", vec!["--features", "mpi"])),
+        Ok(false) => eprintln!("bench mpi skipped: no MPI launcher on this machine"),
         Err(e) => {
             eprintln!("bench mpi: {e}");
             ok = false;
         }
     }
+    // The Kubernetes bench runs its pods on the local API of tools/k8s-sim (python3).
+    own.push(("k8s", vec!["--features", "k8s"]));
     for (bench, features) in own {
         let status = Command::new(&cargo).current_dir(&root).args(["bench", "--bench", bench]).args(features).status();
         if !matches!(status, Ok(s) if s.success()) {
