@@ -21,7 +21,8 @@
 //! - Pods that do not dial in within the start timeout fail the job with an error naming each
 //!   missing pod and what the cluster says of it (`ErrImagePull`, `Unschedulable`,
 //!   `CrashLoopBackOff`, an exit code); a Job that exhausted its `backoffLimit` fails it at
-//!   once.
+//!   once. Either ends the run: its Job and Secret are deleted at once (pods that cannot start
+//!   would retry for ever), and later jobs of the engine fail with the same reason.
 //!
 //! ```no_run
 //! use backend_k8s::K8sBuilder;
@@ -109,7 +110,7 @@ impl K8sBackend {
             cluster: Arc::clone(&cluster),
             listener,
             driver: driver.clone(),
-            to_create: Mutex::new(Some((run_secret, job))),
+            state: Mutex::new(source::RunState::ToCreate(Box::new((run_secret, job)))),
             start_timeout: opts.start_timeout,
             live: Arc::new(AtomicUsize::new(0)),
             arrived: Mutex::new(Default::default()),

@@ -30,8 +30,8 @@ pub(crate) struct PodSource {
     pub(crate) listener: Listener,
     /// The address pods dial (for errors).
     pub(crate) driver: String,
-    /// The run's Secret and Job, until they are created (with the first job).
-    pub(crate) to_create: Mutex<Option<(Secret, Job)>>,
+    /// Whether the run's Secret and Job are created yet, or the run failed.
+    pub(crate) state: Mutex<RunState>,
     pub(crate) start_timeout: Duration,
     /// Connected pods.
     pub(crate) live: Arc<AtomicUsize>,
@@ -39,15 +39,53 @@ pub(crate) struct PodSource {
     pub(crate) arrived: Mutex<HashSet<String>>,
 }
 
+/// Where a run's objects are.
+pub(crate) enum RunState {
+    /// Not created yet (they are with the first job).
+    ToCreate(Box<(Secret, Job)>),
+    /// Created.
+    Created,
+    /// Pods could not start: the objects were deleted, and later jobs fail with this at once.
+    Failed(String),
+}
+
 impl PodSource {
     fn ensure_created(&self) -> Result<()> {
-        let mut g = self.to_create.lock().map_err(|_| k8s_err("the run's state is poisoned".into()))?;
-        if let Some((secret, job)) = g.as_ref() {
-            tracing::info!(job = self.cluster.names.job, namespace = self.cluster.namespace, "creating the worker Job");
-            self.cluster.create(secret.clone(), job.clone())?;
-            *g = None;
+        let mut g = self.state.lock().map_err(|_| k8s_err("the run's state is poisoned".into()))?;
+        match &*g {
+            RunState::Created => {}
+            RunState::Failed(why) => {
+                return Err(k8s_err(format!("the run's worker pods could not start, so it was ended: {why}")))
+            }
+            RunState::ToCreate(objects) => {
+                let (secret, job) = (**objects).clone();
+                tracing::info!(
+                    job = self.cluster.names.job,
+                    namespace = self.cluster.namespace,
+                    "creating the worker Job"
+                );
+                self.cluster.create(secret, job)?;
+                *g = RunState::Created;
+            }
         }
         Ok(())
+    }
+
+    /// Waits for a pod with the run's whole patience: failing that, the run is ended (its Job
+    /// and Secret deleted, so pods that cannot start do not retry for ever) and the reason
+    /// kept for later jobs.
+    fn wait_or_end(&self, worker: usize) -> Result<PodConn> {
+        let got = self.wait_for(worker, self.start_timeout);
+        if let Err(e) = &got {
+            if let Ok(mut g) = self.state.lock() {
+                if matches!(*g, RunState::Created) {
+                    *g = RunState::Failed(e.to_string());
+                    drop(g);
+                    self.cluster.delete();
+                }
+            }
+        }
+        got
     }
 
     /// The next pod to dial in, within `wait`.
@@ -117,12 +155,12 @@ impl PodSource {
 
 impl ConnSource<PodConn> for PodSource {
     fn connect(&self, worker: usize) -> Result<PodConn> {
-        self.wait_for(worker, self.start_timeout)
+        self.wait_or_end(worker)
     }
 
     fn replace(&self, worker: usize) -> Result<PodConn> {
         match self.live.load(Ordering::Acquire) {
-            0 => self.wait_for(worker, self.start_timeout),
+            0 => self.wait_or_end(worker),
             _ => self.wait_for(worker, REPLACE_WAIT),
         }
     }

@@ -85,12 +85,17 @@ fn a_pod_that_never_starts_is_named_with_its_reason_within_the_start_timeout() {
     ] {
         let b = b.start_timeout(Duration::from_secs(3)).build().unwrap();
         let job = b.job_name().to_string();
+        let (selector, ns) = (b.selector(), b.namespace().to_string());
         let engine = Engine::from_backend(b);
         let t0 = Instant::now();
         let err = engine.map(SlowSquare, 0..10u64).run().unwrap_err().to_string();
         eprintln!("after {:?}: {err}", t0.elapsed());
         assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
         assert!(err.contains(reason) && err.contains(&format!("pod {job}")), "{err}");
+        // The run is ended: its objects are deleted at once, and the next job says why.
+        eventually("the failed run's Job, pods and Secret are deleted", || sim.count_objects(&ns, &selector) == 0);
+        let again = engine.map(SlowSquare, 0..10u64).run().unwrap_err().to_string();
+        assert!(again.contains("could not start") && again.contains(reason), "{again}");
     }
 }
 
@@ -135,4 +140,41 @@ fn a_failed_job_keeps_its_pods_for_the_next_one() {
     after.sort();
     assert_eq!(after, pods, "the same pods served the next job");
     assert_eq!(engine.backend().idle_workers(), 2);
+}
+
+engine_core::task!(
+    /// The series' sum plus `x`, and the `.bin` files this pod has mapped.
+    SumAndMaps = |x: u64, s: &Shared<engine_core::arrow::Series>| -> (u64, String) {
+        let col = s.0.as_any().downcast_ref::<arrow_array::Int64Array>().expect("int64");
+        let sum: i64 = col.values().iter().sum();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let files: Vec<&str> =
+            maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.ends_with(".bin")).collect();
+        (x + sum as u64, files.join(","))
+    }
+);
+
+#[test]
+fn shared_values_are_shipped_to_pods_or_read_from_a_shared_volume() {
+    let sim = Simulator::start(&[]).unwrap();
+    let dir = std::env::temp_dir().join(format!("adpe-k8s-volume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let series =
+        Shared::new(engine_core::arrow::Series(std::sync::Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3]))));
+    for volume in [false, true] {
+        let b = backend(&sim, 2).path_shared(Some(dir.clone())).shared_volume(volume).build().unwrap();
+        let engine = Engine::from_backend(b);
+        let out = engine.map(SumAndMaps, 0..8u64).args(series.clone()).batched(false).run().unwrap();
+        for (x, (y, maps)) in out.iter().enumerate() {
+            assert_eq!(*y, x as u64 + 6);
+            // Mapped zero-copy either way: from the driver's directory (the "volume") or from
+            // the pod's own copy, sent over its connection.
+            assert!(!maps.is_empty(), "item {x}: nothing mapped");
+            let from_volume = maps.split(',').all(|m| m.starts_with(dir.to_str().unwrap()));
+            assert_eq!(from_volume, volume, "item {x} (shared volume: {volume}): mapped {maps}");
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "the driver's shared directory is removed with its engine: {left:?}");
+    let _ = std::fs::remove_dir(&dir);
 }
