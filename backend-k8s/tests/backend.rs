@@ -178,3 +178,42 @@ fn shared_values_are_shipped_to_pods_or_read_from_a_shared_volume() {
     assert!(left.is_empty(), "the driver's shared directory is removed with its engine: {left:?}");
     let _ = std::fs::remove_dir(&dir);
 }
+
+engine_core::task!(
+    /// Hangs on item 2.
+    HangsOnTwo = |x: u64| -> u64 {
+        if x == 2 {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        x
+    }
+);
+
+#[test]
+fn an_item_over_its_time_limit_gets_its_pod_deleted_and_fails_alone() {
+    let sim = Simulator::start(&[]).unwrap();
+    let b = backend(&sim, 2).build().unwrap();
+    let driver = b.driver_address().to_string();
+    let engine = Engine::from_backend(b);
+    let t0 = Instant::now();
+    let all = engine
+        .map(HangsOnTwo, 0..8u64)
+        .batched(false)
+        .item_timeout(Duration::from_millis(500))
+        .retries(1)
+        .collect_results()
+        .unwrap();
+    for (i, r) in all.iter().enumerate() {
+        match i {
+            2 => {
+                let err = r.as_ref().unwrap_err();
+                assert_eq!(err.kind, engine_core::FailureKind::Timeout, "{err}");
+            }
+            _ => assert_eq!(r.as_ref().unwrap(), &(i as u64)),
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(30), "a hung item held the job for {:?}", t0.elapsed());
+    // The hung pods were deleted (not left sleeping): only the replacements are running.
+    eventually("the hung pods' processes are gone", || worker_pids(&driver).len() <= 2);
+    assert_eq!(engine.map(SlowSquare, 0..6u64).run().unwrap(), vec![0, 1, 4, 9, 16, 25]);
+}

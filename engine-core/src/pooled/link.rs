@@ -58,6 +58,12 @@ impl<H: ConnHandle> WorkerLink<EncodedBatch> for ConnLink<H> {
             false => self.outbox = None,
         }
     }
+
+    /// An item overran its time: the worker is stopped, whatever a cancel would do.
+    fn kill(&mut self) {
+        self.outbox = None;
+        self.handle.kill();
+    }
 }
 
 #[cfg(test)]
