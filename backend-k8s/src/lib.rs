@@ -10,8 +10,8 @@
 //! - Pods are engine-core's [`pooled`](engine_core::pooled) workers, like worker processes:
 //!   they stay connected between jobs; scheduling, retries of a lost pod's items, item
 //!   timeouts and ordering are engine-core's. A pod lost mid-item has its items re-run on the
-//!   others; the Job controller starts a replacement, which joins the next job (or this one,
-//!   if no pod is left).
+//!   others; the Job controller starts a replacement, which joins the running job as soon as
+//!   it dials in.
 //! - `Shared` values are sent once to each pod over its connection, into a private directory
 //!   on the pod's disk ([`K8sBuilder::shared_volume`] reads them from a mounted volume
 //!   instead).

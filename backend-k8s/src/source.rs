@@ -6,7 +6,7 @@
 use crate::cluster::{Cluster, PodState};
 use crate::conn::PodConn;
 use crate::k8s_err;
-use crate::listener::Listener;
+use crate::listener::{Arrival, Listener};
 use crossbeam_channel::RecvTimeoutError;
 use engine_core::pooled::ConnSource;
 use engine_core::Result;
@@ -19,11 +19,6 @@ use std::time::{Duration, Instant};
 
 /// How often the pods' states are read while waiting for them.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
-
-/// A replacement for a pod lost mid-job is waited for this long when other pods are still
-/// working (the job goes on without it; the next job takes it), and up to the start
-/// timeout when none is.
-const REPLACE_WAIT: Duration = Duration::from_millis(100);
 
 pub(crate) struct PodSource {
     pub(crate) cluster: Arc<Cluster>,
@@ -97,20 +92,7 @@ impl PodSource {
         loop {
             let left = wait.saturating_sub(began.elapsed());
             match self.listener.arrivals().recv_timeout(left.min(Duration::from_millis(200))) {
-                Ok(a) => {
-                    self.live.fetch_add(1, Ordering::AcqRel);
-                    if let Ok(mut g) = self.arrived.lock() {
-                        g.insert(a.name.clone());
-                    }
-                    tracing::debug!(worker, pod = a.name, peer = %a.peer, "pod joined");
-                    return Ok(PodConn {
-                        stream: Arc::new(a.stream),
-                        pod: a.name,
-                        peer: a.peer,
-                        cluster: Arc::clone(&self.cluster),
-                        live: Arc::clone(&self.live),
-                    });
-                }
+                Ok(a) => return Ok(self.admit(worker, a)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(k8s_err("the driver's listener stopped".into())),
             }
@@ -141,6 +123,22 @@ impl PodSource {
         }
     }
 
+    /// A pod that dialed in, as a connection of the run.
+    fn admit(&self, worker: usize, a: Arrival) -> PodConn {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut g) = self.arrived.lock() {
+            g.insert(a.name.clone());
+        }
+        tracing::debug!(worker, pod = a.name, peer = %a.peer, "pod joined");
+        PodConn {
+            stream: Arc::new(a.stream),
+            pod: a.name,
+            peer: a.peer,
+            cluster: Arc::clone(&self.cluster),
+            live: Arc::clone(&self.live),
+        }
+    }
+
     /// The pods that have not dialed in, and what the cluster says of them.
     fn describe_missing(&self, pods: &[PodState]) -> String {
         let arrived = self.arrived.lock().map(|g| g.clone()).unwrap_or_default();
@@ -158,10 +156,16 @@ impl ConnSource<PodConn> for PodSource {
         self.wait_or_end(worker)
     }
 
+    /// A replacement for a pod lost mid-job: while other pods work, only one that has dialed
+    /// in already (the dispatch loop asks again every 250 ms, so the Job controller's
+    /// replacement joins the running job); when none is left, up to the start timeout.
     fn replace(&self, worker: usize) -> Result<PodConn> {
         match self.live.load(Ordering::Acquire) {
             0 => self.wait_or_end(worker),
-            _ => self.wait_for(worker, REPLACE_WAIT),
+            _ => match self.listener.arrivals().try_recv() {
+                Ok(a) => Ok(self.admit(worker, a)),
+                Err(_) => Err(k8s_err("no replacement pod has dialed in yet".into())),
+            },
         }
     }
 }

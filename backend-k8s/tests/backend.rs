@@ -51,29 +51,41 @@ fn jobs_run_on_pods_with_shared_values_and_dropping_the_engine_deletes_everythin
     eventually("no worker process is left", || worker_pids(&driver).is_empty());
 }
 
+engine_core::task!(
+    /// Squares, slowly, and says which process did it.
+    SquareAndPid = |x: u64| -> (u64, u32) {
+        std::thread::sleep(Duration::from_millis(20));
+        (x * x, std::process::id())
+    }
+);
+
 #[test]
-fn a_pod_killed_mid_item_loses_no_item() {
+fn a_pod_killed_mid_item_loses_no_item_and_its_replacement_joins_the_job() {
     let sim = Simulator::start(&[]).unwrap();
     let b = backend(&sim, 2).build().unwrap();
     let driver = b.driver_address().to_string();
     let engine = Engine::from_backend(b);
-    let mut stream = engine.map(SlowSquare, 0..150u64).batched(3).stream().unwrap();
+    let mut stream = engine.map(SquareAndPid, 0..300u64).batched(3).stream().unwrap();
     let mut got = Vec::new();
-    let mut killed = None;
+    let mut first = Vec::new();
     for r in stream.by_ref() {
         got.push(r.unwrap());
         if got.len() == 10 {
-            let pid = *worker_pids(&driver).first().expect("a worker process");
+            first = worker_pids(&driver);
+            assert_eq!(first.len(), 2);
             // SAFETY: kill(2) of a pod's process.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed = Some(pid);
+            unsafe { libc::kill(first[0], libc::SIGKILL) };
         }
     }
-    assert!(killed.is_some());
-    assert_eq!(got, (0..150u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), (0..300u64).map(|x| x * x).collect::<Vec<_>>());
+    let pids: std::collections::BTreeSet<u32> = got.iter().map(|r| r.1).collect();
+    assert!(
+        pids.iter().any(|p| !first.contains(&(*p as i32))),
+        "the Job controller's replacement pod joined the running job: {pids:?}, first {first:?}"
+    );
     drop(stream);
-    // The Job controller replaced the pod; the next job runs on two pods again.
     assert_eq!(engine.map(SlowSquare, 0..20u64).run().unwrap(), (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(engine.backend().idle_workers(), 2);
 }
 
 #[test]

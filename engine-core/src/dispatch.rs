@@ -70,6 +70,10 @@ pub type Respawn<'a, P> = Box<dyn FnMut(usize) -> Result<Box<dyn WorkerLink<P> +
 /// back off with [`crate::backoff::Backoff`] instead).
 pub const SPIN: Duration = Duration::from_micros(30);
 
+/// How often a slot whose worker died and could not be replaced at once asks for a
+/// replacement again while the job runs (a pod replaced by its Job controller joins then).
+pub const REFILL_EVERY: Duration = Duration::from_millis(250);
+
 /// Prefetch, ordering and failure knobs of the dispatch loop.
 #[derive(Debug, Clone, Copy)]
 pub struct DispatchConfig {
@@ -110,6 +114,9 @@ struct Slot<'a, P> {
     in_flight: VecDeque<InFlight<P>>,
     head_since: Instant,
     timed_out: Option<Duration>,
+    /// The worker was lost and no replacement was at hand: [`Dispatch::refill`] offers one.
+    /// (A slot whose link failed a send is not vacant yet: its loss is on its way.)
+    vacant: bool,
 }
 
 /// Parts of a batch split after its worker died, gathered until all are back.
@@ -144,6 +151,8 @@ pub struct Dispatch<'a, I: Iterator, O, P: Parcel> {
     /// For backends whose messages must be polled (MPI): moves what has arrived into
     /// `events`. Waiting then polls it with a backoff instead of parking on the channel.
     pump: Option<Box<dyn FnMut() + 'a>>,
+    /// When slots left without a worker are next offered a replacement.
+    next_refill: Instant,
     over: bool,
 }
 
@@ -209,7 +218,14 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         let now = Instant::now();
         let slots = links
             .into_iter()
-            .map(|l| Slot { link: Some(l), ready: false, in_flight: VecDeque::new(), head_since: now, timed_out: None })
+            .map(|l| Slot {
+                link: Some(l),
+                ready: false,
+                in_flight: VecDeque::new(),
+                head_since: now,
+                timed_out: None,
+                vacant: false,
+            })
             .collect();
         Dispatch {
             backend,
@@ -229,6 +245,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
             broken: None,
             barren_losses: 0,
             last_wait: Duration::ZERO,
+            next_refill: Instant::now(),
             pump: None,
             over: false,
         }
@@ -300,6 +317,39 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
             }
         }
         Ok(())
+    }
+
+    /// Offers slots left without a worker a replacement, at most every [`REFILL_EVERY`]:
+    /// whether one joined, and how long to wait at most before the next offer while slots are
+    /// vacant.
+    fn refill(&mut self) -> (bool, Option<Duration>) {
+        let vacant = self.slots.iter().any(|s| s.vacant);
+        let Some(respawn) = self.respawn.as_mut() else { return (false, None) };
+        if !vacant || (self.outstanding == 0 && self.source.is_done()) {
+            return (false, None);
+        }
+        let mut joined = false;
+        let now = Instant::now();
+        if now >= self.next_refill {
+            self.next_refill = now + REFILL_EVERY;
+            for (w, slot) in self.slots.iter_mut().enumerate().filter(|(_, s)| s.vacant) {
+                match respawn(w) {
+                    Ok(link) => {
+                        tracing::debug!(backend = self.backend, worker = w, "a replacement worker joined the job");
+                        slot.vacant = false;
+                        slot.link = Some(link);
+                        slot.ready = false;
+                        slot.head_since = Instant::now();
+                        joined = true;
+                    }
+                    Err(e) => {
+                        tracing::trace!(backend = self.backend, worker = w, error = %e, "no replacement yet");
+                        break;
+                    }
+                }
+            }
+        }
+        (joined, Some(self.next_refill.saturating_duration_since(Instant::now())))
     }
 
     fn mark_done(&mut self, seq: u64) {
@@ -425,7 +475,10 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                     slot.link = Some(link);
                     slot.head_since = Instant::now();
                 }
-                Err(e) => tracing::warn!(backend = self.backend, worker = w, error = %e, "cannot replace worker"),
+                Err(e) => {
+                    tracing::warn!(backend = self.backend, worker = w, error = %e, "cannot replace worker yet");
+                    self.slots[w].vacant = true;
+                }
             }
         }
         if self.slots.iter().all(|s| s.link.is_none()) && (self.outstanding > 0 || !self.source.is_done()) {
@@ -480,6 +533,14 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         }
         // Check again soon while a killed worker's loss is on its way.
         Some(wait.unwrap_or(Duration::from_millis(50)))
+    }
+}
+
+/// The shorter of two optional waits.
+fn min_wait(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -544,12 +605,17 @@ impl<I: Iterator, O, P: Parcel> Completions<O> for Dispatch<'_, I, O, P> {
                 self.shut(false);
                 return None;
             }
+            let (joined, refill_wait) = self.refill();
+            if joined {
+                // A replacement joined: give it work before waiting.
+                continue;
+            }
             let waiting = Instant::now();
             let event = if self.pump.is_some() {
-                let wait = self.check_timeouts();
+                let wait = min_wait(self.check_timeouts(), refill_wait);
                 self.pump_for_event(wait)
             } else {
-                match (self.spin_for_event(), self.check_timeouts()) {
+                match (self.spin_for_event(), min_wait(self.check_timeouts(), refill_wait)) {
                     (Some(ev), _) => Ok(ev),
                     (None, None) => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     (None, Some(wait)) => self.events.recv_timeout(wait),
