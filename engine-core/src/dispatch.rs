@@ -666,3 +666,83 @@ impl<I: Iterator, O, P: Parcel> Drop for Dispatch<'_, I, O, P> {
         self.shut(unfinished);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::EncodedBatch;
+    use crossbeam_channel::{unbounded, Sender};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A worker answering each batch at once with its items doubled; it dies (reports
+    /// `Lost`) at its batch number `dies_at`, if given.
+    struct Fake {
+        w: usize,
+        events: Sender<Event<u64>>,
+        sent: usize,
+        dies_at: Option<usize>,
+        dead: bool,
+    }
+
+    impl WorkerLink<EncodedBatch> for Fake {
+        fn send(&mut self, b: EncodedBatch) -> Result<()> {
+            if self.dead {
+                return Err(Error::Backend { backend: "fake", message: "dead".into() });
+            }
+            self.sent += 1;
+            // A batch takes a moment, so the job outlives a few refill rounds.
+            std::thread::sleep(Duration::from_millis(3));
+            if self.dies_at == Some(self.sent) {
+                self.dead = true;
+                let _ = self.events.send(Event::Lost { worker: self.w, reason: "killed".into() });
+                return Ok(());
+            }
+            let _ = self.events.send(Event::Done(BatchDone {
+                seq: b.seq(),
+                start: b.start(),
+                len: b.len(),
+                outputs: crate::wire::decode_items::<u64>(b.item_bytes(), b.len())?.iter().map(|x| 2 * x).collect(),
+                failures: vec![],
+                worker: self.w,
+                busy: Duration::ZERO,
+                item_stats: None,
+                placed: false,
+            }));
+            Ok(())
+        }
+        fn close(&mut self) {}
+    }
+
+    #[test]
+    fn a_lost_workers_slot_is_refilled_when_a_replacement_comes_later() {
+        let (tx, rx) = unbounded();
+        let link = |w, dies_at| {
+            Box::new(Fake { w, events: tx.clone(), sent: 0, dies_at, dead: false }) as Box<dyn WorkerLink<EncodedBatch>>
+        };
+        // Worker 0 dies at its 3rd batch; worker 1 is slow to be replaced: no replacement is
+        // at hand for the first two asks.
+        let links = vec![link(0, Some(3)), link(1, None)];
+        let asks = Arc::new(AtomicUsize::new(0));
+        let (asked, tx2) = (Arc::clone(&asks), tx.clone());
+        let respawn: Respawn<'_, EncodedBatch> = Box::new(move |w| match asked.fetch_add(1, Ordering::SeqCst) {
+            0 | 1 => Err(Error::Backend { backend: "fake", message: "not yet".into() }),
+            _ => Ok(Box::new(Fake { w, events: tx2.clone(), sent: 0, dies_at: None, dead: false })),
+        });
+        let source = ItemSource::new(0..4000u64, Some(4000));
+        let batcher = Box::new(crate::batching::FixedSize(10));
+        let prepare = Box::new(EncodedBatch::encode);
+        let mut d =
+            Dispatch::with_parcels("fake", source, batcher, prepare, links, Some(respawn), rx, Default::default());
+        let mut out = vec![0u64; 4000];
+        let mut by_worker = [0usize; 2];
+        while let Some(b) = d.next_done() {
+            let b = b.unwrap();
+            by_worker[b.worker] += b.len;
+            out[b.start..b.start + b.len].copy_from_slice(&b.outputs);
+        }
+        assert_eq!(out, (0..4000u64).map(|x| 2 * x).collect::<Vec<_>>());
+        assert!(asks.load(Ordering::SeqCst) >= 3, "asked again after the first refusals");
+        assert!(by_worker[0] > 20, "the replacement in slot 0 did work: {by_worker:?}");
+    }
+}
