@@ -47,8 +47,9 @@ impl<C: Conn, O: DeserializeOwned + Send + 'static> Spawner<C, O> {
         let mut sent = Ok(());
         if let Some(store) = &self.ship {
             for (head, bytes) in blobs_to_ship(&**store, &mut p.shipped)? {
+                let size = (*bytes).as_ref().len();
                 // A frame: its length, the Blob message, then the value, never copied.
-                let len = (head.len() + (*bytes).as_ref().len()) as u64;
+                let len = (head.len() + size) as u64;
                 start.extend_from_slice(&len.to_le_bytes());
                 start.extend_from_slice(&head);
                 sent = sent.and(outbox.send_parts(std::mem::take(&mut start), Some(Tail::Shared(bytes))));
@@ -80,7 +81,8 @@ impl<C: Conn, O: DeserializeOwned + Send + 'static> Spawner<C, O> {
 /// in `store`, whose directory `share_dir` names), sent to every worker, and the job runs on
 /// engine-core's [`Dispatch`]. With `ship`, the store's values are sent to each worker over
 /// its connection first (once per worker: a pooled worker keeps them), for workers that
-/// cannot read `share_dir`. A job frame over `max_job_frame` bytes is refused.
+/// cannot read `share_dir`. A job frame, or a shipped value, over `max_job_frame` bytes (the
+/// workers' limit) is refused with a clear error.
 #[allow(clippy::too_many_arguments)]
 pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
     backend: &'static str,
@@ -98,6 +100,20 @@ pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
             "the job's args and init take {} bytes, over the {max_job_frame}-byte message limit: put large values in a Shared",
             job.len(),
         )));
+    }
+    if ship {
+        // Checked before any worker is taken: a value over the workers' limit would end the
+        // connection of each worker it is sent to.
+        for key in store.keys() {
+            let size = (*store.get(&key)?).as_ref().len();
+            if size + 64 > max_job_frame {
+                return Err(Error::Config(format!(
+                    "a shared value of {size} bytes is over the {max_job_frame}-byte message limit of workers that \
+                     get shared values over their connection: share it through a directory the workers see \
+                     instead (a mounted volume)"
+                )));
+            }
+        }
     }
     let (events, events_rx) = unbounded::<Event<T::Output>>();
     let threads: Threads = Arc::new(Mutex::new(Vec::new()));
