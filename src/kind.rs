@@ -54,23 +54,19 @@ impl Kind {
     }
 
     pub(crate) fn unavailable_reason(&self) -> Option<String> {
-        let (feature_on, built) = match self {
-            Kind::Serial => (true, true),
-            Kind::Threads => (cfg!(feature = "threads"), true),
-            Kind::Process => (cfg!(feature = "process"), true),
-            Kind::Mpi => (cfg!(feature = "mpi"), true),
-            Kind::K8s => (cfg!(feature = "k8s"), true),
+        let feature_on = match self {
+            Kind::Serial => true,
+            Kind::Threads => cfg!(feature = "threads"),
+            Kind::Process => cfg!(feature = "process"),
+            Kind::Mpi => cfg!(feature = "mpi"),
+            Kind::K8s => cfg!(feature = "k8s"),
         };
-        if !feature_on {
-            Some(format!(
+        (!feature_on).then(|| {
+            format!(
                 "this build of adparallelengine does not enable the `{0}` feature (add `features = [\"{0}\"]` to the dependency)",
                 self.as_str()
-            ))
-        } else if !built {
-            Some(format!("the {} backend is not implemented in this version yet", self.as_str()))
-        } else {
-            None
-        }
+            )
+        })
     }
 
     /// An error unless this build can run this kind.
