@@ -112,6 +112,25 @@ fn a_pod_that_never_starts_is_named_with_its_reason_within_the_start_timeout() {
 }
 
 #[test]
+fn pods_that_crash_at_start_fail_the_job_past_its_backoff_limit_with_their_exit_code() {
+    let sim = Simulator::start(&[]).unwrap();
+    // Every pod's command exits 1 before dialing in: the Job controller replaces each failed
+    // pod until the Job's backoffLimit, then marks the Job Failed; the engine says so well
+    // before the start timeout.
+    let b = backend(&sim, 1).command(["/bin/false"]).backoff_limit(1).start_timeout(Duration::from_secs(60));
+    let b = b.build().unwrap();
+    let (job, selector, ns) = (b.job_name().to_string(), b.selector(), b.namespace().to_string());
+    let engine = Engine::from_backend(b);
+    let t0 = Instant::now();
+    let err = engine.map(SlowSquare, 0..10u64).run().unwrap_err().to_string();
+    eprintln!("after {:?}: {err}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
+    assert!(err.contains(&format!("the worker Job {job} failed")) && err.contains("BackoffLimitExceeded"), "{err}");
+    assert!(err.contains("exited with code 1"), "the failed pods are named with their exit code: {err}");
+    eventually("the failed run's Job, pods and Secret are deleted", || sim.count_objects(&ns, &selector) == 0);
+}
+
+#[test]
 fn a_connection_with_the_wrong_secret_is_refused_while_pods_work() {
     let sim = Simulator::start(&[]).unwrap();
     let b = backend(&sim, 2).build().unwrap();
