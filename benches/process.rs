@@ -15,7 +15,7 @@ use common::{median, ratio, Echo, Spin};
 
 use adparallelengine::arrow::Frame;
 use adparallelengine::backends::ProcessBackend;
-use adparallelengine::{register_task, task, Batching, BoxError, Engine, Kind, Progress, Shared, Task};
+use adparallelengine::{task, try_task, Batching, Engine, Kind, Progress, Shared};
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -150,19 +150,10 @@ impl Table {
     }
 }
 
-/// Sums one column of the table (or, for `usize::MAX - col`, only reads its first value) and
-/// reports the worker's anonymous resident memory.
-struct SumCol;
-impl Task for SumCol {
-    type Item = usize;
-    type Output = (f64, u64);
-    type Args = Table;
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &Table) -> Result<(), BoxError> {
-        Ok(())
-    }
-    fn run(col: usize, t: &Table, _: &mut ()) -> Result<(f64, u64), BoxError> {
+try_task!(
+    /// Sums one column of the table (or, for `usize::MAX - col`, only reads its first value) and
+    /// reports the worker's anonymous resident memory.
+    SumCol = |col: usize, t: &Table| -> (f64, u64) {
         let f = t.frame();
         let (col, touch_only) = if col >= 1 << 20 { (usize::MAX - col, true) } else { (col, false) };
         let sum = if f.num_rows() == 0 {
@@ -177,8 +168,7 @@ impl Task for SumCol {
         };
         Ok((sum, rss_anon_kib()))
     }
-}
-register_task!(SumCol);
+);
 
 fn rss_anon_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

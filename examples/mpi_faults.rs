@@ -55,24 +55,14 @@ task!(
     }
 );
 
-struct FailsAt7;
-impl adparallelengine::Task for FailsAt7 {
-    type Item = u64;
-    type Output = u64;
-    type Args = ();
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &()) -> Result<(), adparallelengine::BoxError> {
-        Ok(())
-    }
-    fn run(x: u64, _: &(), _: &mut ()) -> Result<u64, adparallelengine::BoxError> {
+adparallelengine::try_task!(
+    FailsAt7 = |x: u64| -> u64 {
         if x == 7 {
             return Err("item seven is invalid".into());
         }
         Ok(x)
     }
-}
-adparallelengine::register_task!(FailsAt7);
+);
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();

@@ -28,9 +28,9 @@ pub use any_backend::AnyBackend;
 pub use kind::Kind;
 
 pub use engine_core::{
-    backend, batching, dispatch, progress, register_task, registry, stats, task, Backend, BackendFactory, Batcher,
-    Batching, BoxError, Completions, CountingAllocator, EngineBuilder, EngineConfig, Error, FailureKind, ItemError,
-    ItemStats, Job, JobStats, Payload, Plan, Progress, Result, ResultStream, ShareKey, Shared, SharedBytes,
+    backend, batching, dispatch, progress, register_task, registry, stats, task, try_task, Backend, BackendFactory,
+    Batcher, Batching, BoxError, Completions, CountingAllocator, EngineBuilder, EngineConfig, Error, FailureKind,
+    ItemError, ItemStats, Job, JobStats, Payload, Plan, Progress, Result, ResultStream, ShareKey, Shared, SharedBytes,
     SharedStore, Task, UnorderedStream,
 };
 

@@ -103,21 +103,7 @@ struct BigArgs {
     table: Shared<Vec<u64>>,
 }
 
-struct SharedAddr;
-impl Task for SharedAddr {
-    type Item = usize;
-    type Output = (usize, u64);
-    type Args = BigArgs;
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &BigArgs) -> Result<(), BoxError> {
-        Ok(())
-    }
-    fn run(i: usize, args: &BigArgs, _: &mut ()) -> Result<(usize, u64), BoxError> {
-        Ok((args.table.as_ptr() as usize, args.table[i]))
-    }
-}
-register_task!(SharedAddr);
+task!(SharedAddr = |i: usize, args: &BigArgs| -> (usize, u64) { (args.table.as_ptr() as usize, args.table[i]) });
 
 #[test]
 fn shared_values_are_borrowed_never_copied_in_process() {

@@ -3,30 +3,20 @@
 
 mod common;
 
-use adparallelengine::{register_task, task, Batching, BoxError, Error, FailureKind, Task};
+use adparallelengine::{register_task, task, try_task, Batching, BoxError, Error, FailureKind, Task};
 use common::{engines, threads};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-struct Picky;
-impl Task for Picky {
-    type Item = u64;
-    type Output = u64;
-    type Args = ();
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &()) -> Result<(), BoxError> {
-        Ok(())
-    }
-    fn run(x: u64, _: &(), _: &mut ()) -> Result<u64, BoxError> {
+try_task!(
+    Picky = |x: u64| -> u64 {
         match x {
             13 => Err(format!("unlucky {x}").into()),
             17 => panic!("boom at {x}"),
             _ => Ok(x),
         }
     }
-}
-register_task!(Picky);
+);
 
 task!(Double = |x: u64| -> u64 { 2 * x });
 

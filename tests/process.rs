@@ -2,7 +2,9 @@
 
 mod common;
 
-use adparallelengine::{register_task, task, AnyBackend, Batching, BoxError, Engine, Error, FailureKind, Task};
+use adparallelengine::{
+    register_task, task, try_task, AnyBackend, Batching, BoxError, Engine, Error, FailureKind, Task,
+};
 use common::processes;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -137,26 +139,16 @@ fn workers_stay_up_between_jobs_and_a_dead_idle_one_is_replaced() {
     assert_no_worker_left("after dropping an engine with idle workers");
 }
 
-struct DiesOnceOnBigBatch;
-impl Task for DiesOnceOnBigBatch {
-    type Item = u64;
-    type Output = Vec<u64>;
-    type Args = PathBuf;
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &PathBuf) -> Result<(), BoxError> {
-        Ok(())
-    }
+try_task!(
     /// Outputs `[x, 2x, 3x]`; aborts the first time it meets item 123_456 (the marker file
     /// says it already did).
-    fn run(x: u64, marker: &PathBuf, _: &mut ()) -> Result<Vec<u64>, BoxError> {
+    DiesOnceOnBigBatch = |x: u64, marker: &PathBuf| -> Vec<u64> {
         if x == 123_456 && std::fs::OpenOptions::new().write(true).create_new(true).open(marker).is_ok() {
             std::process::abort();
         }
         Ok(vec![x, 2 * x, 3 * x])
     }
-}
-register_task!(DiesOnceOnBigBatch);
+);
 
 #[test]
 fn large_batches_cross_shared_memory_both_ways_and_survive_a_dying_worker() {
@@ -200,66 +192,36 @@ fn large_batches_cross_shared_memory_both_ways_and_survive_a_dying_worker() {
 
 task!(Double = |x: u64| -> u64 { 2 * x });
 
-struct DiesOnceDoubling;
-impl Task for DiesOnceDoubling {
-    type Item = u64;
-    type Output = u64;
-    type Args = PathBuf;
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &PathBuf) -> Result<(), BoxError> {
-        Ok(())
-    }
+try_task!(
     /// Doubles; aborts the first time it meets item 123_456.
-    fn run(x: u64, marker: &PathBuf, _: &mut ()) -> Result<u64, BoxError> {
+    DiesOnceDoubling = |x: u64, marker: &PathBuf| -> u64 {
         if x == 123_456 && std::fs::OpenOptions::new().write(true).create_new(true).open(marker).is_ok() {
             std::process::abort();
         }
         Ok(2 * x)
     }
-}
-register_task!(DiesOnceDoubling);
+);
 
-struct FailsAt;
-impl Task for FailsAt {
-    type Item = u64;
-    type Output = u64;
-    type Args = ();
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &()) -> Result<(), BoxError> {
-        Ok(())
-    }
-    fn run(x: u64, _: &(), _: &mut ()) -> Result<u64, BoxError> {
+try_task!(
+    FailsAt = |x: u64| -> u64 {
         if x == 250_000 {
             return Err("bad item".into());
         }
         Ok(2 * x)
     }
-}
-register_task!(FailsAt);
+);
 
-/// Item 5 parks on its first attempt after writing its pid to the file given as args; the
-/// test SIGKILLs that process; the retry (which finds the file) returns at once.
-struct Victim;
-impl Task for Victim {
-    type Item = u64;
-    type Output = u64;
-    type Args = PathBuf;
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &PathBuf) -> Result<(), BoxError> {
-        Ok(())
-    }
-    fn run(x: u64, marker: &PathBuf, _: &mut ()) -> Result<u64, BoxError> {
+try_task!(
+    /// Item 5 parks on its first attempt after writing its pid to the file given as args; the
+    /// test SIGKILLs that process; the retry (which finds the file) returns at once.
+    Victim = |x: u64, marker: &PathBuf| -> u64 {
         if x == 5 && !marker.exists() {
             std::fs::write(marker, std::process::id().to_string())?;
             std::thread::sleep(Duration::from_secs(60));
         }
         Ok(x * 10)
     }
-}
-register_task!(Victim);
+);
 
 #[test]
 fn a_worker_killed_from_outside_is_replaced_and_its_items_rerun() {

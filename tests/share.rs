@@ -4,7 +4,7 @@
 mod common;
 
 use adparallelengine::arrow::Frame;
-use adparallelengine::{register_task, AnyBackend, BoxError, Engine, Kind, Progress, Shared, Task};
+use adparallelengine::{try_task, AnyBackend, Engine, Kind, Progress, Shared};
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -40,17 +40,8 @@ fn in_store_mapping(addr: usize) -> bool {
     })
 }
 
-struct SumColumn;
-impl Task for SumColumn {
-    type Item = usize;
-    type Output = Seen;
-    type Args = TableArgs;
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &TableArgs) -> Result<(), BoxError> {
-        Ok(())
-    }
-    fn run(col: usize, args: &TableArgs, _: &mut ()) -> Result<Seen, BoxError> {
+try_task!(
+    SumColumn = |col: usize, args: &TableArgs| -> Seen {
         let c = args.table.column(col).as_any().downcast_ref::<Float64Array>().ok_or("not f64")?;
         let addr = c.values().as_ptr() as usize;
         Ok(Seen {
@@ -60,8 +51,7 @@ impl Task for SumColumn {
             pid: std::process::id(),
         })
     }
-}
-register_task!(SumColumn);
+);
 
 fn table(rows: usize) -> Frame {
     let a: ArrayRef = Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64)));

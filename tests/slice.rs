@@ -3,7 +3,7 @@
 
 mod common;
 
-use adparallelengine::{register_task, task, Batching, BoxError, Error, Shared, Task};
+use adparallelengine::{register_task, task, try_task, Batching, BoxError, Error, Shared, Task};
 use common::{engines, in_process_engines, threads};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -30,26 +30,16 @@ fn slice_jobs_give_the_iterator_results_in_order() {
     }
 }
 
-/// Returns a `Shared` (an `Arc`) so leaks show in the strong count; fails at 777 (error) and 1500 (panic).
-struct Tracked;
-impl Task for Tracked {
-    type Item = u64;
-    type Output = Shared<()>;
-    type Args = Shared<()>;
-    type Init = ();
-    type State = ();
-    fn init(_: &(), _: &Shared<()>) -> Result<(), BoxError> {
-        Ok(())
-    }
-    fn run(x: u64, token: &Shared<()>, _: &mut ()) -> Result<Shared<()>, BoxError> {
+try_task!(
+    /// Returns a `Shared` (an `Arc`) so leaks show in the strong count; fails at 777 (error) and 1500 (panic).
+    Tracked = |x: u64, token: &Shared<()>| -> Shared<()> {
         match x {
             777 => Err("seven seven seven".into()),
             1500 => panic!("fifteen hundred"),
             _ => Ok(token.clone()),
         }
     }
-}
-register_task!(Tracked);
+);
 
 #[test]
 fn a_failing_chunk_names_its_item_and_leaks_no_output() {

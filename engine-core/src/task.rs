@@ -74,6 +74,7 @@ pub trait Task: 'static {
 }
 
 /// Defines and registers a task from a closure-like body, for tasks with no init and no errors.
+/// A body that can fail is [`try_task!`](crate::try_task).
 ///
 /// ```
 /// engine_core::task!(
@@ -89,9 +90,51 @@ pub trait Task: 'static {
 #[macro_export]
 macro_rules! task {
     ($(#[$meta:meta])* $vis:vis $name:ident = |$item:ident : $ity:ty| -> $oty:ty $body:block) => {
-        $crate::task!($(#[$meta])* $vis $name = |$item: $ity, _args: &()| -> $oty $body);
+        $crate::__define_task!($(#[$meta])* $vis $name, $item: $ity, _args: (), $oty, { Ok($body) });
     };
     ($(#[$meta:meta])* $vis:vis $name:ident = |$item:ident : $ity:ty, $args:ident : &$aty:ty| -> $oty:ty $body:block) => {
+        $crate::__define_task!($(#[$meta])* $vis $name, $item: $ity, $args: $aty, $oty, { Ok($body) });
+    };
+}
+
+/// Defines and registers a task whose body can fail: it returns `Result<Output, BoxError>`,
+/// so `?` works on any error type (`std::io::Error`, a `String`, your own), and an `Err`
+/// fails that item with its index and message, as a panic does. No init, like
+/// [`task!`](crate::task); for per-worker state implement [`Task`] by hand.
+///
+/// ```
+/// use engine_core::Task;
+/// engine_core::try_task!(
+///     /// Parses a number; a bad one fails its item.
+///     pub Parse = |s: String| -> u64 { Ok(s.trim().parse::<u64>()?) }
+/// );
+/// engine_core::try_task!(pub Below = |x: u64, limit: &u64| -> u64 {
+///     if x >= *limit {
+///         return Err(format!("{x} is not below {limit}").into());
+///     }
+///     Ok(x)
+/// });
+/// assert_eq!(Parse::run(" 42".into(), &(), &mut ()).unwrap(), 42);
+/// assert!(Parse::run("x".into(), &(), &mut ()).unwrap_err().to_string().contains("invalid digit"));
+/// assert_eq!(Below::run(3, &5, &mut ()).unwrap(), 3);
+/// assert_eq!(Below::run(5, &5, &mut ()).unwrap_err().to_string(), "5 is not below 5");
+/// ```
+#[macro_export]
+macro_rules! try_task {
+    ($(#[$meta:meta])* $vis:vis $name:ident = |$item:ident : $ity:ty| -> $oty:ty $body:block) => {
+        $crate::__define_task!($(#[$meta])* $vis $name, $item: $ity, _args: (), $oty, $body);
+    };
+    ($(#[$meta:meta])* $vis:vis $name:ident = |$item:ident : $ity:ty, $args:ident : &$aty:ty| -> $oty:ty $body:block) => {
+        $crate::__define_task!($(#[$meta])* $vis $name, $item: $ity, $args: $aty, $oty, $body);
+    };
+}
+
+/// What [`task!`](crate::task) and [`try_task!`](crate::try_task) expand to: the type, its
+/// [`Task`] impl (no init, no state) with `run` returning `$run`, and its registration.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __define_task {
+    ($(#[$meta:meta])* $vis:vis $name:ident, $item:ident : $ity:ty, $args:ident : $aty:ty, $oty:ty, $run:block) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, Default)]
         $vis struct $name;
@@ -105,9 +148,7 @@ macro_rules! task {
                 Ok(())
             }
             #[allow(unused_variables)]
-            fn run($item: $ity, $args: &$aty, _: &mut ()) -> ::std::result::Result<$oty, $crate::BoxError> {
-                Ok($body)
-            }
+            fn run($item: $ity, $args: &$aty, _: &mut ()) -> ::std::result::Result<$oty, $crate::BoxError> $run
         }
         $crate::register_task!($name);
     };
