@@ -70,9 +70,12 @@ fn connect(driver: &str) -> Result<TcpStream, String> {
 fn serve(driver: &str, secret: &Secret, name: &str) -> Result<(), String> {
     let mut stream = connect(driver)?;
     let _ = stream.set_nodelay(true);
+    // A driver whose machine vanishes sends nothing: the kernel's probes notice it, or the
+    // messages it no longer acknowledges do, and the pod exits instead of waiting for ever.
+    engine_core::keepalive::keep_alive_worker(&stream).map_err(|e| format!("cannot turn on TCP keepalive: {e}"))?;
     knock(&mut stream, secret, name).map_err(|e| e.to_string())?;
     let reader = stream.try_clone().map_err(|e| format!("cannot clone the connection: {e}"))?;
-    let mut t = Counted { inner: StreamTransport::new(reader, stream, DEFAULT_MAX_FRAME), received: 0 };
+    let mut t = Counted { inner: StreamTransport::new(reader, stream, DEFAULT_MAX_FRAME), received: 0, failure: None };
     // Shared values come over the connection, or from a volume mounted at the driver's
     // `path_shared` (`shared_volume`).
     let open_volume = |dir: &str| -> engine_core::Result<Arc<dyn SharedStore>> {
@@ -82,30 +85,49 @@ fn serve(driver: &str, secret: &Secret, name: &str) -> Result<(), String> {
     let served = serve_connection(&mut t, &open_volume, &share_store::local_dir_store);
     // A pod that exits 0 counts as done for its Job, and is not replaced. A connection the
     // driver closed without a word (a refused knock) is a failure. Once admitted, a pod whose
-    // driver goes away, in good order or not (it died, or stopped this pod), has done its
-    // part: a replacement would only dial a driver that is gone.
-    match (t.received, served) {
-        (0, _) => Err("the driver closed the connection without a word: the secret was refused?".into()),
-        (_, Err(e)) => {
+    // driver's end closed (a FIN or a reset: the driver ended, or stopped this pod) has done
+    // its part: a replacement would only dial a driver that is gone. A driver that went
+    // *silent* (keepalive or unacknowledged data timed out: its machine or the network is
+    // down) may still be there: the pod fails, so that the Job controller replaces it and the
+    // replacement dials in again (up to the Job's backoffLimit, should the driver be gone).
+    match (t.received, served, t.failure) {
+        (0, _, _) => Err("the driver closed the connection without a word: the secret was refused?".into()),
+        (_, Err(e), Some(kind)) if went_silent(kind) => {
+            Err(format!("the driver at {driver} went silent (its machine or the network is down): {e}"))
+        }
+        (_, Err(e), _) => {
             eprintln!("adparallelengine worker {name}: the connection to the driver ended: {e}");
             Ok(())
         }
-        (_, Ok(())) => Ok(()),
+        (_, Ok(()), _) => Ok(()),
     }
 }
 
-/// A transport that counts the messages it received.
+/// Whether a connection failed because its peer stopped answering, rather than closing it.
+fn went_silent(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{HostUnreachable, NetworkDown, NetworkUnreachable, TimedOut};
+    matches!(kind, TimedOut | HostUnreachable | NetworkUnreachable | NetworkDown)
+}
+
+/// A transport that counts the messages it received, and keeps how it failed.
 struct Counted<T> {
     inner: T,
     received: usize,
+    failure: Option<std::io::ErrorKind>,
 }
 
 impl<T: Transport> Transport for Counted<T> {
     fn send(&mut self, head: &[u8], tail: &[u8]) -> std::io::Result<()> {
-        self.inner.send(head, tail)
+        self.inner.send(head, tail).inspect_err(|e| self.failure = Some(e.kind()))
     }
     fn recv(&mut self) -> std::io::Result<Option<Incoming<'_>>> {
-        let got = self.inner.recv()?;
+        let got = match self.inner.recv() {
+            Ok(got) => got,
+            Err(e) => {
+                self.failure = Some(e.kind());
+                return Err(e);
+            }
+        };
         self.received += usize::from(got.is_some());
         Ok(got)
     }

@@ -17,7 +17,10 @@
 //!   instead).
 //! - The engine deletes the Job (foreground propagation: its pods first) and the Secret when
 //!   it is dropped, on error, and on Ctrl-C. If the driver dies, pods exit when their
-//!   connection drops and the TTL removes the Job.
+//!   connection drops and the TTL removes the Job. A peer gone silent (a node lost, a
+//!   partition) is noticed by TCP keepalive on both ends within about
+//!   [`DEAD_AFTER`](engine_core::keepalive::DEAD_AFTER): the driver counts the pod lost, and
+//!   the pod exits non-zero, so that the Job controller replaces it.
 //! - Pods that do not dial in within the start timeout fail the job with an error naming each
 //!   missing pod and what the cluster says of it (`ErrImagePull`, `Unschedulable`,
 //!   `CrashLoopBackOff`, an exit code); a Job that exhausted its `backoffLimit` fails it at

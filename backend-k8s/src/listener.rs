@@ -115,6 +115,8 @@ fn admit(mut stream: TcpStream, secret: &Secret) -> Result<(String, TcpStream)> 
     let name = check_knock(&mut stream, secret)?;
     stream.set_read_timeout(None).map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
+    // A pod whose node vanishes sends nothing: the kernel's probes notice it.
+    engine_core::keepalive::keep_alive(&stream).map_err(io)?;
     Ok((name, stream))
 }
 
@@ -140,6 +142,7 @@ mod tests {
         knock(&mut good, &secret, "pod-0").unwrap();
         let a = listener.arrivals().recv_timeout(Duration::from_secs(2)).expect("the worker got in at once");
         assert_eq!(a.name, "pod-0");
+        assert!(engine_core::keepalive::is_kept_alive(&a.stream).unwrap(), "an admitted worker's connection is probed");
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while listener.refused() < 2 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));

@@ -19,6 +19,7 @@ pub mod inline;
 pub mod interrupt;
 pub mod items;
 pub mod job;
+pub mod keepalive;
 pub mod knock;
 mod order;
 pub mod outbox;
