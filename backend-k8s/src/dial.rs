@@ -121,13 +121,7 @@ impl<T: Transport> Transport for Counted<T> {
         self.inner.send(head, tail).inspect_err(|e| self.failure = Some(e.kind()))
     }
     fn recv(&mut self) -> std::io::Result<Option<Incoming<'_>>> {
-        let got = match self.inner.recv() {
-            Ok(got) => got,
-            Err(e) => {
-                self.failure = Some(e.kind());
-                return Err(e);
-            }
-        };
+        let got = self.inner.recv().inspect_err(|e| self.failure = Some(e.kind()))?;
         self.received += usize::from(got.is_some());
         Ok(got)
     }
