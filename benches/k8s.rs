@@ -11,10 +11,10 @@
 
 mod common;
 
-use adparallelengine::backends::k8s::sim::Simulator;
 use adparallelengine::backends::k8s::K8sBuilder;
 use adparallelengine::backends::ProcessBackend;
 use adparallelengine::{Batching, Engine, Kind, Progress};
+use adparallelengine_test_support::k8s_sim::Simulator;
 use common::{median, ratio, Echo, Spin};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

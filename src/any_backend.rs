@@ -1,7 +1,7 @@
 //! [`AnyBackend`]: the built-in backends behind one type, chosen at run time from a [`Kind`].
 
 use crate::kind::Kind;
-use engine_core::{Backend, BackendFactory, Completions, EngineConfig, Plan, Result, SlicePlan, Task};
+use adparallelengine_core::{Backend, BackendFactory, Completions, EngineConfig, Plan, Result, SlicePlan, Task};
 use std::time::Duration;
 
 /// One of the built-in backends.
@@ -9,19 +9,19 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum AnyBackend {
     /// In the calling thread.
-    Serial(backend_serial::SerialBackend),
+    Serial(adparallelengine_serial::SerialBackend),
     /// A rayon thread pool.
     #[cfg(feature = "threads")]
-    Threads(backend_threads::ThreadsBackend),
+    Threads(adparallelengine_threads::ThreadsBackend),
     /// Worker processes running this executable.
     #[cfg(feature = "process")]
-    Process(backend_process::ProcessBackend),
+    Process(adparallelengine_process::ProcessBackend),
     /// The other ranks of an `mpirun` job.
     #[cfg(feature = "mpi")]
-    Mpi(backend_mpi::MpiBackend),
+    Mpi(adparallelengine_mpi::MpiBackend),
     /// The pods of a Kubernetes Job.
     #[cfg(feature = "k8s")]
-    K8s(backend_k8s::K8sBackend),
+    K8s(adparallelengine_k8s::K8sBackend),
 }
 
 impl AnyBackend {
@@ -92,35 +92,35 @@ impl BackendFactory for Kind {
     fn create(self, config: &EngineConfig) -> Result<AnyBackend> {
         // Safety net: a worker process whose pre-main hook did not run serves here, before
         // anything else of `main` can start more workers.
-        engine_core::entry::become_worker_if_asked();
+        adparallelengine_core::entry::become_worker_if_asked();
         self.ensure_available()?;
         // A worker rank serves here and never returns; rank 0 gets the ranks' backend.
         #[cfg(feature = "mpi")]
         if self == Kind::Mpi {
             return Ok(AnyBackend::Mpi(
-                backend_mpi::MpiBackend::new(config.max_workers)?
+                adparallelengine_mpi::MpiBackend::new(config.max_workers)?
                     .path_shared(config.path_shared.clone())
                     .ship_shared(config.ship_shared),
             ));
         }
         let workers = config.workers_or_default();
         if self == Kind::Serial || workers == 1 {
-            return Ok(AnyBackend::Serial(backend_serial::SerialBackend));
+            return Ok(AnyBackend::Serial(adparallelengine_serial::SerialBackend));
         }
         match self {
             #[cfg(feature = "threads")]
-            Kind::Threads => Ok(AnyBackend::Threads(backend_threads::ThreadsBackend::new(workers)?)),
+            Kind::Threads => Ok(AnyBackend::Threads(adparallelengine_threads::ThreadsBackend::new(workers)?)),
             #[cfg(feature = "process")]
             Kind::Process => Ok(AnyBackend::Process(
-                backend_process::ProcessBackend::new(workers)?.path_shared(config.path_shared.clone()),
+                adparallelengine_process::ProcessBackend::new(workers)?.path_shared(config.path_shared.clone()),
             )),
             // The cluster and the pods' image come from the environment (KUBECONFIG,
             // ADPARALLELENGINE_K8S_IMAGE...): the program itself is unchanged.
             #[cfg(feature = "k8s")]
             Kind::K8s => Ok(AnyBackend::K8s(
-                backend_k8s::K8sBuilder::from_env(workers)?.path_shared(config.path_shared.clone()).build()?,
+                adparallelengine_k8s::K8sBuilder::from_env(workers)?.path_shared(config.path_shared.clone()).build()?,
             )),
-            other => Err(engine_core::Error::KindUnavailable {
+            other => Err(adparallelengine_core::Error::KindUnavailable {
                 kind: other.as_str().into(),
                 reason: "no backend for this kind in this build".into(),
             }),

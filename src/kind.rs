@@ -1,6 +1,6 @@
 //! [`Kind`]: which backend an engine runs on, parsed from the seed's strings.
 
-use engine_core::{Error, Result};
+use adparallelengine_core::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
 

@@ -27,7 +27,7 @@ mod kind;
 pub use any_backend::AnyBackend;
 pub use kind::Kind;
 
-pub use engine_core::{
+pub use adparallelengine_core::{
     backend, batching, dispatch, progress, register_task, registry, stats, task, try_task, Backend, BackendFactory,
     Batcher, Batching, BoxError, Completions, CountingAllocator, EngineBuilder, EngineConfig, Error, FailureKind,
     ItemError, ItemStats, Job, JobStats, Payload, Plan, Progress, Result, ResultStream, ShareKey, Shared, SharedBytes,
@@ -37,25 +37,25 @@ pub use engine_core::{
 /// Arrow data as items, results and shared values: [`Frame`](arrow::Frame) (a
 /// `RecordBatch`, the seed's DataFrame) and [`Series`](arrow::Series) (an array).
 #[cfg(feature = "arrow")]
-pub use engine_core::arrow;
+pub use adparallelengine_core::arrow;
 
 /// The engine. `Engine` alone runs the built-in backends ([`AnyBackend`], chosen by
 /// [`Kind`]); `Engine<MyBackend>` runs a third-party one.
-pub type Engine<B = AnyBackend> = engine_core::Engine<B>;
+pub type Engine<B = AnyBackend> = adparallelengine_core::Engine<B>;
 
 /// The backends, for direct use.
 pub mod backends {
-    /// The Kubernetes backend: [`K8sBuilder`](backend_k8s::K8sBuilder) for every option.
+    /// The Kubernetes backend: [`K8sBuilder`](adparallelengine_k8s::K8sBuilder) for every option.
     #[cfg(feature = "k8s")]
-    pub use backend_k8s as k8s;
+    pub use adparallelengine_k8s as k8s;
     /// The MPI backend, and MPI itself for a program's own messages before its engine.
     #[cfg(feature = "mpi")]
-    pub use backend_mpi as mpi;
+    pub use adparallelengine_mpi as mpi;
     #[cfg(feature = "process")]
-    pub use backend_process::{live_workers, ProcessBackend};
-    pub use backend_serial::SerialBackend;
+    pub use adparallelengine_process::{live_workers, ProcessBackend};
+    pub use adparallelengine_serial::SerialBackend;
     #[cfg(feature = "threads")]
-    pub use backend_threads::ThreadsBackend;
+    pub use adparallelengine_threads::ThreadsBackend;
 }
 
 /// The README's examples, compiled and run as doc tests.
@@ -65,5 +65,5 @@ pub struct ReadmeDoctests;
 
 /// Shared-store implementations.
 pub mod stores {
-    pub use share_store::MemoryStore;
+    pub use adparallelengine_store::MemoryStore;
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use adparallelengine::backends::k8s::sim::{self, Simulator};
+use adparallelengine_test_support::k8s_sim::{self as sim, Simulator};
 use common::example;
 use std::io::BufRead;
 use std::process::{Command, Stdio};

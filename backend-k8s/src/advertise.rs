@@ -1,7 +1,7 @@
 //! The driver's address as worker pods reach it.
 
 use crate::k8s_err;
-use engine_core::Result;
+use adparallelengine_core::Result;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 
 /// What to listen on and what to tell pods: `(bind address, advertised host)`; the port is

@@ -3,8 +3,8 @@
 //! list, delete), and a kube-rs client must be driven by the runtime it was made on.
 
 use crate::k8s_err;
+use adparallelengine_core::Result;
 use crossbeam_channel::{bounded, unbounded, Sender};
-use engine_core::Result;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;

@@ -3,7 +3,7 @@
 
 use crate::api::{runtime, Api};
 use crate::job_spec::RunNames;
-use engine_core::Result;
+use adparallelengine_core::Result;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api as Resource, DeleteParams, ListParams, PostParams};

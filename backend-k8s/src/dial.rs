@@ -1,17 +1,17 @@
 //! A worker pod's side: started with the driver's address and the run's secret in its
 //! environment, the program dials the driver before `main` (engine-core's pre-main
-//! [`entry`](engine_core::entry)), knocks, serves jobs over the connection, and exits when the
+//! [`entry`](adparallelengine_core::entry)), knocks, serves jobs over the connection, and exits when the
 //! driver closes it. It never runs the user's `main`.
 //!
 //! Shared values reach a pod over its connection (`ToWorker::Blob`) into a private directory
 //! on its local disk, removed when it exits: pods do not see the driver's file system, unless
 //! a volume is mounted at the driver's `path_shared` (`shared_volume`).
 
-use engine_core::knock::{knock, Secret};
-use engine_core::remote::{serve_connection, Incoming, Transport};
-use engine_core::stream_transport::StreamTransport;
-use engine_core::wire::DEFAULT_MAX_FRAME;
-use engine_core::{Error, SharedStore};
+use adparallelengine_core::knock::{knock, Secret};
+use adparallelengine_core::remote::{serve_connection, Incoming, Transport};
+use adparallelengine_core::stream_transport::StreamTransport;
+use adparallelengine_core::wire::DEFAULT_MAX_FRAME;
+use adparallelengine_core::{Error, SharedStore};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ pub const ENV_NAME: &str = "ADPARALLELENGINE_WORKER_NAME";
 /// listener is reachable through the network).
 pub const DIAL_PATIENCE: Duration = Duration::from_secs(60);
 
-engine_core::worker_entry!(dial_in_if_asked);
+adparallelengine_core::worker_entry!(dial_in_if_asked);
 
 /// If this process is a worker pod (its environment names a driver), serves it and exits;
 /// otherwise returns at once.
@@ -72,17 +72,18 @@ fn serve(driver: &str, secret: &Secret, name: &str) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     // A driver whose machine vanishes sends nothing: the kernel's probes notice it, or the
     // messages it no longer acknowledges do, and the pod exits instead of waiting for ever.
-    engine_core::keepalive::keep_alive_worker(&stream).map_err(|e| format!("cannot turn on TCP keepalive: {e}"))?;
+    adparallelengine_core::keepalive::keep_alive_worker(&stream)
+        .map_err(|e| format!("cannot turn on TCP keepalive: {e}"))?;
     knock(&mut stream, secret, name).map_err(|e| e.to_string())?;
     let reader = stream.try_clone().map_err(|e| format!("cannot clone the connection: {e}"))?;
     let mut t = Counted { inner: StreamTransport::new(reader, stream, DEFAULT_MAX_FRAME), received: 0, failure: None };
     // Shared values come over the connection, or from a volume mounted at the driver's
     // `path_shared` (`shared_volume`).
-    let open_volume = |dir: &str| -> engine_core::Result<Arc<dyn SharedStore>> {
-        share_store::open_dir_view(dir)
+    let open_volume = |dir: &str| -> adparallelengine_core::Result<Arc<dyn SharedStore>> {
+        adparallelengine_store::open_dir_view(dir)
             .map_err(|e| Error::Store(format!("pod {name}: the shared volume {dir} is not mounted here: {e}")))
     };
-    let served = serve_connection(&mut t, &open_volume, &share_store::local_dir_store);
+    let served = serve_connection(&mut t, &open_volume, &adparallelengine_store::local_dir_store);
     // A pod that exits 0 counts as done for its Job, and is not replaced. A connection the
     // driver closed without a word (a refused knock) is a failure. Once admitted, a pod whose
     // driver's end closed (a FIN or a reset: the driver ended, or stopped this pod) has done

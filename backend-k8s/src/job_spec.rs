@@ -3,7 +3,7 @@
 use crate::dial::{ENV_DRIVER, ENV_NAME, ENV_SECRET};
 use crate::k8s_err;
 use crate::options::K8sBuilder;
-use engine_core::Result;
+use adparallelengine_core::Result;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, LocalObjectReference, ObjectFieldSelector, PodSpec, PodTemplateSpec, Secret,

@@ -7,7 +7,7 @@
 //!   address, knocks with the secret, and serves jobs until the driver closes its connection.
 //!   The driver's [`listener`] refuses (and logs) any connection without the secret, and
 //!   frames are bounded in size both ways.
-//! - Pods are engine-core's [`pooled`](engine_core::pooled) workers, like worker processes:
+//! - Pods are engine-core's [`pooled`](adparallelengine_core::pooled) workers, like worker processes:
 //!   they stay connected between jobs; scheduling, retries of a lost pod's items, item
 //!   timeouts and ordering are engine-core's. A pod lost mid-item has its items re-run on the
 //!   others; the Job controller starts a replacement, which joins the running job as soon as
@@ -19,7 +19,7 @@
 //!   it is dropped, on error, and on Ctrl-C. If the driver dies, pods exit when their
 //!   connection drops and the TTL removes the Job. A peer gone silent (a node lost, a
 //!   partition) is noticed by TCP keepalive on both ends within about
-//!   [`DEAD_AFTER`](engine_core::keepalive::DEAD_AFTER): the driver counts the pod lost, and
+//!   [`DEAD_AFTER`](adparallelengine_core::keepalive::DEAD_AFTER): the driver counts the pod lost, and
 //!   the pod exits non-zero, so that the Job controller replaces it.
 //! - Pods that do not dial in within the start timeout fail the job with an error naming each
 //!   missing pod and what the cluster says of it (`ErrImagePull`, `Unschedulable`,
@@ -28,13 +28,13 @@
 //!   would retry for ever), and later jobs of the engine fail with the same reason.
 //!
 //! ```no_run
-//! use backend_k8s::K8sBuilder;
-//! use engine_core::Engine;
-//! engine_core::task!(Sq = |x: u64| -> u64 { x * x });
+//! use adparallelengine_k8s::K8sBuilder;
+//! use adparallelengine_core::Engine;
+//! adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
 //! let backend = K8sBuilder::new(4).image("registry.example.com/me/sq:1").command(["/app/sq"]).build()?;
 //! let engine = Engine::from_backend(backend);
 //! assert_eq!(engine.map(Sq, 0..5u64).run()?, vec![0, 1, 4, 9, 16]);
-//! # Ok::<(), engine_core::Error>(())
+//! # Ok::<(), adparallelengine_core::Error>(())
 //! ```
 #![warn(missing_docs)]
 
@@ -46,17 +46,15 @@ pub mod dial;
 pub mod job_spec;
 pub mod listener;
 pub mod options;
-#[doc(hidden)]
-pub mod sim;
 mod source;
 
 pub use api::{client_from_kubeconfig, runtime};
 pub use options::K8sBuilder;
 
+use adparallelengine_core::knock::Secret;
+use adparallelengine_core::pooled::{start_pooled, Pool};
+use adparallelengine_core::{Backend, Completions, Error, Plan, Result, Task};
 use conn::PodConn;
-use engine_core::knock::Secret;
-use engine_core::pooled::{start_pooled, Pool};
-use engine_core::{Backend, Completions, Error, Plan, Result, Task};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,7 +68,7 @@ pub struct K8sBackend {
     workers: usize,
     pool: Arc<Pool<PodConn>>,
     cluster: Arc<cluster::Cluster>,
-    store: Arc<share_store::LazyDirStore>,
+    store: Arc<adparallelengine_store::LazyDirStore>,
     ship: bool,
     driver: String,
     refused: Arc<AtomicUsize>,
@@ -91,7 +89,7 @@ impl std::fmt::Debug for K8sBackend {
 impl K8sBackend {
     fn from_builder(opts: K8sBuilder) -> Result<K8sBackend> {
         // Serve here if this process is a worker pod whose pre-main entry did not run.
-        engine_core::entry::become_worker_if_asked();
+        adparallelengine_core::entry::become_worker_if_asked();
         if opts.shared_volume && opts.path_shared.is_none() {
             return Err(Error::Config("`shared_volume` needs `path_shared`: the directory pods see".into()));
         }
@@ -118,13 +116,13 @@ impl K8sBackend {
             live: Arc::new(AtomicUsize::new(0)),
             arrived: Mutex::new(Default::default()),
         };
-        let cleanup = engine_core::interrupt::cleanup_id();
-        engine_core::interrupt::register_cleanup(cleanup, cluster.deleter());
+        let cleanup = adparallelengine_core::interrupt::cleanup_id();
+        adparallelengine_core::interrupt::register_cleanup(cleanup, cluster.deleter());
         Ok(K8sBackend {
             workers: opts.workers,
             pool: Arc::new(Pool::new(opts.workers, source)),
             cluster,
-            store: Arc::new(share_store::LazyDirStore::new(opts.path_shared.clone())),
+            store: Arc::new(adparallelengine_store::LazyDirStore::new(opts.path_shared.clone())),
             ship: !opts.shared_volume,
             driver,
             refused,
@@ -168,7 +166,7 @@ impl Drop for K8sBackend {
         // Pods exit 0 when their connection closes; then the Job and Secret go.
         self.pool.retire_idle();
         self.cluster.delete();
-        engine_core::interrupt::unregister_cleanup(self.cleanup);
+        adparallelengine_core::interrupt::unregister_cleanup(self.cleanup);
     }
 }
 
@@ -203,7 +201,7 @@ impl Backend for K8sBackend {
             self.store.clone(),
             share_dir,
             self.ship,
-            engine_core::wire::DEFAULT_MAX_FRAME,
+            adparallelengine_core::wire::DEFAULT_MAX_FRAME,
         )
     }
 }

@@ -1,13 +1,13 @@
 //! The driver's door for workers that dial in: a TCP listener whose connections must knock
-//! with the run's secret (engine-core's [`knock`](engine_core::knock)) within a deadline.
+//! with the run's secret (engine-core's [`knock`](adparallelengine_core::knock)) within a deadline.
 //!
 //! Each connection is checked on its own short-lived thread, so a silent or slow stranger
 //! holds up no one; a refused connection is closed and logged with its peer address and the
 //! reason, and counted. Accepted workers arrive on a channel, with the name they gave.
 
+use adparallelengine_core::knock::{check_knock, Secret};
+use adparallelengine_core::{Error, Result};
 use crossbeam_channel::{unbounded, Receiver};
-use engine_core::knock::{check_knock, Secret};
-use engine_core::{Error, Result};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -116,14 +116,14 @@ fn admit(mut stream: TcpStream, secret: &Secret) -> Result<(String, TcpStream)> 
     stream.set_read_timeout(None).map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
     // A pod whose node vanishes sends nothing: the kernel's probes notice it.
-    engine_core::keepalive::keep_alive(&stream).map_err(io)?;
+    adparallelengine_core::keepalive::keep_alive(&stream).map_err(io)?;
     Ok((name, stream))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine_core::knock::knock;
+    use adparallelengine_core::knock::knock;
     use std::io::Write;
 
     #[test]
@@ -142,7 +142,10 @@ mod tests {
         knock(&mut good, &secret, "pod-0").unwrap();
         let a = listener.arrivals().recv_timeout(Duration::from_secs(2)).expect("the worker got in at once");
         assert_eq!(a.name, "pod-0");
-        assert!(engine_core::keepalive::is_kept_alive(&a.stream).unwrap(), "an admitted worker's connection is probed");
+        assert!(
+            adparallelengine_core::keepalive::is_kept_alive(&a.stream).unwrap(),
+            "an admitted worker's connection is probed"
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while listener.refused() < 2 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));

@@ -4,7 +4,7 @@
 //! the seed's programs unchanged.
 
 use crate::k8s_err;
-use engine_core::Result;
+use adparallelengine_core::Result;
 use k8s_openapi::api::core::v1::{EnvVar, PodTemplateSpec, ResourceRequirements, Toleration};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub const ENV_PULL_SECRET: &str = "ADPARALLELENGINE_K8S_PULL_SECRET";
 /// [`K8sBuilder::from_env`], then [`build`](K8sBuilder::build).
 ///
 /// ```no_run
-/// use backend_k8s::K8sBuilder;
+/// use adparallelengine_k8s::K8sBuilder;
 /// use std::time::Duration;
 /// let backend = K8sBuilder::new(8)
 ///     .image("registry.example.com/team/backtest:1.4")
@@ -39,7 +39,7 @@ pub const ENV_PULL_SECRET: &str = "ADPARALLELENGINE_K8S_PULL_SECRET";
 ///     .node_selector("pool", "compute")
 ///     .start_timeout(Duration::from_secs(300))
 ///     .build()?;
-/// # Ok::<(), engine_core::Error>(())
+/// # Ok::<(), adparallelengine_core::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct K8sBuilder {

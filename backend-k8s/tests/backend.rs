@@ -2,13 +2,13 @@
 //! `tools/k8s-sim`, whose node agent runs each worker pod as a local process of this very
 //! test binary, dialing back to the driver over TCP with the run's secret.
 
-use backend_k8s::sim::{self, Simulator};
-use backend_k8s::{K8sBackend, K8sBuilder};
-use engine_core::{Engine, Shared};
+use adparallelengine_core::{Engine, Shared};
+use adparallelengine_k8s::{K8sBackend, K8sBuilder};
+use adparallelengine_test_support::k8s_sim::{self as sim, Simulator};
 use std::time::{Duration, Instant};
 
-engine_core::task!(AddSum = |x: u64, args: &Shared<Vec<u64>>| -> u64 { x * x + args.iter().sum::<u64>() });
-engine_core::task!(
+adparallelengine_core::task!(AddSum = |x: u64, args: &Shared<Vec<u64>>| -> u64 { x * x + args.iter().sum::<u64>() });
+adparallelengine_core::task!(
     SlowSquare = |x: u64| -> u64 {
         std::thread::sleep(Duration::from_millis(20));
         x * x
@@ -51,7 +51,7 @@ fn jobs_run_on_pods_with_shared_values_and_dropping_the_engine_deletes_everythin
     eventually("no worker process is left", || worker_pids(&driver).is_empty());
 }
 
-engine_core::task!(
+adparallelengine_core::task!(
     /// Squares, slowly, and says which process did it.
     SquareAndPid = |x: u64| -> (u64, u32) {
         std::thread::sleep(Duration::from_millis(20));
@@ -138,12 +138,17 @@ fn a_connection_with_the_wrong_secret_is_refused_while_pods_work() {
     let engine = Engine::from_backend(b);
     assert_eq!(engine.map(SlowSquare, 0..4u64).run().unwrap(), vec![0, 1, 4, 9]);
     let mut stranger = std::net::TcpStream::connect(&driver).unwrap();
-    engine_core::knock::knock(&mut stranger, &engine_core::knock::Secret::random().unwrap(), "intruder").unwrap();
+    adparallelengine_core::knock::knock(
+        &mut stranger,
+        &adparallelengine_core::knock::Secret::random().unwrap(),
+        "intruder",
+    )
+    .unwrap();
     eventually("the stranger is refused", || engine.backend().refused_connections() == 1);
     assert_eq!(engine.map(SlowSquare, 0..40u64).run().unwrap(), (0..40u64).map(|x| x * x).collect::<Vec<_>>());
 }
 
-engine_core::task!(
+adparallelengine_core::task!(
     PanicsAtFive = |x: u64| -> u64 {
         std::thread::sleep(Duration::from_millis(5));
         assert!(x != 5, "five");
@@ -173,9 +178,9 @@ fn a_failed_job_keeps_its_pods_for_the_next_one() {
     assert_eq!(engine.backend().idle_workers(), 2);
 }
 
-engine_core::task!(
+adparallelengine_core::task!(
     /// The series' sum plus `x`, and the `.bin` files this pod has mapped.
-    SumAndMaps = |x: u64, s: &Shared<engine_core::arrow::Series>| -> (u64, String) {
+    SumAndMaps = |x: u64, s: &Shared<adparallelengine_core::arrow::Series>| -> (u64, String) {
         let col = s.0.as_any().downcast_ref::<arrow_array::Int64Array>().expect("int64");
         let sum: i64 = col.values().iter().sum();
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
@@ -191,7 +196,9 @@ fn shared_values_are_shipped_to_pods_or_read_from_a_shared_volume() {
     let dir = std::env::temp_dir().join(format!("adpe-k8s-volume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let series =
-        Shared::new(engine_core::arrow::Series(std::sync::Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3]))));
+        Shared::new(adparallelengine_core::arrow::Series(std::sync::Arc::new(arrow_array::Int64Array::from(vec![
+            1, 2, 3,
+        ]))));
     for volume in [false, true] {
         let b = backend(&sim, 2).path_shared(Some(dir.clone())).shared_volume(volume).build().unwrap();
         let engine = Engine::from_backend(b);
@@ -210,7 +217,7 @@ fn shared_values_are_shipped_to_pods_or_read_from_a_shared_volume() {
     let _ = std::fs::remove_dir(&dir);
 }
 
-engine_core::task!(
+adparallelengine_core::task!(
     /// Hangs on item 2.
     HangsOnTwo = |x: u64| -> u64 {
         if x == 2 {
@@ -238,7 +245,7 @@ fn an_item_over_its_time_limit_gets_its_pod_deleted_and_fails_alone() {
         match i {
             2 => {
                 let err = r.as_ref().unwrap_err();
-                assert_eq!(err.kind, engine_core::FailureKind::Timeout, "{err}");
+                assert_eq!(err.kind, adparallelengine_core::FailureKind::Timeout, "{err}");
             }
             _ => assert_eq!(r.as_ref().unwrap(), &(i as u64)),
         }

@@ -1,6 +1,6 @@
 //! A pod and its driver cut off from each other by the network (a node lost, a partition)
 //! send each other nothing; TCP keepalive on both ends of their connection
-//! ([`engine_core::keepalive`]) turns that silence into an error within about
+//! ([`adparallelengine_core::keepalive`]) turns that silence into an error within about
 //! [`DEAD_AFTER`]: the pod exits instead of running for ever, and the driver counts the pod as
 //! lost instead of waiting for its results.
 //!
@@ -9,14 +9,14 @@
 //! the pod's end of the link down. That needs root and iproute2; CI has both (`.ci/run`). On a
 //! machine without them the tests say so and pass, except under `CI=true`, where they fail.
 
-use backend_k8s::sim::{self, Simulator};
-use backend_k8s::{K8sBackend, K8sBuilder};
-use engine_core::keepalive::DEAD_AFTER;
-use engine_core::Engine;
+use adparallelengine_core::keepalive::DEAD_AFTER;
+use adparallelengine_core::Engine;
+use adparallelengine_k8s::{K8sBackend, K8sBuilder};
+use adparallelengine_test_support::k8s_sim::{self as sim, Simulator};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-engine_core::task!(
+adparallelengine_core::task!(
     /// Squares after a nap of `ms` milliseconds.
     Nap = |x: u64, ms: &u64| -> u64 {
         std::thread::sleep(Duration::from_millis(*ms));
@@ -116,9 +116,9 @@ fn within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Durati
 /// The run's pods that failed, and their exit codes.
 fn failed_pods(sim: &Simulator, ns: &str, selector: &str) -> Vec<(String, i32)> {
     use k8s_openapi::api::core::v1::Pod;
-    let rt = backend_k8s::runtime().unwrap();
+    let rt = adparallelengine_k8s::runtime().unwrap();
     rt.block_on(async {
-        let c = backend_k8s::client_from_kubeconfig(&sim.kubeconfig).await.unwrap();
+        let c = adparallelengine_k8s::client_from_kubeconfig(&sim.kubeconfig).await.unwrap();
         let lp = kube::api::ListParams::default().labels(selector);
         let pods = kube::Api::<Pod>::namespaced(c, ns).list(&lp).await.unwrap();
         let code = |p: &Pod| {

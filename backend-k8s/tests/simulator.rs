@@ -3,9 +3,9 @@
 //! run's secret through a Secret, the pod's name through the downward API), deleted with
 //! foreground propagation — checked end to end, pods run as local processes.
 
-use backend_k8s::job_spec::{run_secret, worker_job, RunNames};
-use backend_k8s::sim::Simulator;
-use backend_k8s::{client_from_kubeconfig, runtime, K8sBuilder};
+use adparallelengine_k8s::job_spec::{run_secret, worker_job, RunNames};
+use adparallelengine_k8s::{client_from_kubeconfig, runtime, K8sBuilder};
+use adparallelengine_test_support::k8s_sim::Simulator;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};

@@ -2,7 +2,7 @@
 //! per process), and the life of a worker rank, which serves the driver and exits.
 
 use crate::transport::RankTransport;
-use engine_core::{Error, Result};
+use adparallelengine_core::{Error, Result};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
@@ -84,15 +84,17 @@ pub fn serve_if_worker_rank() -> Result<()> {
         return Ok(());
     }
     let mut t = RankTransport::new();
-    let code =
-        match engine_core::remote::serve_connection(&mut t, &share_store::open_dir_view, &share_store::local_dir_store)
-        {
-            Ok(()) => 0,
-            Err(message) => {
-                eprintln!("adparallelengine MPI rank {rank}: {message}");
-                3
-            }
-        };
+    let code = match adparallelengine_core::remote::serve_connection(
+        &mut t,
+        &adparallelengine_store::open_dir_view,
+        &adparallelengine_store::local_dir_store,
+    ) {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("adparallelengine MPI rank {rank}: {message}");
+            3
+        }
+    };
     finalize();
     std::process::exit(code);
 }

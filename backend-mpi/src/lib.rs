@@ -13,13 +13,13 @@
 //! every rank sees (the temp dir, on one machine).
 //!
 //! ```no_run
-//! use engine_core::Engine;
-//! use backend_mpi::MpiBackend;
-//! engine_core::task!(Sq = |x: u64| -> u64 { x * x });
+//! use adparallelengine_core::Engine;
+//! use adparallelengine_mpi::MpiBackend;
+//! adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
 //! // Under `mpirun -n 3`: ranks 1 and 2 serve inside `new` and never get here.
 //! let engine = Engine::from_backend(MpiBackend::new(None)?);
 //! assert_eq!(engine.map(Sq, 0..5u64).run()?, vec![0, 1, 4, 9, 16]);
-//! # Ok::<(), engine_core::Error>(())
+//! # Ok::<(), adparallelengine_core::Error>(())
 //! ```
 #![warn(missing_docs)]
 
@@ -33,15 +33,15 @@ pub use launch::{launched, serve_if_worker_rank, world};
 /// (before building the engine: from then on the worker ranks serve the engine).
 pub use mpi as rsmpi;
 
+use adparallelengine_core::batch::Event;
+use adparallelengine_core::dispatch::{Dispatch, Respawn, WorkerLink};
+use adparallelengine_core::remote::{hear, Heard, Incoming, JobSpec, ToWorker};
+use adparallelengine_core::wire::{encode_msg, EncodedBatch};
+use adparallelengine_core::{Backend, Completions, Error, Plan, Result, SharedStore, Task};
+use adparallelengine_store::LazyDirStore;
 use crossbeam_channel::unbounded;
 use endpoint::Endpoint;
-use engine_core::batch::Event;
-use engine_core::dispatch::{Dispatch, Respawn, WorkerLink};
-use engine_core::remote::{hear, Heard, Incoming, JobSpec, ToWorker};
-use engine_core::wire::{encode_msg, EncodedBatch};
-use engine_core::{Backend, Completions, Error, Plan, Result, SharedStore, Task};
 use link::RankLink;
-use share_store::LazyDirStore;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -93,9 +93,9 @@ impl MpiBackend {
         let workers = workers.unwrap_or(size - 1).clamp(1, size - 1);
         // When one rank dies, mpirun ends every other (SIGTERM, then SIGKILL): say which
         // items were lost with it before going.
-        let report_id = engine_core::interrupt::cleanup_id();
+        let report_id = adparallelengine_core::interrupt::cleanup_id();
         let ledger = endpoint.ledger();
-        engine_core::interrupt::register_cleanup(report_id, move || {
+        adparallelengine_core::interrupt::register_cleanup(report_id, move || {
             eprintln!(
                 "adparallelengine: the MPI job is being ended (mpirun ends every rank when one dies or is \
                  interrupted); items sent to worker ranks and not returned: {}",
@@ -124,7 +124,7 @@ impl MpiBackend {
 impl Drop for MpiBackend {
     /// Closes every worker rank (they finalize and exit 0), then finalizes MPI here.
     fn drop(&mut self) {
-        engine_core::interrupt::unregister_cleanup(self.report_id);
+        adparallelengine_core::interrupt::unregister_cleanup(self.report_id);
         self.endpoint.shutdown(Duration::from_secs(10));
         launch::finalize();
     }

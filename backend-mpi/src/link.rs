@@ -1,11 +1,11 @@
 //! The driver's link to one worker rank, for the dispatch loop.
 
 use crate::endpoint::Endpoint;
-use engine_core::batch::Event;
-use engine_core::dispatch::{Parcel, WorkerLink};
-use engine_core::remote::ToWorker;
-use engine_core::wire::{encode_msg, EncodedBatch};
-use engine_core::Result;
+use adparallelengine_core::batch::Event;
+use adparallelengine_core::dispatch::{Parcel, WorkerLink};
+use adparallelengine_core::remote::ToWorker;
+use adparallelengine_core::wire::{encode_msg, EncodedBatch};
+use adparallelengine_core::Result;
 use std::sync::Arc;
 
 /// Worker `worker` of a job, played by MPI rank `rank`.

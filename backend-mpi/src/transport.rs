@@ -7,8 +7,8 @@
 //! by polling a core at 100 %: on a machine with as many ranks as cores that would take the
 //! CPU the other ranks compute with.
 
-use engine_core::backoff::Backoff;
-use engine_core::remote::{Incoming, Transport};
+use adparallelengine_core::backoff::Backoff;
+use adparallelengine_core::remote::{Incoming, Transport};
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Tag;

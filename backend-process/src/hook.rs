@@ -4,8 +4,8 @@
 //! are: the hook runs before the test harness too.
 
 use crate::shm::{apart_frame, recv_fd, split_apart, Dir, RingReader, RingWriter, Shm, APART_MIN};
-use engine_core::remote::{serve_connection, Incoming, Transport};
-use engine_core::wire::{read_frame_into, write_parts, LOCAL_MAX_FRAME};
+use adparallelengine_core::remote::{serve_connection, Incoming, Transport};
+use adparallelengine_core::wire::{read_frame_into, write_parts, LOCAL_MAX_FRAME};
 use std::io::{self, BufReader, Write};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -19,7 +19,7 @@ pub const ENV_PARENT_PID: &str = "ADPARALLELENGINE_PARENT_PID";
 pub(crate) const WORKER_FD: i32 = 0;
 
 // Runs before `main`, through engine-core's one pre-main hook.
-engine_core::worker_entry!(become_worker_if_asked);
+adparallelengine_core::worker_entry!(become_worker_if_asked);
 
 /// If this process was started as a worker, serves the driver and exits; otherwise returns at
 /// once. engine-core's pre-`main` hook calls it; engine construction calls it again as a
@@ -87,7 +87,7 @@ fn serve(stream: UnixStream) -> Result<(), String> {
         rings: shm.map(|s| (RingWriter::new(Arc::clone(&s), Dir::ToDriver), RingReader::new(s, Dir::ToWorker))),
         holding: false,
     };
-    serve_connection(&mut t, &share_store::open_dir_view, &share_store::local_dir_store)
+    serve_connection(&mut t, &adparallelengine_store::open_dir_view, &adparallelengine_store::local_dir_store)
 }
 
 /// The worker's end of a socket, speaking engine-core's frames; large tails go through the

@@ -7,18 +7,18 @@
 //! are engine-core's frames. Workers start with the first job that needs them and stay up
 //! between jobs (see [`pool`](crate::pool) for why) until the backend is dropped. The pool,
 //! each job's reader threads and links, scheduling, retries of a dead worker's batches, item
-//! timeouts and ordering are engine-core's [`pooled`](engine_core::pooled) workers, shared
+//! timeouts and ordering are engine-core's [`pooled`](adparallelengine_core::pooled) workers, shared
 //! with the Kubernetes backend: this crate only spawns processes and gives them shared
 //! memory. A worker whose driver dies gets SIGKILL from
 //! the kernel, and Ctrl-C (SIGINT/SIGTERM) kills every worker before the driver exits.
 //!
 //! ```no_run
-//! use engine_core::Engine;
-//! use backend_process::ProcessBackend;
-//! engine_core::task!(Sq = |x: u64| -> u64 { x * x });
+//! use adparallelengine_core::Engine;
+//! use adparallelengine_process::ProcessBackend;
+//! adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
 //! let engine = Engine::from_backend(ProcessBackend::new(2)?);
 //! assert_eq!(engine.map(Sq, 0..5u64).run()?, vec![0, 1, 4, 9, 16]);
-//! # Ok::<(), engine_core::Error>(())
+//! # Ok::<(), adparallelengine_core::Error>(())
 //! ```
 #![warn(missing_docs)]
 
@@ -28,12 +28,12 @@ mod pool;
 mod shm;
 mod worker;
 
+pub use adparallelengine_core::interrupt::{register_cleanup, unregister_cleanup};
 pub use cleanup::{kill_all_and_clean, live_workers};
-pub use engine_core::interrupt::{register_cleanup, unregister_cleanup};
 pub use hook::become_worker_if_asked;
 
-use engine_core::pooled::{start_pooled, Pool};
-use engine_core::{Backend, Completions, Error, Plan, Result, Task};
+use adparallelengine_core::pooled::{start_pooled, Pool};
+use adparallelengine_core::{Backend, Completions, Error, Plan, Result, Task};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +42,7 @@ use std::time::Duration;
 pub struct ProcessBackend {
     pool: Arc<Pool<pool::Proc>>,
     workers: usize,
-    store: Arc<share_store::LazyDirStore>,
+    store: Arc<adparallelengine_store::LazyDirStore>,
 }
 
 impl std::fmt::Debug for ProcessBackend {
@@ -56,21 +56,21 @@ impl ProcessBackend {
     pub fn new(workers: usize) -> Result<Self> {
         // Serve here if this process is a worker whose pre-main hook did not run; this also
         // keeps the hook linked in.
-        engine_core::entry::become_worker_if_asked();
+        adparallelengine_core::entry::become_worker_if_asked();
         let exe = std::env::current_exe()
             .map_err(|e| Error::Backend { backend: "process", message: format!("cannot find this executable: {e}") })?;
         let workers = workers.max(1);
         Ok(ProcessBackend {
             pool: Arc::new(Pool::new(workers, pool::ProcSource::new(exe))),
             workers,
-            store: Arc::new(share_store::LazyDirStore::new(None)),
+            store: Arc::new(adparallelengine_store::LazyDirStore::new(None)),
         })
     }
 
     /// Puts shared values in a private directory under `dir` (the seed's `path_shared`)
     /// instead of the system temp dir.
     pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {
-        self.store = Arc::new(share_store::LazyDirStore::new(dir));
+        self.store = Arc::new(adparallelengine_store::LazyDirStore::new(dir));
         self
     }
 
@@ -117,7 +117,7 @@ impl Backend for ProcessBackend {
             self.store.clone(),
             share_dir,
             false,
-            engine_core::wire::LOCAL_MAX_FRAME,
+            adparallelengine_core::wire::LOCAL_MAX_FRAME,
         )
     }
 }

@@ -5,11 +5,11 @@
 use crate::cleanup;
 use crate::pool::{retire, Proc, Rings};
 use crate::shm::{apart_frame, split_apart, RingWriter, APART_MIN};
-use engine_core::dispatch::Parcel;
-use engine_core::pooled::{Conn, ConnHandle};
-use engine_core::remote::{Incoming, ToWorker};
-use engine_core::wire::{encode_msg, EncodedBatch, LOCAL_MAX_FRAME};
-use engine_core::Result;
+use adparallelengine_core::dispatch::Parcel;
+use adparallelengine_core::pooled::{Conn, ConnHandle};
+use adparallelengine_core::remote::{Incoming, ToWorker};
+use adparallelengine_core::wire::{encode_msg, EncodedBatch, LOCAL_MAX_FRAME};
+use adparallelengine_core::Result;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -3,16 +3,16 @@
 //! `max_workers = 1` selects, as in the seed.
 //!
 //! ```
-//! use engine_core::Engine;
-//! use backend_serial::SerialBackend;
-//! engine_core::task!(Inc = |x: i32| -> i32 { x + 1 });
+//! use adparallelengine_core::Engine;
+//! use adparallelengine_serial::SerialBackend;
+//! adparallelengine_core::task!(Inc = |x: i32| -> i32 { x + 1 });
 //! let engine = Engine::from_backend(SerialBackend);
 //! assert_eq!(engine.map(Inc, vec![1, 2, 3]).run()?, vec![2, 3, 4]);
-//! # Ok::<(), engine_core::Error>(())
+//! # Ok::<(), adparallelengine_core::Error>(())
 //! ```
 #![warn(missing_docs)]
 
-use engine_core::{Backend, Completions, Plan, Result, Task};
+use adparallelengine_core::{Backend, Completions, Plan, Result, Task};
 
 /// Runs every item in the calling thread.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +31,6 @@ impl Backend for SerialBackend {
         &'a self,
         plan: Plan<T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        engine_core::inline::start(plan)
+        adparallelengine_core::inline::start(plan)
     }
 }

@@ -1,27 +1,27 @@
 //! The threads backend: one worker loop per thread of a private rayon pool of `max_workers`
 //! threads (never more: the seed's multithread kind ignored `max_workers`). Items, results and
-//! args move between threads without serialization; args and [`Shared`](engine_core::Shared)
+//! args move between threads without serialization; args and [`Shared`](adparallelengine_core::Shared)
 //! values are borrowed through an `Arc`, never copied.
 //!
 //! Scheduling is engine-core's [`Dispatch`]: this crate only supplies channel links.
 //!
 //! ```
-//! use engine_core::Engine;
-//! use backend_threads::ThreadsBackend;
-//! engine_core::task!(Sq = |x: u64| -> u64 { x * x });
+//! use adparallelengine_core::Engine;
+//! use adparallelengine_threads::ThreadsBackend;
+//! adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
 //! let engine = Engine::from_backend(ThreadsBackend::new(2)?);
 //! assert_eq!(engine.map(Sq, 0..5u64).run()?, vec![0, 1, 4, 9, 16]);
-//! # Ok::<(), engine_core::Error>(())
+//! # Ok::<(), adparallelengine_core::Error>(())
 //! ```
 #![warn(missing_docs)]
 
 mod slice;
 
+use adparallelengine_core::batch::{Batch, Event};
+use adparallelengine_core::dispatch::{Dispatch, WorkerLink};
+use adparallelengine_core::worker::{serve, WorkerOptions};
+use adparallelengine_core::{Backend, Completions, Error, Plan, Result, SlicePlan, Task};
 use crossbeam_channel::{unbounded, Sender};
-use engine_core::batch::{Batch, Event};
-use engine_core::dispatch::{Dispatch, WorkerLink};
-use engine_core::worker::{serve, WorkerOptions};
-use engine_core::{Backend, Completions, Error, Plan, Result, SlicePlan, Task};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -3,10 +3,10 @@
 //! walks the items, no result is copied: this is how rayon's indexed iterators work, and why
 //! `map_slice` keeps up with bare rayon on tiny items.
 
-use engine_core::batch::BatchDone;
-use engine_core::slots::ChunkedOutput;
-use engine_core::worker::Worker;
-use engine_core::{Completions, Error, Plan, Result, SlicePlan, Task};
+use adparallelengine_core::batch::BatchDone;
+use adparallelengine_core::slots::ChunkedOutput;
+use adparallelengine_core::worker::Worker;
+use adparallelengine_core::{Completions, Error, Plan, Result, SlicePlan, Task};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

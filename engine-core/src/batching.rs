@@ -20,7 +20,7 @@ use std::time::Duration;
 /// so tiny items are not drowned in per-message overhead and slow items still spread.
 ///
 /// ```
-/// use engine_core::Batching;
+/// use adparallelengine_core::Batching;
 /// assert_eq!(Batching::from(true), Batching::PerWorker);
 /// assert_eq!(Batching::from(16), Batching::Batches(16));
 /// assert_eq!("False".parse::<Batching>().unwrap(), Batching::None);

@@ -44,8 +44,8 @@ pub fn become_worker_if_asked() {
 ///     }
 ///     // ... serve the driver, then std::process::exit(0)
 /// }
-/// engine_core::worker_entry!(my_backend_entry);
-/// engine_core::entry::become_worker_if_asked(); // returns: not a worker
+/// adparallelengine_core::worker_entry!(my_backend_entry);
+/// adparallelengine_core::entry::become_worker_if_asked(); // returns: not a worker
 /// ```
 #[macro_export]
 macro_rules! worker_entry {

@@ -321,8 +321,8 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// Runs the job and folds outputs in input order with a custom gather function.
     ///
     /// ```
-    /// # use engine_core::*;
-    /// # engine_core::task!(Sq = |x: u64| -> u64 { x * x });
+    /// # use adparallelengine_core::*;
+    /// # adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
     /// # struct Inline;
     /// # impl Backend for Inline {
     /// #   fn name(&self) -> &'static str { "inline" }

@@ -21,7 +21,7 @@ pub enum Bar {
 /// Progress reporting of an engine's jobs.
 ///
 /// ```
-/// use engine_core::{progress::Bar, Progress};
+/// use adparallelengine_core::{progress::Bar, Progress};
 /// let quiet = Progress { log_every_percent: None, bar: Bar::Never };
 /// assert_eq!(Progress::quiet(), quiet);
 /// ```

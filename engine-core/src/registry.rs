@@ -28,17 +28,17 @@ pub static TASKS: [TaskEntry];
 ///
 /// ```
 /// struct Noop;
-/// impl engine_core::Task for Noop {
+/// impl adparallelengine_core::Task for Noop {
 ///     type Item = ();
 ///     type Output = ();
 ///     type Args = ();
 ///     type Init = ();
 ///     type State = ();
-///     fn init(_: &(), _: &()) -> Result<(), engine_core::BoxError> { Ok(()) }
-///     fn run(_: (), _: &(), _: &mut ()) -> Result<(), engine_core::BoxError> { Ok(()) }
+///     fn init(_: &(), _: &()) -> Result<(), adparallelengine_core::BoxError> { Ok(()) }
+///     fn run(_: (), _: &(), _: &mut ()) -> Result<(), adparallelengine_core::BoxError> { Ok(()) }
 /// }
-/// engine_core::register_task!(Noop);
-/// assert!(engine_core::registry::is_registered::<Noop>());
+/// adparallelengine_core::register_task!(Noop);
+/// assert!(adparallelengine_core::registry::is_registered::<Noop>());
 /// ```
 #[macro_export]
 macro_rules! register_task {

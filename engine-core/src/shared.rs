@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 /// Put it in your task's `Args`; it dereferences to `T`.
 ///
 /// ```
-/// use engine_core::Shared;
+/// use adparallelengine_core::Shared;
 /// let big = Shared::new(vec![1.0_f64; 1_000]);
 /// let copy = big.clone(); // cheap: same allocation
 /// assert!(std::ptr::eq(big.as_ptr(), copy.as_ptr()));

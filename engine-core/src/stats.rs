@@ -98,7 +98,7 @@ thread_local! {
 ///
 /// ```
 /// #[global_allocator]
-/// static ALLOC: engine_core::CountingAllocator = engine_core::CountingAllocator;
+/// static ALLOC: adparallelengine_core::CountingAllocator = adparallelengine_core::CountingAllocator;
 /// # fn main() {}
 /// ```
 ///

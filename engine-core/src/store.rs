@@ -14,7 +14,7 @@ impl ShareKey {
     /// new key. Not cryptographic: the store trusts its own driver.
     ///
     /// ```
-    /// use engine_core::ShareKey;
+    /// use adparallelengine_core::ShareKey;
     /// assert_eq!(ShareKey::of(b"abc"), ShareKey::of(b"abc"));
     /// assert_ne!(ShareKey::of(b"abc"), ShareKey::of(b"abd"));
     /// assert_ne!(ShareKey::of(b""), ShareKey::of(b"\0"));
@@ -58,7 +58,7 @@ impl ShareKey {
     /// The key written as [`ShareKey::as_str`] gives it (32 lowercase hex digits), or `None`.
     ///
     /// ```
-    /// use engine_core::ShareKey;
+    /// use adparallelengine_core::ShareKey;
     /// let k = ShareKey::of(b"abc");
     /// assert_eq!(ShareKey::parse(k.as_str()), Some(k));
     /// assert_eq!(ShareKey::parse("../etc/passwd"), None);

@@ -8,9 +8,9 @@ use std::io::{self, BufReader, Read, Write};
 /// The worker's end of a stream connection.
 ///
 /// ```no_run
-/// use engine_core::stream_transport::StreamTransport;
+/// use adparallelengine_core::stream_transport::StreamTransport;
 /// let stream = std::net::TcpStream::connect("10.0.0.5:7777")?;
-/// let mut t = StreamTransport::new(stream.try_clone()?, stream, engine_core::wire::DEFAULT_MAX_FRAME);
+/// let mut t = StreamTransport::new(stream.try_clone()?, stream, adparallelengine_core::wire::DEFAULT_MAX_FRAME);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct StreamTransport<R: Read, W: Write> {

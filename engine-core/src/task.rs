@@ -26,7 +26,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Payload for T {}
 /// [`task!`](crate::task) macro writes all of this in one line.
 ///
 /// ```
-/// use engine_core::{register_task, BoxError, Task};
+/// use adparallelengine_core::{register_task, BoxError, Task};
 ///
 /// /// Multiplies each item by `args` and adds the worker's offset.
 /// struct Scale;
@@ -77,12 +77,12 @@ pub trait Task: 'static {
 /// A body that can fail is [`try_task!`](crate::try_task).
 ///
 /// ```
-/// engine_core::task!(
+/// adparallelengine_core::task!(
 ///     /// Doubles a number.
 ///     pub Double = |x: u64| -> u64 { x * 2 }
 /// );
-/// engine_core::task!(pub AddArg = |x: u64, args: &u64| -> u64 { x + *args });
-/// # use engine_core::Task;
+/// adparallelengine_core::task!(pub AddArg = |x: u64, args: &u64| -> u64 { x + *args });
+/// # use adparallelengine_core::Task;
 /// # let mut s = ();
 /// assert_eq!(Double::run(21, &(), &mut s).unwrap(), 42);
 /// assert_eq!(AddArg::run(1, &2, &mut s).unwrap(), 3);
@@ -103,12 +103,12 @@ macro_rules! task {
 /// [`task!`](crate::task); for per-worker state implement [`Task`] by hand.
 ///
 /// ```
-/// use engine_core::Task;
-/// engine_core::try_task!(
+/// use adparallelengine_core::Task;
+/// adparallelengine_core::try_task!(
 ///     /// Parses a number; a bad one fails its item.
 ///     pub Parse = |s: String| -> u64 { Ok(s.trim().parse::<u64>()?) }
 /// );
-/// engine_core::try_task!(pub Below = |x: u64, limit: &u64| -> u64 {
+/// adparallelengine_core::try_task!(pub Below = |x: u64, limit: &u64| -> u64 {
 ///     if x >= *limit {
 ///         return Err(format!("{x} is not below {limit}").into());
 ///     }

@@ -1,7 +1,7 @@
 //! Arrow IPC files for the store: [`to_ipc_file`] writes record batches in the aligned IPC
 //! file format, [`map_ipc_file`] decodes them from a [`DirStore`](crate::DirStore) mapping
-//! without copying column data. They live in `engine_core::arrow::ipc_file`, next to the
+//! without copying column data. They live in `adparallelengine_core::arrow::ipc_file`, next to the
 //! `Frame` and `Series` types whose shared values use them; they are re-exported here for
 //! users of the store.
 
-pub use engine_core::arrow::ipc_file::{map_ipc_file, to_ipc_file};
+pub use adparallelengine_core::arrow::ipc_file::{map_ipc_file, to_ipc_file};

@@ -1,6 +1,6 @@
 //! [`DirStore`]: content-addressed files in a private directory, mapped read-only on `get`.
 
-use engine_core::{Error, Result, ShareKey, SharedBytes, SharedStore};
+use adparallelengine_core::{Error, Result, ShareKey, SharedBytes, SharedStore};
 use memmap2::Mmap;
 use std::collections::HashSet;
 use std::fmt;
@@ -36,8 +36,8 @@ const TMP_PREFIX: &str = ".tmp-";
 /// itself never does (it only creates, renames and removes whole files).
 ///
 /// ```
-/// use engine_core::SharedStore;
-/// use share_store::DirStore;
+/// use adparallelengine_core::SharedStore;
+/// use adparallelengine_store::DirStore;
 ///
 /// let store = DirStore::create(None)?;
 /// let a = store.put(b"big table")?;
@@ -51,7 +51,7 @@ const TMP_PREFIX: &str = ".tmp-";
 /// assert!(dir.is_dir());
 /// drop(store); // removes the directory and its files
 /// assert!(!dir.exists());
-/// # Ok::<(), engine_core::Error>(())
+/// # Ok::<(), adparallelengine_core::Error>(())
 /// ```
 pub struct DirStore {
     dir: PathBuf,

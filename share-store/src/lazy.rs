@@ -1,26 +1,26 @@
 //! An engine's share store for workers that see the driver's file system (worker processes,
 //! MPI ranks on a shared file system): a private directory under `path_shared`, made on the
 //! first shared value (an engine that never shares makes none), removed when the engine is
-//! dropped, and on Ctrl-C (an [`interrupt`](engine_core::interrupt) cleanup).
+//! dropped, and on Ctrl-C (an [`interrupt`](adparallelengine_core::interrupt) cleanup).
 
 use crate::DirStore;
-use engine_core::interrupt;
-use engine_core::{Result, ShareKey, SharedBytes, SharedStore};
+use adparallelengine_core::interrupt;
+use adparallelengine_core::{Result, ShareKey, SharedBytes, SharedStore};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// A [`DirStore`] created on first use.
 ///
 /// ```
-/// use engine_core::SharedStore;
-/// let store = share_store::LazyDirStore::new(None);
+/// use adparallelengine_core::SharedStore;
+/// let store = adparallelengine_store::LazyDirStore::new(None);
 /// assert!(store.dir().is_none(), "nothing shared, nothing made");
 /// let key = store.put(b"table")?;
 /// let dir = store.dir().unwrap();
-/// assert_eq!((*share_store::open_dir_view(dir.to_str().unwrap())?.get(&key)?).as_ref(), b"table");
+/// assert_eq!((*adparallelengine_store::open_dir_view(dir.to_str().unwrap())?.get(&key)?).as_ref(), b"table");
 /// drop(store);
 /// assert!(!dir.exists());
-/// # Ok::<(), engine_core::Error>(())
+/// # Ok::<(), adparallelengine_core::Error>(())
 /// ```
 pub struct LazyDirStore {
     parent: Option<PathBuf>,
@@ -39,7 +39,8 @@ impl LazyDirStore {
     }
 
     fn get_or_create(&self) -> Result<Arc<DirStore>> {
-        let mut g = self.inner.lock().map_err(|_| engine_core::Error::Store("share store lock poisoned".into()))?;
+        let mut g =
+            self.inner.lock().map_err(|_| adparallelengine_core::Error::Store("share store lock poisoned".into()))?;
         if let Some(s) = g.as_ref() {
             return Ok(Arc::clone(s));
         }
@@ -73,7 +74,9 @@ impl SharedStore for LazyDirStore {
     fn get(&self, key: &ShareKey) -> Result<SharedBytes> {
         match self.existing() {
             Some(s) => s.get(key),
-            None => Err(engine_core::Error::Store(format!("no shared value under key {key}: nothing was shared yet"))),
+            None => Err(adparallelengine_core::Error::Store(format!(
+                "no shared value under key {key}: nothing was shared yet"
+            ))),
         }
     }
     fn contains(&self, key: &ShareKey) -> bool {
@@ -100,7 +103,7 @@ pub fn local_dir_store() -> Result<Arc<dyn SharedStore>> {
 }
 
 /// A worker's read-only view of its driver's store (the opener for
-/// `engine_core::remote::serve_connection`).
+/// `adparallelengine_core::remote::serve_connection`).
 pub fn open_dir_view(dir: &str) -> Result<Arc<dyn SharedStore>> {
     Ok(Arc::new(DirStore::open(Path::new(dir))?))
 }

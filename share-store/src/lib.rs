@@ -1,4 +1,4 @@
-//! [`SharedStore`](engine_core::SharedStore) implementations.
+//! [`SharedStore`](adparallelengine_core::SharedStore) implementations.
 //!
 //! - [`MemoryStore`]: content-addressed bytes in memory, for in-process backends and tests.
 //! - [`DirStore`]: content-addressed files in a private directory (under `path_shared` or the
@@ -12,14 +12,14 @@
 //!   column data ([`arrow::map_ipc_file`]).
 //!
 //! ```
-//! use engine_core::SharedStore;
-//! use share_store::DirStore;
+//! use adparallelengine_core::SharedStore;
+//! use adparallelengine_store::DirStore;
 //!
 //! let driver = DirStore::create(None)?;            // private dir, removed on drop
 //! let key = driver.put(b"big table")?;
 //! let worker = DirStore::open(driver.path())?;     // read-only view, removes nothing
 //! assert_eq!((*worker.get(&key)?).as_ref(), b"big table");
-//! # Ok::<(), engine_core::Error>(())
+//! # Ok::<(), adparallelengine_core::Error>(())
 //! ```
 #![warn(missing_docs)]
 

@@ -1,14 +1,14 @@
 //! [`MemoryStore`]: content-addressed bytes in memory.
 
-use engine_core::{Error, Result, ShareKey, SharedBytes, SharedStore};
+use adparallelengine_core::{Error, Result, ShareKey, SharedBytes, SharedStore};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// A content-addressed in-memory store.
 ///
 /// ```
-/// use engine_core::SharedStore;
-/// let store = share_store::MemoryStore::default();
+/// use adparallelengine_core::SharedStore;
+/// let store = adparallelengine_store::MemoryStore::default();
 /// let a = store.put(b"big table").unwrap();
 /// let b = store.put(b"big table").unwrap();
 /// assert_eq!(a, b);

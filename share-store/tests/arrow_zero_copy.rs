@@ -1,11 +1,11 @@
 //! Arrow IPC files through the store: decoded from the mapped file without copying columns.
 #![cfg(feature = "arrow")]
 
+use adparallelengine_core::{Error, SharedBytes, SharedStore};
+use adparallelengine_store::arrow::{map_ipc_file, to_ipc_file};
+use adparallelengine_store::{DirStore, MemoryStore};
 use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use engine_core::{Error, SharedBytes, SharedStore};
-use share_store::arrow::{map_ipc_file, to_ipc_file};
-use share_store::{DirStore, MemoryStore};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -136,7 +136,7 @@ fn a_batch_of_no_rows_round_trips() {
     assert_eq!(map_ipc_file(store.get(&key).unwrap()).unwrap(), vec![batch]);
 }
 
-fn store_message<T>(r: engine_core::Result<T>) -> String {
+fn store_message<T>(r: adparallelengine_core::Result<T>) -> String {
     match r {
         Err(Error::Store(m)) => m,
         Err(other) => panic!("expected Error::Store, got {other:?}"),
@@ -165,7 +165,7 @@ fn bytes_that_are_not_an_ipc_file_are_an_error_not_a_panic() {
         ("garbage", b"definitely not an arrow file at all".to_vec()),
         ("truncated", good[..good.len() / 2].to_vec()),
         ("no trailer", good[..good.len() - 1].to_vec()),
-        ("stream format", engine_core::arrow::to_ipc(&big_batch().slice(0, 10)).unwrap()),
+        ("stream format", adparallelengine_core::arrow::to_ipc(&big_batch().slice(0, 10)).unwrap()),
         ("bad leading magic", {
             let mut v = good.clone();
             v[0] = b'X';

@@ -1,7 +1,7 @@
 //! `DirStore`: content addressing, permissions, ownership, read-only views, concurrency, errors.
 
-use engine_core::{Error, ShareKey, SharedStore};
-use share_store::DirStore;
+use adparallelengine_core::{Error, ShareKey, SharedStore};
+use adparallelengine_store::DirStore;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
@@ -20,7 +20,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// The message of the `Error::Store` that `r` must be.
-fn store_message<T>(r: engine_core::Result<T>) -> String {
+fn store_message<T>(r: adparallelengine_core::Result<T>) -> String {
     match r {
         Err(Error::Store(m)) => m,
         Err(other) => panic!("expected Error::Store, got {other:?}"),

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use arrow_array::{ArrayRef, Int64Array, RecordBatch};
-//! use engine_core::arrow::ipc_file::{map_ipc_file, to_ipc_file};
+//! use adparallelengine_core::arrow::ipc_file::{map_ipc_file, to_ipc_file};
 //! use std::sync::Arc;
 //!
 //! let col: ArrayRef = Arc::new(Int64Array::from_iter_values(0..1000));
@@ -18,7 +18,7 @@
 //! // A worker maps the file the store wrote; here, bytes in memory stand for it.
 //! let back = map_ipc_file(Arc::new(bytes))?;
 //! assert_eq!(back, vec![batch]);
-//! # Ok::<(), engine_core::Error>(())
+//! # Ok::<(), adparallelengine_core::Error>(())
 //! ```
 
 use crate::{Error, Result, SharedBytes};

@@ -5,7 +5,7 @@
 //! serde impls write one Arrow IPC stream, so out-of-process workers get the same columns.
 //!
 //! ```
-//! use engine_core::arrow::{Frame, Series};
+//! use adparallelengine_core::arrow::{Frame, Series};
 //! use arrow_array::{Int64Array, RecordBatch, ArrayRef};
 //! use std::sync::Arc;
 //!

@@ -1,6 +1,6 @@
 //! Test support: the local Kubernetes API of `tools/k8s-sim` (plain HTTP on loopback, a Job
 //! controller, and a node agent running each pod's command as a local process), started for
-//! a test and stopped when dropped (SIGTERM: it ends its pods). Not public API.
+//! a test and stopped when dropped (SIGTERM: it ends its pods).
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -18,7 +18,8 @@ pub struct Simulator {
     pub url: String,
 }
 
-/// The simulator's script in this repository.
+/// The simulator's script in this repository (this crate is never published: the path is
+/// the workspace's own).
 pub fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/k8s-sim/k8s_sim.py")
 }
@@ -65,9 +66,9 @@ impl Simulator {
 
     /// Jobs, pods and Secrets in `namespace` with the label `selector`.
     pub fn count_objects(&self, namespace: &str, selector: &str) -> usize {
-        let Ok(rt) = crate::runtime() else { return usize::MAX };
+        let Ok(rt) = adparallelengine_k8s::runtime() else { return usize::MAX };
         rt.block_on(async {
-            let Ok(c) = crate::client_from_kubeconfig(&self.kubeconfig).await else { return usize::MAX };
+            let Ok(c) = adparallelengine_k8s::client_from_kubeconfig(&self.kubeconfig).await else { return usize::MAX };
             let lp = ListParams::default().labels(selector);
             let n = |r: Result<usize, kube::Error>| r.unwrap_or(usize::MAX / 4);
             n(Api::<Job>::namespaced(c.clone(), namespace).list(&lp).await.map(|l| l.items.len()))
