@@ -62,7 +62,7 @@ fn pods(sim: &Simulator, workers: usize) -> Engine<adparallelengine::backends::k
 }
 
 /// Per-item time of `n` unbatched items, strict (`prefetch(1)`) and default, median of 5.
-fn per_item<B: adparallelengine::Backend>(e: &Engine<B>, n: usize) -> (Duration, Duration) {
+fn per_item<B: adparallelengine::plumbing::Backend>(e: &Engine<B>, n: usize) -> (Duration, Duration) {
     let (mut strict, mut pipelined) = (vec![], vec![]);
     for _ in 0..5 {
         let t0 = Instant::now();

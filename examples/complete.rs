@@ -164,7 +164,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "done: kind={} backend={} workers={} items={} batches={}",
         kind,
-        adparallelengine::Backend::name(engine.backend()),
+        engine.backend_name(),
         stats.workers,
         stats.items_done,
         stats.batches.len()

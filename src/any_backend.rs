@@ -1,7 +1,8 @@
 //! [`AnyBackend`]: the built-in backends behind one type, chosen at run time from a [`Kind`].
 
 use crate::kind::Kind;
-use adparallelengine_core::{Backend, BackendFactory, Completions, EngineConfig, Plan, Result, SlicePlan, Task};
+use adparallelengine_core::plumbing::{Backend, BackendFactory, Completions, Plan, SlicePlan};
+use adparallelengine_core::{EngineConfig, Result, Task};
 use std::time::Duration;
 
 /// One of the built-in backends.
@@ -92,7 +93,7 @@ impl BackendFactory for Kind {
     fn create(self, config: &EngineConfig) -> Result<AnyBackend> {
         // Safety net: a worker process whose pre-main hook did not run serves here, before
         // anything else of `main` can start more workers.
-        adparallelengine_core::entry::become_worker_if_asked();
+        adparallelengine_core::remote::become_worker_if_asked();
         self.ensure_available()?;
         // A worker rank serves here and never returns; rank 0 gets the ranks' backend.
         #[cfg(feature = "mpi")]

@@ -28,11 +28,18 @@ pub use any_backend::AnyBackend;
 pub use kind::Kind;
 
 pub use adparallelengine_core::{
-    backend, batching, dispatch, progress, register_task, registry, stats, task, try_task, Backend, BackendFactory,
-    Batcher, Batching, BoxError, Completions, CountingAllocator, EngineBuilder, EngineConfig, Error, FailureKind,
-    ItemError, ItemStats, Job, JobStats, Payload, Plan, Progress, Result, ResultStream, ShareKey, Shared, SharedBytes,
-    SharedStore, Task, UnorderedStream,
+    is_registered, register_task, registered_names, task, try_task, worker_entry, BatchStat, Batcher, Batching,
+    BoxError, CountingAllocator, EngineBuilder, EngineConfig, Error, FailureKind, FixedSize, ItemError, ItemStats, Job,
+    JobStats, Payload, Progress, ProgressBar, Result, ResultStream, ShareKey, Shared, SharedBytes, SharedStore, Task,
+    UnorderedStream,
 };
+
+/// For backend authors: the [`Backend`](plumbing::Backend) trait, its contract, and the
+/// dispatch and worker loops every backend shares.
+pub use adparallelengine_core::plumbing;
+
+/// For out-of-process backend authors: the wire protocol, pooled and dial-in workers.
+pub use adparallelengine_core::remote;
 
 /// Arrow data as items, results and shared values: [`Frame`](arrow::Frame) (a
 /// `RecordBatch`, the seed's DataFrame) and [`Series`](arrow::Series) (an array).

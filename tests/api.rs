@@ -328,7 +328,7 @@ fn progress_logs_every_n_percent() {
     let sub = tracing_subscriber::fmt().with_writer(move || b2.clone()).with_ansi(false).finish();
     let e = Engine::builder(Kind::Threads)
         .max_workers(2)
-        .progress(Progress { log_every_percent: Some(25), bar: adparallelengine::progress::Bar::Never })
+        .progress(Progress { log_every_percent: Some(25), bar: adparallelengine::ProgressBar::Never })
         .build()
         .unwrap();
     tracing::subscriber::with_default(sub, || {

@@ -1,8 +1,8 @@
 //! A worker pod's connection, as engine-core's pooled machinery sees it.
 
 use crate::cluster::Cluster;
-use adparallelengine_core::pooled::{Conn, ConnHandle};
-use adparallelengine_core::wire::DEFAULT_MAX_FRAME;
+use adparallelengine_core::remote::DEFAULT_MAX_FRAME;
+use adparallelengine_core::remote::{Conn, ConnHandle};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,16 +1,16 @@
 //! A worker pod's side: started with the driver's address and the run's secret in its
 //! environment, the program dials the driver before `main` (engine-core's pre-main
-//! [`entry`](adparallelengine_core::entry)), knocks, serves jobs over the connection, and exits when the
+//! [`entry`](adparallelengine_core::remote)), knocks, serves jobs over the connection, and exits when the
 //! driver closes it. It never runs the user's `main`.
 //!
 //! Shared values reach a pod over its connection (`ToWorker::Blob`) into a private directory
 //! on its local disk, removed when it exits: pods do not see the driver's file system, unless
 //! a volume is mounted at the driver's `path_shared` (`shared_volume`).
 
-use adparallelengine_core::knock::{knock, Secret};
+use adparallelengine_core::remote::StreamTransport;
+use adparallelengine_core::remote::DEFAULT_MAX_FRAME;
+use adparallelengine_core::remote::{knock, Secret};
 use adparallelengine_core::remote::{serve_connection, Incoming, Transport};
-use adparallelengine_core::stream_transport::StreamTransport;
-use adparallelengine_core::wire::DEFAULT_MAX_FRAME;
 use adparallelengine_core::{Error, SharedStore};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -72,7 +72,7 @@ fn serve(driver: &str, secret: &Secret, name: &str) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     // A driver whose machine vanishes sends nothing: the kernel's probes notice it, or the
     // messages it no longer acknowledges do, and the pod exits instead of waiting for ever.
-    adparallelengine_core::keepalive::keep_alive_worker(&stream)
+    adparallelengine_core::remote::keep_alive_worker(&stream)
         .map_err(|e| format!("cannot turn on TCP keepalive: {e}"))?;
     knock(&mut stream, secret, name).map_err(|e| e.to_string())?;
     let reader = stream.try_clone().map_err(|e| format!("cannot clone the connection: {e}"))?;

@@ -7,7 +7,7 @@
 //!   address, knocks with the secret, and serves jobs until the driver closes its connection.
 //!   The driver's [`listener`] refuses (and logs) any connection without the secret, and
 //!   frames are bounded in size both ways.
-//! - Pods are engine-core's [`pooled`](adparallelengine_core::pooled) workers, like worker processes:
+//! - Pods are engine-core's [`pooled`](adparallelengine_core::remote) workers, like worker processes:
 //!   they stay connected between jobs; scheduling, retries of a lost pod's items, item
 //!   timeouts and ordering are engine-core's. A pod lost mid-item has its items re-run on the
 //!   others; the Job controller starts a replacement, which joins the running job as soon as
@@ -19,7 +19,7 @@
 //!   it is dropped, on error, and on Ctrl-C. If the driver dies, pods exit when their
 //!   connection drops and the TTL removes the Job. A peer gone silent (a node lost, a
 //!   partition) is noticed by TCP keepalive on both ends within about
-//!   [`DEAD_AFTER`](adparallelengine_core::keepalive::DEAD_AFTER): the driver counts the pod lost, and
+//!   [`DEAD_AFTER`](adparallelengine_core::remote::DEAD_AFTER): the driver counts the pod lost, and
 //!   the pod exits non-zero, so that the Job controller replaces it.
 //! - Pods that do not dial in within the start timeout fail the job with an error naming each
 //!   missing pod and what the cluster says of it (`ErrImagePull`, `Unschedulable`,
@@ -51,9 +51,10 @@ mod source;
 pub use api::{client_from_kubeconfig, runtime};
 pub use options::K8sBuilder;
 
-use adparallelengine_core::knock::Secret;
-use adparallelengine_core::pooled::{start_pooled, Pool};
-use adparallelengine_core::{Backend, Completions, Error, Plan, Result, Task};
+use adparallelengine_core::plumbing::{Backend, Completions, Plan};
+use adparallelengine_core::remote::Secret;
+use adparallelengine_core::remote::{start_pooled, Pool};
+use adparallelengine_core::{Error, Result, Task};
 use conn::PodConn;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -89,7 +90,7 @@ impl std::fmt::Debug for K8sBackend {
 impl K8sBackend {
     fn from_builder(opts: K8sBuilder) -> Result<K8sBackend> {
         // Serve here if this process is a worker pod whose pre-main entry did not run.
-        adparallelengine_core::entry::become_worker_if_asked();
+        adparallelengine_core::remote::become_worker_if_asked();
         if opts.shared_volume && opts.path_shared.is_none() {
             return Err(Error::Config("`shared_volume` needs `path_shared`: the directory pods see".into()));
         }
@@ -116,8 +117,8 @@ impl K8sBackend {
             live: Arc::new(AtomicUsize::new(0)),
             arrived: Mutex::new(Default::default()),
         };
-        let cleanup = adparallelengine_core::interrupt::cleanup_id();
-        adparallelengine_core::interrupt::register_cleanup(cleanup, cluster.deleter());
+        let cleanup = adparallelengine_core::remote::cleanup_id();
+        adparallelengine_core::remote::register_cleanup(cleanup, cluster.deleter());
         Ok(K8sBackend {
             workers: opts.workers,
             pool: Arc::new(Pool::new(opts.workers, source)),
@@ -166,7 +167,7 @@ impl Drop for K8sBackend {
         // Pods exit 0 when their connection closes; then the Job and Secret go.
         self.pool.retire_idle();
         self.cluster.delete();
-        adparallelengine_core::interrupt::unregister_cleanup(self.cleanup);
+        adparallelengine_core::remote::unregister_cleanup(self.cleanup);
     }
 }
 
@@ -201,7 +202,7 @@ impl Backend for K8sBackend {
             self.store.clone(),
             share_dir,
             self.ship,
-            adparallelengine_core::wire::DEFAULT_MAX_FRAME,
+            adparallelengine_core::remote::DEFAULT_MAX_FRAME,
         )
     }
 }

@@ -1,11 +1,11 @@
 //! The driver's door for workers that dial in: a TCP listener whose connections must knock
-//! with the run's secret (engine-core's [`knock`](adparallelengine_core::knock)) within a deadline.
+//! with the run's secret (engine-core's [`knock`](adparallelengine_core::remote)) within a deadline.
 //!
 //! Each connection is checked on its own short-lived thread, so a silent or slow stranger
 //! holds up no one; a refused connection is closed and logged with its peer address and the
 //! reason, and counted. Accepted workers arrive on a channel, with the name they gave.
 
-use adparallelengine_core::knock::{check_knock, Secret};
+use adparallelengine_core::remote::{check_knock, Secret};
 use adparallelengine_core::{Error, Result};
 use crossbeam_channel::{unbounded, Receiver};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -116,14 +116,14 @@ fn admit(mut stream: TcpStream, secret: &Secret) -> Result<(String, TcpStream)> 
     stream.set_read_timeout(None).map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
     // A pod whose node vanishes sends nothing: the kernel's probes notice it.
-    adparallelengine_core::keepalive::keep_alive(&stream).map_err(io)?;
+    adparallelengine_core::remote::keep_alive(&stream).map_err(io)?;
     Ok((name, stream))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adparallelengine_core::knock::knock;
+    use adparallelengine_core::remote::knock;
     use std::io::Write;
 
     #[test]
@@ -143,7 +143,7 @@ mod tests {
         let a = listener.arrivals().recv_timeout(Duration::from_secs(2)).expect("the worker got in at once");
         assert_eq!(a.name, "pod-0");
         assert!(
-            adparallelengine_core::keepalive::is_kept_alive(&a.stream).unwrap(),
+            adparallelengine_core::remote::is_kept_alive(&a.stream).unwrap(),
             "an admitted worker's connection is probed"
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(3);

@@ -7,7 +7,7 @@ use crate::cluster::{Cluster, PodState};
 use crate::conn::PodConn;
 use crate::k8s_err;
 use crate::listener::{Arrival, Listener};
-use adparallelengine_core::pooled::ConnSource;
+use adparallelengine_core::remote::ConnSource;
 use adparallelengine_core::Result;
 use crossbeam_channel::RecvTimeoutError;
 use k8s_openapi::api::batch::v1::Job;

@@ -138,9 +138,9 @@ fn a_connection_with_the_wrong_secret_is_refused_while_pods_work() {
     let engine = Engine::from_backend(b);
     assert_eq!(engine.map(SlowSquare, 0..4u64).run().unwrap(), vec![0, 1, 4, 9]);
     let mut stranger = std::net::TcpStream::connect(&driver).unwrap();
-    adparallelengine_core::knock::knock(
+    adparallelengine_core::remote::knock(
         &mut stranger,
-        &adparallelengine_core::knock::Secret::random().unwrap(),
+        &adparallelengine_core::remote::Secret::random().unwrap(),
         "intruder",
     )
     .unwrap();

@@ -3,9 +3,9 @@
 //! TCP (the test plays the driver), and exits 0 when the driver closes the connection. With a
 //! wrong secret it is refused and exits non-zero.
 
-use adparallelengine_core::knock::Secret;
+use adparallelengine_core::remote::Secret;
+use adparallelengine_core::remote::{encode_items, encode_msg, write_parts};
 use adparallelengine_core::remote::{fingerprint, ToWorker};
-use adparallelengine_core::wire::{encode_items, encode_msg, write_parts};
 use adparallelengine_core::ShareKey;
 use adparallelengine_k8s::dial::{ENV_DRIVER, ENV_NAME, ENV_SECRET};
 use adparallelengine_k8s::listener::Listener;
@@ -57,11 +57,11 @@ fn a_dialing_worker_knocks_serves_a_job_over_tcp_and_exits_with_its_driver() {
     send(&mut d, &ToWorker::Hello { fingerprint: fingerprint().to_string(), worker: 0 }, &[]);
     // A shared value, sent over the connection, then a job that says so.
     send(&mut d, &ToWorker::Blob { key: ShareKey::of(b"shared") }, b"shared");
-    send(&mut d, &ToWorker::Job(adparallelengine_core::testing::job_spec::<Square>(true)), &[]);
+    send(&mut d, &ToWorker::Job(adparallelengine_core::remote::testing::job_spec::<Square>(true)), &[]);
     send(&mut d, &ToWorker::Batch { seq: 0, start: 0, count: 4 }, &encode_items(&[1u64, 2, 3, 4]).unwrap());
     send(&mut d, &ToWorker::EndJob, &[]);
-    let heard = adparallelengine_core::testing::read_until_job_ended(&mut d.try_clone().unwrap());
-    assert!(adparallelengine_core::testing::is_one_job(&heard, &[1, 4, 9, 16]), "{heard:?}");
+    let heard = adparallelengine_core::remote::testing::read_until_job_ended(&mut d.try_clone().unwrap());
+    assert!(adparallelengine_core::remote::testing::is_one_job(&heard, &[1, 4, 9, 16]), "{heard:?}");
     // The driver closes: the worker exits 0.
     drop(d);
     assert_eq!(wait(&mut child, Duration::from_secs(30)), Some(0));

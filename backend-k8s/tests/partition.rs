@@ -9,7 +9,7 @@
 //! the pod's end of the link down. That needs root and iproute2; CI has both (`.ci/run`). On a
 //! machine without them the tests say so and pass, except under `CI=true`, where they fail.
 
-use adparallelengine_core::keepalive::DEAD_AFTER;
+use adparallelengine_core::remote::DEAD_AFTER;
 use adparallelengine_core::Engine;
 use adparallelengine_k8s::{K8sBackend, K8sBuilder};
 use adparallelengine_test_support::k8s_sim::{self as sim, Simulator};

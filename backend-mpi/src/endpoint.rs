@@ -11,7 +11,7 @@
 use crate::launch::mpi_err;
 use crate::transport::TAG;
 use adparallelengine_core::remote::{blobs_to_ship, fingerprint, FromWorker, ToWorker};
-use adparallelengine_core::wire::{encode_msg, split_frame};
+use adparallelengine_core::remote::{encode_msg, split_frame};
 use adparallelengine_core::{Result, ShareKey, SharedStore};
 use mpi::point_to_point::{Destination, Source};
 use mpi::request::{Request, StaticScope};
@@ -156,7 +156,7 @@ impl Endpoint {
         ship: Option<&dyn SharedStore>,
     ) -> Result<Vec<i32>> {
         let began = Instant::now();
-        let mut backoff = adparallelengine_core::backoff::Backoff::new();
+        let mut backoff = adparallelengine_core::plumbing::Backoff::new();
         loop {
             let mut s = self.lock()?;
             s.poll_into(&self.ledger);
@@ -231,7 +231,7 @@ impl Endpoint {
     /// rather than left hanging in `MPI_Finalize`.
     pub(crate) fn shutdown(&self, grace: Duration) {
         let began = Instant::now();
-        let mut backoff = adparallelengine_core::backoff::Backoff::new();
+        let mut backoff = adparallelengine_core::plumbing::Backoff::new();
         loop {
             let Ok(mut s) = self.lock() else { return };
             s.poll_into(&self.ledger);

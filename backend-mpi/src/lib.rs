@@ -33,11 +33,12 @@ pub use launch::{launched, serve_if_worker_rank, world};
 /// (before building the engine: from then on the worker ranks serve the engine).
 pub use mpi as rsmpi;
 
-use adparallelengine_core::batch::Event;
-use adparallelengine_core::dispatch::{Dispatch, Respawn, WorkerLink};
+use adparallelengine_core::plumbing::Event;
+use adparallelengine_core::plumbing::{Backend, Completions, Plan};
+use adparallelengine_core::plumbing::{Dispatch, DispatchParts, Respawn, WorkerLink};
+use adparallelengine_core::remote::{encode_msg, EncodedBatch};
 use adparallelengine_core::remote::{hear, Heard, Incoming, JobSpec, ToWorker};
-use adparallelengine_core::wire::{encode_msg, EncodedBatch};
-use adparallelengine_core::{Backend, Completions, Error, Plan, Result, SharedStore, Task};
+use adparallelengine_core::{Error, Result, SharedStore, Task};
 use adparallelengine_store::LazyDirStore;
 use crossbeam_channel::unbounded;
 use endpoint::Endpoint;
@@ -93,9 +94,9 @@ impl MpiBackend {
         let workers = workers.unwrap_or(size - 1).clamp(1, size - 1);
         // When one rank dies, mpirun ends every other (SIGTERM, then SIGKILL): say which
         // items were lost with it before going.
-        let report_id = adparallelengine_core::interrupt::cleanup_id();
+        let report_id = adparallelengine_core::remote::cleanup_id();
         let ledger = endpoint.ledger();
-        adparallelengine_core::interrupt::register_cleanup(report_id, move || {
+        adparallelengine_core::remote::register_cleanup(report_id, move || {
             eprintln!(
                 "adparallelengine: the MPI job is being ended (mpirun ends every rank when one dies or is \
                  interrupted); items sent to worker ranks and not returned: {}",
@@ -124,7 +125,7 @@ impl MpiBackend {
 impl Drop for MpiBackend {
     /// Closes every worker rank (they finalize and exit 0), then finalizes MPI here.
     fn drop(&mut self) {
-        adparallelengine_core::interrupt::unregister_cleanup(self.report_id);
+        adparallelengine_core::remote::unregister_cleanup(self.report_id);
         self.endpoint.shutdown(Duration::from_secs(10));
         launch::finalize();
     }
@@ -184,16 +185,16 @@ impl Backend for MpiBackend {
                 }
             }
         });
-        let dispatch = Dispatch::with_parcels(
-            "mpi",
-            plan.source,
-            plan.batcher,
-            Box::new(EncodedBatch::encode),
+        let dispatch = Dispatch::with_parcels(DispatchParts {
+            backend: "mpi",
+            source: plan.source,
+            batcher: plan.batcher,
+            prepare: Box::new(EncodedBatch::encode),
             links,
-            Some(respawn),
-            events_rx,
-            plan.dispatch,
-        )
+            respawn: Some(respawn),
+            events: events_rx,
+            config: plan.dispatch,
+        })
         .with_pump(pump);
         Ok(Box::new(dispatch))
     }

@@ -1,10 +1,10 @@
 //! The driver's link to one worker rank, for the dispatch loop.
 
 use crate::endpoint::Endpoint;
-use adparallelengine_core::batch::Event;
-use adparallelengine_core::dispatch::{Parcel, WorkerLink};
+use adparallelengine_core::plumbing::Event;
+use adparallelengine_core::plumbing::{Parcel, WorkerLink};
 use adparallelengine_core::remote::ToWorker;
-use adparallelengine_core::wire::{encode_msg, EncodedBatch};
+use adparallelengine_core::remote::{encode_msg, EncodedBatch};
 use adparallelengine_core::Result;
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
 //! by polling a core at 100 %: on a machine with as many ranks as cores that would take the
 //! CPU the other ranks compute with.
 
-use adparallelengine_core::backoff::Backoff;
+use adparallelengine_core::plumbing::Backoff;
 use adparallelengine_core::remote::{Incoming, Transport};
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};

@@ -1,5 +1,5 @@
 //! Nothing outlives the driver: every live worker process is recorded here, and SIGINT or
-//! SIGTERM kills them (through engine-core's [`interrupt`](adparallelengine_core::interrupt) cleanups,
+//! SIGTERM kills them (through engine-core's [`interrupt`](adparallelengine_core::remote) cleanups,
 //! which also remove shared files) before the driver exits. If the driver dies another way,
 //! each worker gets SIGKILL from the kernel (`PR_SET_PDEATHSIG`).
 
@@ -14,7 +14,7 @@ static REGISTERED: Once = Once::new();
 /// Records a live worker process.
 pub(crate) fn track(pid: i32) {
     REGISTERED.call_once(|| {
-        adparallelengine_core::interrupt::register_cleanup(adparallelengine_core::interrupt::cleanup_id(), kill_live)
+        adparallelengine_core::remote::register_cleanup(adparallelengine_core::remote::cleanup_id(), kill_live)
     });
     if let Ok(mut g) = LIVE.lock() {
         g.get_or_insert_with(HashSet::new).insert(pid);
@@ -44,5 +44,5 @@ fn kill_live() {
 /// Kills every live worker process and runs every registered cleanup.
 pub fn kill_all_and_clean() {
     kill_live();
-    adparallelengine_core::interrupt::run_cleanups();
+    adparallelengine_core::remote::run_cleanups();
 }

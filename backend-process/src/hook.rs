@@ -4,8 +4,8 @@
 //! are: the hook runs before the test harness too.
 
 use crate::shm::{apart_frame, recv_fd, split_apart, Dir, RingReader, RingWriter, Shm, APART_MIN};
+use adparallelengine_core::remote::{read_frame_into, write_parts, LOCAL_MAX_FRAME};
 use adparallelengine_core::remote::{serve_connection, Incoming, Transport};
-use adparallelengine_core::wire::{read_frame_into, write_parts, LOCAL_MAX_FRAME};
 use std::io::{self, BufReader, Write};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;

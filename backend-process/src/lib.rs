@@ -7,7 +7,7 @@
 //! are engine-core's frames. Workers start with the first job that needs them and stay up
 //! between jobs (see [`pool`](crate::pool) for why) until the backend is dropped. The pool,
 //! each job's reader threads and links, scheduling, retries of a dead worker's batches, item
-//! timeouts and ordering are engine-core's [`pooled`](adparallelengine_core::pooled) workers, shared
+//! timeouts and ordering are engine-core's [`pooled`](adparallelengine_core::remote) workers, shared
 //! with the Kubernetes backend: this crate only spawns processes and gives them shared
 //! memory. A worker whose driver dies gets SIGKILL from
 //! the kernel, and Ctrl-C (SIGINT/SIGTERM) kills every worker before the driver exits.
@@ -28,12 +28,13 @@ mod pool;
 mod shm;
 mod worker;
 
-pub use adparallelengine_core::interrupt::{register_cleanup, unregister_cleanup};
+pub use adparallelengine_core::remote::{register_cleanup, unregister_cleanup};
 pub use cleanup::{kill_all_and_clean, live_workers};
 pub use hook::become_worker_if_asked;
 
-use adparallelengine_core::pooled::{start_pooled, Pool};
-use adparallelengine_core::{Backend, Completions, Error, Plan, Result, Task};
+use adparallelengine_core::plumbing::{Backend, Completions, Plan};
+use adparallelengine_core::remote::{start_pooled, Pool};
+use adparallelengine_core::{Error, Result, Task};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,7 @@ impl ProcessBackend {
     pub fn new(workers: usize) -> Result<Self> {
         // Serve here if this process is a worker whose pre-main hook did not run; this also
         // keeps the hook linked in.
-        adparallelengine_core::entry::become_worker_if_asked();
+        adparallelengine_core::remote::become_worker_if_asked();
         let exe = std::env::current_exe()
             .map_err(|e| Error::Backend { backend: "process", message: format!("cannot find this executable: {e}") })?;
         let workers = workers.max(1);
@@ -117,7 +118,7 @@ impl Backend for ProcessBackend {
             self.store.clone(),
             share_dir,
             false,
-            adparallelengine_core::wire::LOCAL_MAX_FRAME,
+            adparallelengine_core::remote::LOCAL_MAX_FRAME,
         )
     }
 }

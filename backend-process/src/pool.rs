@@ -1,5 +1,5 @@
 //! Worker processes that outlive a job: how they are started and retired; the pool itself is
-//! engine-core's [`Pool`](adparallelengine_core::pooled::Pool).
+//! engine-core's [`Pool`](adparallelengine_core::remote::Pool).
 //!
 //! Starting a process costs about 1.5 ms (exec, dynamic linking, a fresh heap), more than
 //! a whole job of small work, so workers stay up between jobs, the way a thread pool's
@@ -14,7 +14,7 @@
 use crate::cleanup;
 use crate::hook::{ENV_PARENT_PID, ENV_WORKER_FD, WORKER_FD};
 use crate::shm::{send_fd, Dir, RingReader, RingWriter, Shm};
-use adparallelengine_core::pooled::ConnSource;
+use adparallelengine_core::remote::ConnSource;
 use adparallelengine_core::{Error, Result};
 use crossbeam_channel::{bounded, unbounded, Sender};
 use nix::sys::signal::{kill, Signal};

@@ -187,7 +187,7 @@ impl RingReader {
 /// and length.
 pub(crate) fn apart_frame(head: &[u8], at: usize, len: usize) -> Vec<u8> {
     let mut f = Vec::with_capacity(8 + head.len() + 16);
-    f.extend_from_slice(&((head.len() + 16) as u64 | adparallelengine_core::wire::TAIL_APART).to_le_bytes());
+    f.extend_from_slice(&((head.len() + 16) as u64 | adparallelengine_core::remote::TAIL_APART).to_le_bytes());
     f.extend_from_slice(head);
     f.extend_from_slice(&(at as u64).to_le_bytes());
     f.extend_from_slice(&(len as u64).to_le_bytes());
@@ -270,8 +270,8 @@ mod tests {
     fn apart_frames_split_back() {
         let f = apart_frame(b"head", 4096, 12345);
         let len = u64::from_le_bytes(f[..8].try_into().unwrap());
-        assert_eq!(len & adparallelengine_core::wire::TAIL_APART, adparallelengine_core::wire::TAIL_APART);
-        assert_eq!((len & !adparallelengine_core::wire::TAIL_APART) as usize, f.len() - 8);
+        assert_eq!(len & adparallelengine_core::remote::TAIL_APART, adparallelengine_core::remote::TAIL_APART);
+        assert_eq!((len & !adparallelengine_core::remote::TAIL_APART) as usize, f.len() - 8);
         let (head, at, n) = split_apart(&f[8..]).unwrap();
         assert_eq!((head, at, n), (&b"head"[..], 4096, 12345));
         assert!(split_apart(b"short").is_err());

@@ -5,10 +5,10 @@
 use crate::cleanup;
 use crate::pool::{retire, Proc, Rings};
 use crate::shm::{apart_frame, split_apart, RingWriter, APART_MIN};
-use adparallelengine_core::dispatch::Parcel;
-use adparallelengine_core::pooled::{Conn, ConnHandle};
+use adparallelengine_core::plumbing::Parcel;
+use adparallelengine_core::remote::{encode_msg, EncodedBatch, LOCAL_MAX_FRAME};
+use adparallelengine_core::remote::{Conn, ConnHandle};
 use adparallelengine_core::remote::{Incoming, ToWorker};
-use adparallelengine_core::wire::{encode_msg, EncodedBatch, LOCAL_MAX_FRAME};
 use adparallelengine_core::Result;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -12,7 +12,8 @@
 //! ```
 #![warn(missing_docs)]
 
-use adparallelengine_core::{Backend, Completions, Plan, Result, Task};
+use adparallelengine_core::plumbing::{Backend, Completions, Plan};
+use adparallelengine_core::{Result, Task};
 
 /// Runs every item in the calling thread.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +32,6 @@ impl Backend for SerialBackend {
         &'a self,
         plan: Plan<T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        adparallelengine_core::inline::start(plan)
+        adparallelengine_core::plumbing::run_inline(plan)
     }
 }

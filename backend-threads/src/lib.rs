@@ -17,10 +17,11 @@
 
 mod slice;
 
-use adparallelengine_core::batch::{Batch, Event};
-use adparallelengine_core::dispatch::{Dispatch, WorkerLink};
-use adparallelengine_core::worker::{serve, WorkerOptions};
-use adparallelengine_core::{Backend, Completions, Error, Plan, Result, SlicePlan, Task};
+use adparallelengine_core::plumbing::{serve_worker, WorkerOptions};
+use adparallelengine_core::plumbing::{Backend, Completions, Plan, SlicePlan};
+use adparallelengine_core::plumbing::{Batch, Event};
+use adparallelengine_core::plumbing::{Dispatch, WorkerLink};
+use adparallelengine_core::{Error, Result, Task};
 use crossbeam_channel::{unbounded, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -100,7 +101,7 @@ impl Backend for ThreadsBackend {
             let opts = WorkerOptions { cancel: Some(Arc::clone(&cancel)), ..plan.options.clone() };
             let events = events_tx.clone();
             self.pool.spawn(move || {
-                serve::<T, _>(id, &init, args, opts, || rx.recv().ok(), |ev| events.send(ev).is_ok());
+                serve_worker::<T, _>(id, &init, args, opts, || rx.recv().ok(), |ev| events.send(ev).is_ok());
             });
             links.push(Box::new(ThreadLink { tx: Some(tx), cancel: Arc::clone(&cancel) }));
         }

@@ -3,10 +3,11 @@
 //! walks the items, no result is copied: this is how rayon's indexed iterators work, and why
 //! `map_slice` keeps up with bare rayon on tiny items.
 
-use adparallelengine_core::batch::BatchDone;
-use adparallelengine_core::slots::ChunkedOutput;
-use adparallelengine_core::worker::Worker;
-use adparallelengine_core::{Completions, Error, Plan, Result, SlicePlan, Task};
+use adparallelengine_core::plumbing::BatchDone;
+use adparallelengine_core::plumbing::ChunkedOutput;
+use adparallelengine_core::plumbing::Worker;
+use adparallelengine_core::plumbing::{Completions, Plan, SlicePlan};
+use adparallelengine_core::{Error, Result, Task};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

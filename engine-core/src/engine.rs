@@ -1,55 +1,16 @@
 //! [`Engine`]: a backend plus its configuration; maps tasks over items.
 
-use crate::backend::{Backend, BackendFactory};
 use crate::batching::Batching;
+use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::items::SliceItems;
 use crate::job::Job;
+use crate::plumbing::items::SliceItems;
+use crate::plumbing::{Backend, BackendFactory};
 use crate::progress::Progress;
 use crate::stats::JobStats;
 use crate::task::Task;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Settings shared by every job of an engine.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Most workers per job. `None`: the available parallelism (or the MPI world size).
-    pub max_workers: Option<usize>,
-    /// Where out-of-process backends write shared values. `None`: a fresh private directory
-    /// under the system temp dir.
-    pub path_shared: Option<PathBuf>,
-    /// Workers do not see the driver's file system: shared values are sent to each worker
-    /// over its connection (once) instead of read from `path_shared`. Honoured by the MPI
-    /// backend; worker processes always share the driver's machine.
-    pub ship_shared: bool,
-    /// With [`Batching::PerWorker`], batches per worker (the seed's `batched=True` is 1).
-    pub batch_multiplier: usize,
-    /// Progress lines and bar.
-    pub progress: Progress,
-    /// Default batching of jobs.
-    pub batching: Batching,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            max_workers: None,
-            path_shared: None,
-            ship_shared: false,
-            batch_multiplier: 1,
-            progress: Progress::default(),
-            batching: Batching::Auto,
-        }
-    }
-}
-
-impl EngineConfig {
-    /// `max_workers`, or the machine's available parallelism.
-    pub fn workers_or_default(&self) -> usize {
-        self.max_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-    }
-}
 
 /// Maps [`Task`]s over iterators on one backend.
 ///
@@ -81,7 +42,7 @@ impl<B: Backend> Engine<B> {
     /// Maps `task` over `items`. Nothing runs until a terminal method of the [`Job`]
     /// (`run`, `gather`, `stream`, ...) is called.
     pub fn map<T: Task, It: IntoIterator<Item = T::Item>>(&self, task: T, items: It) -> Job<'_, B, T, It::IntoIter> {
-        Job::new(self, task, items.into_iter())
+        Job::new(&self.backend, &self.config, Arc::clone(&self.last_stats), task, items.into_iter())
     }
 
     /// Maps `task` over a slice of `Clone` items. Same job as [`map`](Self::map) over
@@ -97,12 +58,18 @@ impl<B: Backend> Engine<B> {
     where
         T::Item: Clone + Sync,
     {
-        Job::new(self, task, items.iter().cloned()).with_slice(SliceItems::new(items))
+        Job::new(&self.backend, &self.config, Arc::clone(&self.last_stats), task, items.iter().cloned())
+            .with_slice(SliceItems::new(items))
     }
 
     /// The most workers a job uses.
     pub fn workers(&self) -> usize {
         self.backend.max_workers()
+    }
+
+    /// The backend's name ("serial", "threads", "process", ...), as in errors and logs.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
     }
 
     /// The backend.
@@ -118,10 +85,6 @@ impl<B: Backend> Engine<B> {
     /// Stats of the last job that finished (or was dropped) on this engine.
     pub fn last_stats(&self) -> Option<JobStats> {
         self.last_stats.lock().ok().and_then(|g| g.clone())
-    }
-
-    pub(crate) fn stats_sink(&self) -> Arc<Mutex<Option<JobStats>>> {
-        Arc::clone(&self.last_stats)
     }
 }
 

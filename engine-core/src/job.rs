@@ -1,22 +1,24 @@
 //! [`Job`]: one map of a task over items, configured then run by a terminal method.
 
-use crate::backend::{Backend, Plan, SlicePlan};
-use crate::batch::BatchDone;
+use crate::audit::Audit;
 use crate::batching::{batcher_for, Batcher, Batching};
-use crate::dispatch::DispatchConfig;
-use crate::engine::Engine;
+use crate::config::EngineConfig;
 use crate::error::{Error, FailureKind, ItemError, Result};
-use crate::items::SliceItems;
 use crate::order::Reorder;
-use crate::placement::Placement;
+use crate::plumbing::backend::{Backend, Plan, SlicePlan};
+use crate::plumbing::batch::BatchDone;
+use crate::plumbing::dispatch::DispatchConfig;
+use crate::plumbing::items::SliceItems;
+use crate::plumbing::placement::Placement;
+use crate::plumbing::source::ItemSource;
+use crate::plumbing::worker::WorkerOptions;
 use crate::progress::{Progress, Tracker};
-use crate::registry;
+use crate::remote::registry;
 use crate::run::Running;
-use crate::source::ItemSource;
 use crate::stats::JobStats;
+use crate::stats::StatsSink;
 use crate::stream::{ResultStream, UnorderedStream};
 use crate::task::Task;
-use crate::worker::WorkerOptions;
 use std::any::Any;
 use std::sync::Arc;
 
@@ -26,7 +28,9 @@ use std::sync::Arc;
 /// [`stream_unordered`](Job::stream_unordered).
 #[must_use = "a job does nothing until a terminal method such as `run` is called"]
 pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
-    engine: &'e Engine<B>,
+    backend: &'e B,
+    config: &'e EngineConfig,
+    stats_sink: StatsSink,
     iter: I,
     length: Option<usize>,
     args: Option<Arc<T::Args>>,
@@ -43,6 +47,27 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     slice: Option<SliceItems<'e, T>>,
 }
 
+/// How a terminal consumes its job: what `Job::start` sets up for it.
+#[derive(Debug, Clone, Copy)]
+struct Terminal {
+    /// The first failed item ends the job (all but `collect_results`).
+    fail_fast: bool,
+    /// Every output is kept, in order (a slice job may then be split by index).
+    whole: bool,
+    /// The reorder window is bounded (an ordered stream holds at most so many batches).
+    bounded: bool,
+    /// Plain-number outputs may be written in place by the backend (`run`).
+    place: bool,
+}
+
+impl Terminal {
+    const RUN: Terminal = Terminal { fail_fast: true, whole: true, bounded: false, place: true };
+    const GATHER: Terminal = Terminal { place: false, ..Terminal::RUN };
+    const COLLECT_RESULTS: Terminal = Terminal { fail_fast: false, whole: false, bounded: false, place: false };
+    const STREAM: Terminal = Terminal { fail_fast: true, whole: false, bounded: true, place: false };
+    const STREAM_UNORDERED: Terminal = Terminal { bounded: false, ..Terminal::STREAM };
+}
+
 /// `Arc::new(())` as an `Arc<X>` when `X` is `()`, so tasks without args need no `.args(())`.
 fn unit_default<X: Any + Send + Sync>() -> Option<Arc<X>> {
     let unit: Arc<dyn Any + Send + Sync> = Arc::new(());
@@ -50,10 +75,12 @@ fn unit_default<X: Any + Send + Sync>() -> Option<Arc<X>> {
 }
 
 impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
-    pub(crate) fn new(engine: &'e Engine<B>, _task: T, iter: I) -> Self {
-        let config = engine.config();
+    /// A job of `backend`, with the engine's `config`, whose stats go to `stats_sink`.
+    pub(crate) fn new(backend: &'e B, config: &'e EngineConfig, stats_sink: StatsSink, _task: T, iter: I) -> Self {
         Job {
-            engine,
+            backend,
+            config,
+            stats_sink,
             iter,
             length: None,
             args: None,
@@ -166,15 +193,13 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     #[allow(clippy::type_complexity)]
     fn start<'s>(
         self,
-        fail_fast: bool,
-        whole: bool,
-        bounded: bool,
-        place: bool,
+        terminal: Terminal,
     ) -> Result<(Running<'s, T::Output>, Option<usize>, Option<Placement<T::Output>>)>
     where
         'e: 's,
         I: 's,
     {
+        let Terminal { fail_fast, whole, bounded, place } = terminal;
         registry::check::<T>()?;
         let args = match self.args.or_else(unit_default::<T::Args>) {
             Some(a) => a,
@@ -196,15 +221,15 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
                 )))
             }
         };
-        let engine = self.engine;
-        let backend = engine.backend();
+        let backend = self.backend;
         let hint = self.iter.size_hint();
         let declared = self.length.or(match hint {
             (lo, Some(hi)) if lo == hi => Some(lo),
             _ => None,
         });
         let mut source = ItemSource::new(self.iter, declared);
-        let sink = engine.stats_sink();
+        let cuts = source.cut_log();
+        let sink = self.stats_sink;
         let tracker = Tracker::new(self.progress, declared, backend.name());
         let mut stats = JobStats::new(self.item_stats, declared);
         if source.is_empty()? {
@@ -220,7 +245,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
                 self.batching,
                 declared,
                 workers,
-                engine.config().batch_multiplier,
+                self.config.batch_multiplier,
                 backend.auto_batch_target(),
             )?,
         };
@@ -229,7 +254,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             let n = s.len();
             match (self.batching, custom_batcher) {
                 (Batching::None, false) => 1,
-                (Batching::PerWorker, false) => n.div_ceil(workers * engine.config().batch_multiplier.max(1)),
+                (Batching::PerWorker, false) => n.div_ceil(workers * self.config.batch_multiplier.max(1)),
                 (Batching::Batches(k), false) => n.div_ceil(k.max(1)),
                 (Batching::ChunkSize(c), false) => c,
                 // Sixteen chunks per worker balance uneven items; the cap keeps chunks of tiny
@@ -258,17 +283,19 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             },
             placement: placement.clone(),
         };
+        let audit = Audit::new(backend.name(), cuts, slice.map(|s| s.len()), fail_fast, placement.clone());
         let completions = match (slice, slice_chunk) {
             (Some(items), Some(chunk)) => backend.start_slice::<T, I>(plan, SlicePlan { items, chunk })?,
             _ => backend.start::<T, I>(plan)?,
         };
-        Ok((Running::new(Some(completions), stats, tracker, sink), declared, placement))
+        Ok((Running::new(Some((completions, audit)), stats, tracker, sink), declared, placement))
     }
 
     /// Runs the job and returns every output in input order. Fails fast: the first failed
     /// item stops the job and is returned as [`Error::Item`] with its index.
     pub fn run(self) -> Result<Vec<T::Output>> {
-        let (mut run, len, placement) = self.start(true, true, false, true)?;
+        let self_backend = self.backend.name();
+        let (mut run, len, placement) = self.start(Terminal::RUN)?;
         if let Some(place) = placement {
             // Batches the backend placed are in place already; the others are moved in.
             let mut filled = 0;
@@ -280,13 +307,12 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             })?;
             // Every writer (the backend's threads) is gone with the job.
             drop(run);
-            if misfit || filled != place.len() {
-                return Err(Error::Backend {
-                    backend: "engine",
-                    message: format!("{filled} outputs for {} items", place.len()),
-                });
+            let (backend, items) = (self_backend, place.len());
+            let unfilled = || Error::Backend { backend, message: format!("{filled} outputs for {items} items") };
+            if misfit || filled != items {
+                return Err(unfilled());
             }
-            return Ok(place.into_vec());
+            return place.into_vec().ok_or_else(unfilled);
         }
         let mut out = Vec::new();
         in_order(&mut run, |b| {
@@ -312,7 +338,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     where
         T::Output: IntoIterator,
     {
-        let (mut run, len, _) = self.start(true, true, false, false)?;
+        let (mut run, len, _) = self.start(Terminal::GATHER)?;
         let mut out = Vec::with_capacity(len.unwrap_or(0));
         in_order(&mut run, |b| out.extend(b.outputs.into_iter().flatten()))?;
         Ok(out)
@@ -322,13 +348,14 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     ///
     /// ```
     /// # use adparallelengine_core::*;
+    /// # use adparallelengine_core::plumbing::*;
     /// # adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
     /// # struct Inline;
     /// # impl Backend for Inline {
     /// #   fn name(&self) -> &'static str { "inline" }
     /// #   fn max_workers(&self) -> usize { 1 }
     /// #   fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(&'a self, p: Plan<T, I>)
-    /// #     -> Result<Box<dyn Completions<T::Output> + 'a>> { inline::start(p) }
+    /// #     -> Result<Box<dyn Completions<T::Output> + 'a>> { run_inline(p) }
     /// # }
     /// # let engine = Engine::from_backend(Inline);
     /// let sum = engine.map(Sq, 1..=3).gather_with(0, |acc, y| acc + y)?;
@@ -336,7 +363,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn gather_with<A>(self, init: A, mut f: impl FnMut(A, T::Output) -> A) -> Result<A> {
-        let (mut run, _, _) = self.start(true, true, false, false)?;
+        let (mut run, _, _) = self.start(Terminal::GATHER)?;
         let mut acc = Some(init);
         in_order(&mut run, |b| {
             for o in b.outputs {
@@ -348,7 +375,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
 
     /// Runs every item, failed or not, and returns each item's own result in input order.
     pub fn collect_results(self) -> Result<Vec<Result<T::Output, ItemError>>> {
-        let (mut run, len, _) = self.start(false, false, false, false)?;
+        let (mut run, len, _) = self.start(Terminal::COLLECT_RESULTS)?;
         let mut out = Vec::with_capacity(len.unwrap_or(0));
         let mut reorder = Reorder::default();
         while let Some(b) = run.next_done() {
@@ -380,7 +407,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         'e: 's,
         I: 's,
     {
-        let (run, _, _) = self.start(true, false, true, false)?;
+        let (run, _, _) = self.start(Terminal::STREAM)?;
         Ok(ResultStream::new(run))
     }
 
@@ -390,7 +417,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         'e: 's,
         I: 's,
     {
-        let (run, _, _) = self.start(true, false, false, false)?;
+        let (run, _, _) = self.start(Terminal::STREAM_UNORDERED)?;
         Ok(UnorderedStream::new(run))
     }
 }

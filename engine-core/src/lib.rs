@@ -1,68 +1,57 @@
-//! Core of **adparallelengine**: the [`Engine`] and its [`Job`]s, the [`Task`] registry, the
-//! [`Backend`], [`Batcher`] and [`SharedStore`] traits, and everything every backend shares:
-//! lazy batching, the dispatch loop, ordered reassembly, gather, errors, stats and progress.
+//! Core of **adparallelengine**: the [`Engine`] and its [`Job`]s, [`Task`]s and their
+//! registry, batching, [`Shared`] values, errors, stats and progress — and, for backend
+//! authors, the contract every backend keeps.
 //!
 //! Users depend on the `adparallelengine` facade, which re-exports this crate and picks a
-//! backend from a kind; a third-party backend depends on this crate alone.
+//! backend from a kind. The crate has three public tiers:
+//!
+//! - **the root**: what users write (this page);
+//! - [`plumbing`]: what a backend author needs — the [`Backend`](plumbing::Backend) trait, the
+//!   contract it keeps, and the dispatch loop and worker loop every backend shares;
+//! - [`remote`]: what a backend whose workers run in other processes needs — the wire protocol,
+//!   pooled and dial-in workers.
 #![warn(missing_docs)]
 
-pub mod backend;
-pub mod backoff;
-pub mod batch;
-pub mod batching;
-pub mod dispatch;
-pub mod engine;
-pub mod entry;
-pub mod error;
-pub mod fingerprint;
-pub mod inline;
-pub mod interrupt;
-pub mod items;
-pub mod job;
-pub mod keepalive;
-pub mod knock;
+mod audit;
+mod batching;
+mod config;
+mod engine;
+mod error;
+mod job;
 mod order;
-pub mod outbox;
-pub mod placement;
-pub mod plain;
-pub mod pooled;
-pub mod progress;
-pub mod registry;
-pub mod remote;
+mod progress;
 mod run;
-pub mod share_ctx;
-pub mod shared;
-pub mod slots;
-pub mod source;
-pub mod stats;
-pub mod store;
-pub mod stream;
-pub mod stream_transport;
-pub mod task;
-#[doc(hidden)]
-pub mod testing;
-pub mod wire;
-pub mod worker;
+mod share_ctx;
+mod shared;
+mod stats;
+mod store;
+mod stream;
+mod task;
+
+pub mod plumbing;
+pub mod remote;
 
 #[cfg(feature = "arrow")]
 pub mod arrow;
 
-pub use backend::{Backend, BackendFactory, Completions, Plan, SlicePlan};
-pub use batching::{Batcher, Batching};
-pub use engine::{Engine, EngineBuilder, EngineConfig};
+pub use batching::{Batcher, Batching, FixedSize};
+pub use config::EngineConfig;
+pub use engine::{Engine, EngineBuilder};
 pub use error::{BoxError, Error, FailureKind, ItemError, Result};
-pub use items::SliceItems;
 pub use job::Job;
-pub use placement::Placement;
-pub use progress::Progress;
+pub use progress::{Progress, ProgressBar};
+pub use remote::registry::{is_registered, registered_names};
 pub use shared::Shared;
-pub use stats::{CountingAllocator, ItemStats, JobStats};
+pub use stats::{BatchStat, CountingAllocator, ItemStats, JobStats};
 pub use store::{ShareKey, SharedBytes, SharedStore};
 pub use stream::{ResultStream, UnorderedStream};
 pub use task::{Payload, Task};
 
-/// Re-exports used by this crate's macros. Not public API.
+/// What this crate's macros expand to. Not public API: free to change.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::remote::entry::WORKER_ENTRIES;
+    pub use crate::remote::registry::{TaskEntry, TASKS};
+    pub use crate::remote::serve_job::serve_job;
     pub use linkme;
 }

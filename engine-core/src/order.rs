@@ -1,6 +1,6 @@
 //! Ordered reassembly: batches come back in completion order and leave in input order.
 
-use crate::batch::BatchDone;
+use crate::plumbing::batch::BatchDone;
 use std::collections::BTreeMap;
 
 /// Holds batches that finished before an earlier one.

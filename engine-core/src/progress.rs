@@ -1,13 +1,13 @@
 //! Progress: `tracing` lines every N percent (the seed's `print_percent`) and an `indicatif`
 //! bar on stderr when it is a terminal.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar as IndicatifBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 /// When to draw a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Bar {
+pub enum ProgressBar {
     /// On stderr when it is a terminal, once a job has run for half a second (short jobs and
     /// test runs stay quiet). `ADPARALLELENGINE_PROGRESS=never|always` overrides it.
     #[default]
@@ -21,8 +21,8 @@ pub enum Bar {
 /// Progress reporting of an engine's jobs.
 ///
 /// ```
-/// use adparallelengine_core::{progress::Bar, Progress};
-/// let quiet = Progress { log_every_percent: None, bar: Bar::Never };
+/// use adparallelengine_core::{Progress, ProgressBar};
+/// let quiet = Progress { log_every_percent: None, bar: ProgressBar::Never };
 /// assert_eq!(Progress::quiet(), quiet);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,19 +31,19 @@ pub struct Progress {
     /// more percent of the items are done. Needs a known length. `None`: no lines.
     pub log_every_percent: Option<u8>,
     /// The bar.
-    pub bar: Bar,
+    pub bar: ProgressBar,
 }
 
 impl Default for Progress {
     fn default() -> Self {
-        Progress { log_every_percent: Some(10), bar: Bar::Auto }
+        Progress { log_every_percent: Some(10), bar: ProgressBar::Auto }
     }
 }
 
 impl Progress {
     /// No lines, no bar.
     pub fn quiet() -> Self {
-        Progress { log_every_percent: None, bar: Bar::Never }
+        Progress { log_every_percent: None, bar: ProgressBar::Never }
     }
 }
 
@@ -55,8 +55,8 @@ pub(crate) struct Tracker {
     done: usize,
     every: Option<u8>,
     next_log_pct: u64,
-    bar_mode: Bar,
-    bar: Option<ProgressBar>,
+    bar_mode: ProgressBar,
+    bar: Option<IndicatifBar>,
     started: Instant,
     backend: &'static str,
 }
@@ -64,11 +64,11 @@ pub(crate) struct Tracker {
 impl Tracker {
     pub(crate) fn new(config: Progress, total: Option<usize>, backend: &'static str) -> Self {
         let bar_mode = match std::env::var("ADPARALLELENGINE_PROGRESS").as_deref() {
-            Ok("never") | Ok("0") => Bar::Never,
-            Ok("always") => Bar::Always,
+            Ok("never") | Ok("0") => ProgressBar::Never,
+            Ok("always") => ProgressBar::Always,
             _ => config.bar,
         };
-        let bar_mode = if std::io::stderr().is_terminal() { bar_mode } else { Bar::Never };
+        let bar_mode = if std::io::stderr().is_terminal() { bar_mode } else { ProgressBar::Never };
         let every = config.log_every_percent.filter(|p| *p > 0 && total.is_some());
         Tracker {
             total,
@@ -104,16 +104,16 @@ impl Tracker {
     fn draw(&mut self) {
         if self.bar.is_none() {
             let show = match self.bar_mode {
-                Bar::Never => false,
-                Bar::Always => true,
-                Bar::Auto => self.started.elapsed() >= BAR_DELAY,
+                ProgressBar::Never => false,
+                ProgressBar::Always => true,
+                ProgressBar::Auto => self.started.elapsed() >= BAR_DELAY,
             };
             if !show {
                 return;
             }
             let bar = match self.total {
-                Some(t) => ProgressBar::with_draw_target(Some(t as u64), ProgressDrawTarget::stderr()),
-                None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+                Some(t) => IndicatifBar::with_draw_target(Some(t as u64), ProgressDrawTarget::stderr()),
+                None => IndicatifBar::with_draw_target(None, ProgressDrawTarget::stderr()),
             };
             if let Ok(style) =
                 ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})")
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn logs_every_ten_percent() {
-        let mut t = Tracker::new(Progress { log_every_percent: Some(10), bar: Bar::Never }, Some(200), "test");
+        let mut t = Tracker::new(Progress { log_every_percent: Some(10), bar: ProgressBar::Never }, Some(200), "test");
         let mut logged = vec![];
         for _ in 0..200 {
             let before = t.next_log_pct;

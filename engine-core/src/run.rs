@@ -1,8 +1,9 @@
 //! A running job: pulls completed batches from the backend and keeps stats and progress.
 
-use crate::backend::Completions;
-use crate::batch::BatchDone;
+use crate::audit::Audit;
 use crate::error::Result;
+use crate::plumbing::batch::BatchDone;
+use crate::plumbing::Completions;
 use crate::progress::Tracker;
 use crate::stats::{BatchStat, JobStats};
 use std::sync::{Arc, Mutex};
@@ -15,22 +16,37 @@ pub(crate) struct Running<'a, O> {
     started: Instant,
     tracker: Tracker,
     sink: Arc<Mutex<Option<JobStats>>>,
+    /// Checks every batch the backend hands back (`None`: a job with no items).
+    audit: Option<Audit<O>>,
 }
 
 impl<'a, O> Running<'a, O> {
     pub(crate) fn new(
-        inner: Option<Box<dyn Completions<O> + 'a>>,
+        inner: Option<(Box<dyn Completions<O> + 'a>, Audit<O>)>,
         stats: JobStats,
         tracker: Tracker,
         sink: Arc<Mutex<Option<JobStats>>>,
     ) -> Self {
-        Running { inner, stats, started: Instant::now(), tracker, sink }
+        let (inner, audit) = inner.unzip();
+        Running { inner, stats, started: Instant::now(), tracker, sink, audit }
     }
 
     /// The next completed batch (completion order); `None` at the end.
     pub(crate) fn next_done(&mut self) -> Option<Result<BatchDone<O>>> {
         let inner = self.inner.as_mut()?;
-        match inner.next_done() {
+        let done = inner.next_done();
+        // The backend's word is checked before anyone acts on it: a batch missing, repeated,
+        // invented or short is an error here, never fewer results.
+        let checked = match (&done, self.audit.as_mut()) {
+            (Some(Ok(b)), Some(audit)) => audit.check(b),
+            (None, Some(audit)) => audit.check_end(),
+            _ => Ok(()),
+        };
+        if let Err(e) = checked {
+            self.finish();
+            return Some(Err(e));
+        }
+        match done {
             Some(Ok(mut b)) => {
                 self.stats.items_done += if b.placed { b.len } else { b.outputs.len() };
                 self.stats.batches.push(BatchStat { start: b.start, len: b.len, worker: b.worker, busy: b.busy });

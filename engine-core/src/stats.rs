@@ -28,6 +28,9 @@ pub struct BatchStat {
     pub busy: Duration,
 }
 
+/// Where a job leaves its stats for `Engine::last_stats`.
+pub(crate) type StatsSink = std::sync::Arc<std::sync::Mutex<Option<JobStats>>>;
+
 /// Statistics of one job, from `Engine::last_stats`.
 ///
 /// Batch-level figures are always collected (two clock reads per batch). Per-item figures

@@ -1,10 +1,10 @@
 //! An engine's share store for workers that see the driver's file system (worker processes,
 //! MPI ranks on a shared file system): a private directory under `path_shared`, made on the
 //! first shared value (an engine that never shares makes none), removed when the engine is
-//! dropped, and on Ctrl-C (an [`interrupt`](adparallelengine_core::interrupt) cleanup).
+//! dropped, and on Ctrl-C (a cleanup registered with [`register_cleanup`](adparallelengine_core::remote::register_cleanup)).
 
 use crate::DirStore;
-use adparallelengine_core::interrupt;
+use adparallelengine_core::remote;
 use adparallelengine_core::{Result, ShareKey, SharedBytes, SharedStore};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ pub struct LazyDirStore {
 impl LazyDirStore {
     /// A store that will make its directory under `parent` (default: the system temp dir).
     pub fn new(parent: Option<PathBuf>) -> Self {
-        LazyDirStore { parent, inner: Mutex::new(None), cleanup_id: interrupt::cleanup_id() }
+        LazyDirStore { parent, inner: Mutex::new(None), cleanup_id: remote::cleanup_id() }
     }
 
     fn existing(&self) -> Option<Arc<DirStore>> {
@@ -47,7 +47,7 @@ impl LazyDirStore {
         let store = Arc::new(DirStore::create(self.parent.as_deref())?);
         let dir = store.path().to_path_buf();
         tracing::debug!(dir = %dir.display(), "share store created");
-        interrupt::register_cleanup(self.cleanup_id, move || {
+        remote::register_cleanup(self.cleanup_id, move || {
             let _ = std::fs::remove_dir_all(&dir);
         });
         *g = Some(Arc::clone(&store));
@@ -62,7 +62,7 @@ impl LazyDirStore {
 
 impl Drop for LazyDirStore {
     fn drop(&mut self) {
-        interrupt::unregister_cleanup(self.cleanup_id);
+        remote::unregister_cleanup(self.cleanup_id);
         // Dropping the DirStore removes its directory.
     }
 }

@@ -24,9 +24,9 @@ use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 pub mod ipc_file;
 
+use crate::remote::wire::ByteBuf;
 use crate::share_ctx;
 use crate::store::ShareKey;
-use crate::wire::ByteBuf;
 use serde::de;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ops::Deref;

@@ -4,7 +4,7 @@
 //! serves the other workers and keeps time. Order is kept: once anything waits in the writer
 //! thread, later frames queue behind it.
 
-use crate::wire::EncodedBatch;
+use crate::remote::wire::EncodedBatch;
 use crossbeam_channel::{unbounded, Sender};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -1,17 +1,17 @@
 //! Running a job's batches in the calling thread, lazily, one batch per `next_done`: the
 //! reference semantics, used by the serial backend and by `max_workers = 1`.
 
-use crate::backend::{Completions, Plan};
-use crate::batch::BatchDone;
 use crate::batching::Batcher;
 use crate::error::Result;
-use crate::source::ItemSource;
+use crate::plumbing::batch::BatchDone;
+use crate::plumbing::source::ItemSource;
+use crate::plumbing::worker::Worker;
+use crate::plumbing::{Completions, Plan};
 use crate::task::Task;
-use crate::worker::Worker;
 use std::sync::Arc;
 
 /// Runs `plan` in the calling thread: `init` once, then one batch per call to `next_done`.
-pub fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+pub fn run_inline<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
     plan: Plan<T, I>,
 ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
     let worker = Worker::<T, Arc<T::Args>>::start(0, &plan.init, plan.args, plan.options)?;

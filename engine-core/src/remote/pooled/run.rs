@@ -4,12 +4,13 @@
 use super::link::ConnLink;
 use super::reader::read_worker;
 use super::{Conn, ConnHandle, Pool};
-use crate::batch::{BatchDone, Event};
-use crate::dispatch::{Dispatch, Respawn, WorkerLink};
-use crate::outbox::{Outbox, Tail, Threads};
+use crate::plumbing::batch::{BatchDone, Event};
+use crate::plumbing::dispatch::{Dispatch, DispatchParts, Respawn, WorkerLink};
+use crate::plumbing::{Completions, Placement, Plan};
+use crate::remote::outbox::{Outbox, Tail, Threads};
+use crate::remote::wire::{encode_frame, EncodedBatch};
 use crate::remote::{blobs_to_ship, fingerprint, JobSpec, ToWorker};
-use crate::wire::{encode_frame, EncodedBatch};
-use crate::{Completions, Error, Placement, Plan, Result, SharedStore, Task};
+use crate::{Error, Result, SharedStore, Task};
 use crossbeam_channel::{unbounded, Sender};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
@@ -131,16 +132,16 @@ pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
         links.push(Box::new(spawner.spawn(w, false)?));
     }
     let respawn: Respawn<'a, EncodedBatch> = Box::new(move |w| Ok(Box::new(spawner.spawn(w, true)?)));
-    let dispatch = Dispatch::with_parcels(
+    let dispatch = Dispatch::with_parcels(DispatchParts {
         backend,
-        plan.source,
-        plan.batcher,
-        Box::new(EncodedBatch::encode),
+        source: plan.source,
+        batcher: plan.batcher,
+        prepare: Box::new(EncodedBatch::encode),
         links,
-        Some(respawn),
-        events_rx,
-        plan.dispatch,
-    );
+        respawn: Some(respawn),
+        events: events_rx,
+        config: plan.dispatch,
+    });
     Ok(Box::new(PooledJob { dispatch: Some(Box::new(dispatch)), threads }))
 }
 

@@ -7,10 +7,10 @@
 //! neither hold a connection open nor make the driver allocate; it compares secrets in
 //! constant time, and refuses (closes) a connection whose knock is wrong, logging who it was.
 //! Only then does the worker protocol ([`crate::remote`]) start, with frames bounded by
-//! [`crate::wire::DEFAULT_MAX_FRAME`].
+//! [`crate::remote::wire::DEFAULT_MAX_FRAME`].
 
 use crate::error::{Error, Result};
-use crate::wire::{encode_frame, read_frame_into};
+use crate::remote::wire::{encode_frame, read_frame_into};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::{Read, Write};
@@ -87,7 +87,7 @@ pub fn check_knock(r: &mut impl Read, secret: &Secret) -> Result<String> {
         Ok(None) => return Err(refused("closed before knocking".into())),
         Err(e) => return Err(refused(format!("no valid knock: {e}"))),
     }
-    let knock: Knock = crate::wire::decode(&buf).map_err(|e| refused(format!("not a knock: {e}")))?;
+    let knock: Knock = crate::remote::wire::decode(&buf).map_err(|e| refused(format!("not a knock: {e}")))?;
     if !secret.same_as(&knock.secret) {
         return Err(refused(format!("wrong secret from a worker calling itself {:?}", knock.name)));
     }

@@ -16,7 +16,7 @@ pub const SPIN: Duration = Duration::from_micros(200);
 /// One wait's backoff state: call [`Backoff::wait`] between polls.
 ///
 /// ```
-/// let mut backoff = adparallelengine_core::backoff::Backoff::new();
+/// let mut backoff = adparallelengine_core::plumbing::Backoff::new();
 /// let mut polls = 0;
 /// while polls < 100 {
 ///     polls += 1; // poll here

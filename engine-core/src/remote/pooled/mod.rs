@@ -6,9 +6,9 @@
 //! [`ConnSource`] (how a new worker is found: a process started, a pod dialing in); this
 //! module does the rest once: the [`Pool`] of idle workers, each job's reader threads (frames
 //! to engine events, through [`hear`](crate::remote::hear)), the [`ConnLink`] that sends
-//! batches without ever blocking the dispatch loop ([`Outbox`](crate::outbox::Outbox)),
+//! batches without ever blocking the dispatch loop ([`Outbox`](crate::remote::outbox::Outbox)),
 //! shipping shared values to workers that cannot see the driver's files, and the job itself
-//! ([`start_pooled`]) on engine-core's [`Dispatch`](crate::dispatch::Dispatch).
+//! ([`start_pooled`]) on engine-core's [`Dispatch`](crate::plumbing::dispatch::Dispatch).
 //!
 //! A worker goes back to the pool when it answered a job's end in good order; one that died,
 //! was cancelled or misbehaved is never reused.
@@ -22,8 +22,8 @@ pub use link::ConnLink;
 pub use pool::{ConnSource, Pool, Pooled};
 pub use run::{start_pooled, PooledJob};
 
+use crate::remote::wire::EncodedBatch;
 use crate::remote::Incoming;
-use crate::wire::EncodedBatch;
 use crate::Result;
 use std::os::fd::AsFd;
 

@@ -1,8 +1,8 @@
-//! Helpers for tests that play a driver by hand against a worker (transports, worker
-//! entries). Not API: hidden from the docs, free to change.
+//! For tests that play a driver by hand against a worker (a transport, a worker entry):
+//! a job's spec, and a reader of the worker's answers. With the `conformance` feature.
 
+use crate::remote::wire::{decode_items, encode_msg, read_frame_into, split_frame, ByteBuf};
 use crate::remote::{FromWorker, JobSpec};
-use crate::wire::{decode_items, encode_msg, read_frame_into, split_frame, ByteBuf};
 use crate::Task;
 use std::io::Read;
 

@@ -2,48 +2,34 @@
 //! (threads, processes, MPI ranks, pods): pull-based with a small prefetch window, a bounded
 //! reorder window, per-item timeouts, and retries of the batches of a worker that died.
 
-use crate::backend::Completions;
-use crate::batch::{Batch, BatchDone, Event};
+use super::completions::Completions;
+use super::parcel::Parcel;
 use crate::batching::Batcher;
 use crate::error::{Error, FailureKind, ItemError, Result};
-use crate::source::ItemSource;
+use crate::plumbing::batch::{Batch, BatchDone, Event};
+use crate::plumbing::source::ItemSource;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// What a link carries for one batch: the batch itself (threads) or its encoding (processes).
-pub trait Parcel: Send + Sized {
-    /// The batch's sequence number.
-    fn seq(&self) -> u64;
-    /// Index of its first item.
-    fn start(&self) -> usize;
-    /// Number of items.
-    fn len(&self) -> usize;
-    /// Whether it holds no item.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// A copy kept while it is in flight, to resend it if its worker dies. `None` (the
-    /// default): workers of this kind cannot die alone, and nothing is kept.
-    fn keep(&self) -> Option<Self> {
-        None
-    }
-    /// Splits into one parcel per item, to find the item that kills its worker.
-    fn split(self) -> Vec<Self> {
-        vec![self]
-    }
-}
-
-impl<I: Send> Parcel for Batch<I> {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn start(&self) -> usize {
-        self.start
-    }
-    fn len(&self) -> usize {
-        self.items.len()
-    }
+/// What a dispatch loop over parcels is made of ([`Dispatch::with_parcels`]).
+pub struct DispatchParts<'a, I: Iterator, O, P> {
+    /// The backend's name, for errors and logs.
+    pub backend: &'static str,
+    /// The job's items ([`Plan::source`](crate::plumbing::Plan::source)).
+    pub source: ItemSource<I>,
+    /// Sizes the batches ([`Plan::batcher`](crate::plumbing::Plan::batcher)).
+    pub batcher: Box<dyn Batcher + 'a>,
+    /// Makes each batch its parcel (e.g. [`EncodedBatch::encode`](crate::remote::EncodedBatch::encode)).
+    pub prepare: Box<dyn FnMut(Batch<I::Item>) -> Result<P> + 'a>,
+    /// One link per worker.
+    pub links: Vec<Box<dyn WorkerLink<P> + 'a>>,
+    /// Replaces a worker that died; `None`: its slot stays empty.
+    pub respawn: Option<Respawn<'a, P>>,
+    /// The workers' events.
+    pub events: Receiver<Event<O>>,
+    /// Prefetch, reorder window, retries and timeouts ([`Plan::dispatch`](crate::plumbing::Plan::dispatch)).
+    pub config: DispatchConfig,
 }
 
 /// The driver's end of one worker.
@@ -67,7 +53,7 @@ pub type Respawn<'a, P> = Box<dyn FnMut(usize) -> Result<Box<dyn WorkerLink<P> +
 
 /// How long the dispatch loop spins for an event from a channel before it parks (a thread
 /// that sends to a channel wakes the receiver, so this spin is short; polled transports
-/// back off with [`crate::backoff::Backoff`] instead).
+/// back off with [`crate::plumbing::backoff::Backoff`] instead).
 pub const SPIN: Duration = Duration::from_micros(30);
 
 /// How often a slot whose worker died and could not be replaced at once asks for a
@@ -169,14 +155,23 @@ where
         events: Receiver<Event<O>>,
         config: DispatchConfig,
     ) -> Self {
-        Dispatch::with_parcels(backend, source, batcher, Box::new(Ok), links, None, events, config)
+        Dispatch::with_parcels(DispatchParts {
+            backend,
+            source,
+            batcher,
+            prepare: Box::new(Ok),
+            links,
+            respawn: None,
+            events,
+            config,
+        })
     }
 }
 
 impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
     /// Waits for events by calling `pump` (which moves arrived messages into the events
     /// channel), for transports that cannot wake a thread when a message arrives (MPI).
-    /// Between calls the loop backs off ([`crate::backoff::Backoff`]), so a driver waiting for
+    /// Between calls the loop backs off ([`crate::plumbing::backoff::Backoff`]), so a driver waiting for
     /// long batches does not spin a core.
     pub fn with_pump(mut self, pump: Box<dyn FnMut() + 'a>) -> Self {
         self.pump = Some(pump);
@@ -185,7 +180,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
 
     /// Polls the pump until an event arrives or `wait` runs out (`None`: no limit).
     fn pump_for_event(&mut self, wait: Option<Duration>) -> std::result::Result<Event<O>, RecvTimeoutError> {
-        let mut backoff = crate::backoff::Backoff::new();
+        let mut backoff = crate::plumbing::backoff::Backoff::new();
         loop {
             if let Some(pump) = self.pump.as_mut() {
                 pump();
@@ -202,19 +197,10 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         }
     }
 
-    /// A dispatch loop whose links take parcels made by `prepare` (encoded batches, for
-    /// out-of-process workers), with `respawn` replacing workers that die.
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_parcels(
-        backend: &'static str,
-        source: ItemSource<I>,
-        batcher: Box<dyn Batcher + 'a>,
-        prepare: Box<dyn FnMut(Batch<I::Item>) -> Result<P> + 'a>,
-        links: Vec<Box<dyn WorkerLink<P> + 'a>>,
-        respawn: Option<Respawn<'a, P>>,
-        events: Receiver<Event<O>>,
-        config: DispatchConfig,
-    ) -> Self {
+    /// A dispatch loop whose links take parcels made by `parts.prepare` (encoded batches,
+    /// for out-of-process workers), with `parts.respawn` replacing workers that die.
+    pub fn with_parcels(parts: DispatchParts<'a, I, O, P>) -> Self {
+        let DispatchParts { backend, source, batcher, prepare, links, respawn, events, config } = parts;
         let now = Instant::now();
         let slots = links
             .into_iter()
@@ -413,11 +399,10 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         if !was_ready {
             self.barren_losses += 1;
         }
-        let reason = match slot.timed_out.take() {
-            Some(limit) => format!("timed out after {limit:?}"),
-            None => reason,
+        let (reason, timed_out) = match slot.timed_out.take() {
+            Some(limit) => (format!("timed out after {limit:?}"), true),
+            None => (reason, false),
         };
-        let timed_out = reason.starts_with("timed out");
         let entries: Vec<InFlight<P>> = slot.in_flight.drain(..).collect();
         tracing::warn!(backend = self.backend, worker = w, %reason, batches = entries.len(), "worker lost");
         // Only the head parcel was running, and only if the worker was ready: the others are
@@ -670,7 +655,7 @@ impl<I: Iterator, O, P: Parcel> Drop for Dispatch<'_, I, O, P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::EncodedBatch;
+    use crate::remote::wire::EncodedBatch;
     use crossbeam_channel::{unbounded, Sender};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -702,7 +687,10 @@ mod tests {
                 seq: b.seq(),
                 start: b.start(),
                 len: b.len(),
-                outputs: crate::wire::decode_items::<u64>(b.item_bytes(), b.len())?.iter().map(|x| 2 * x).collect(),
+                outputs: crate::remote::wire::decode_items::<u64>(b.item_bytes(), b.len())?
+                    .iter()
+                    .map(|x| 2 * x)
+                    .collect(),
                 failures: vec![],
                 worker: self.w,
                 busy: Duration::ZERO,
@@ -732,8 +720,16 @@ mod tests {
         let source = ItemSource::new(0..4000u64, Some(4000));
         let batcher = Box::new(crate::batching::FixedSize(10));
         let prepare = Box::new(EncodedBatch::encode);
-        let mut d =
-            Dispatch::with_parcels("fake", source, batcher, prepare, links, Some(respawn), rx, Default::default());
+        let mut d = Dispatch::with_parcels(DispatchParts {
+            backend: "fake",
+            source,
+            batcher,
+            prepare,
+            links,
+            respawn: Some(respawn),
+            events: rx,
+            config: Default::default(),
+        });
         let mut out = vec![0u64; 4000];
         let mut by_worker = [0usize; 2];
         while let Some(b) = d.next_done() {

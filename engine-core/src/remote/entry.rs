@@ -45,13 +45,13 @@ pub fn become_worker_if_asked() {
 ///     // ... serve the driver, then std::process::exit(0)
 /// }
 /// adparallelengine_core::worker_entry!(my_backend_entry);
-/// adparallelengine_core::entry::become_worker_if_asked(); // returns: not a worker
+/// adparallelengine_core::remote::become_worker_if_asked(); // returns: not a worker
 /// ```
 #[macro_export]
 macro_rules! worker_entry {
     ($f:path) => {
         const _: () = {
-            #[$crate::__private::linkme::distributed_slice($crate::entry::WORKER_ENTRIES)]
+            #[$crate::__private::linkme::distributed_slice($crate::__private::WORKER_ENTRIES)]
             #[linkme(crate = $crate::__private::linkme)]
             static ENTRY: fn() = $f;
         };

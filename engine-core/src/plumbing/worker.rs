@@ -1,8 +1,8 @@
 //! The worker side: `init` once, then batches. Shared by every backend, in-process or not.
 
-use crate::batch::{Batch, BatchDone};
 use crate::error::{panic_message, Error, FailureKind, ItemError, Result};
-use crate::slots::Claim;
+use crate::plumbing::batch::{Batch, BatchDone};
+use crate::plumbing::slots::Claim;
 use crate::stats::{AllocMark, ItemStats};
 use crate::task::Task;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -169,15 +169,15 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
 /// A worker's whole life for one job: `init`, then batches from `recv` until it returns
 /// `None` (or the job is cancelled), each result given to `send` (which returns `false` once
 /// the driver is gone). Every backend's worker runs this loop, whatever carries the messages.
-pub fn serve<T: Task, A: AsRef<T::Args>>(
+pub fn serve_worker<T: Task, A: AsRef<T::Args>>(
     id: usize,
     init: &T::Init,
     args: A,
     opts: WorkerOptions,
     mut recv: impl FnMut() -> Option<Batch<T::Item>>,
-    mut send: impl FnMut(crate::batch::Event<T::Output>) -> bool,
+    mut send: impl FnMut(crate::plumbing::batch::Event<T::Output>) -> bool,
 ) {
-    use crate::batch::Event;
+    use crate::plumbing::batch::Event;
     let cancel = opts.cancel.clone();
     let mut worker = match Worker::<T, A>::start(id, init, args, opts) {
         Ok(w) => w,

@@ -36,7 +36,7 @@ pub struct BatchDone<O> {
     /// Per-item stats, when asked for.
     pub item_stats: Option<Vec<ItemStats>>,
     /// The outputs were written straight to their place in the job's
-    /// [`Placement`](crate::Placement) (then `outputs` is empty and every item succeeded).
+    /// [`Placement`](crate::plumbing::Placement) (then `outputs` is empty and every item succeeded).
     /// Never set on the parts of a split batch (single items), so merging parts never mixes
     /// placed and carried outputs.
     pub placed: bool,

@@ -5,8 +5,16 @@
 //! worker process serves without ever entering the user's `main`.
 
 use crate::error::{Error, Result};
+use crate::remote::protocol::JobSpec;
+use crate::remote::transport::Transport;
+use crate::store::SharedStore;
 use crate::task::Task;
 use std::any::TypeId;
+use std::sync::Arc;
+
+/// Runs one job of a registered task on a worker (stored in the registry for each task).
+pub type ServeJob =
+    fn(&mut dyn Transport, usize, JobSpec, Option<Arc<dyn SharedStore>>) -> std::result::Result<(), String>;
 
 /// One registered task. Built by [`register_task!`](crate::register_task); not for direct use.
 #[doc(hidden)]
@@ -16,7 +24,7 @@ pub struct TaskEntry {
     /// The task type's identity, to tell two types registered under one name apart.
     pub type_id: fn() -> TypeId,
     /// Runs one job of this task in a worker process (decodes args, init, batches).
-    pub serve: crate::remote::ServeJob,
+    pub serve: ServeJob,
 }
 
 /// Every registered task of this binary.
@@ -38,18 +46,18 @@ pub static TASKS: [TaskEntry];
 ///     fn run(_: (), _: &(), _: &mut ()) -> Result<(), adparallelengine_core::BoxError> { Ok(()) }
 /// }
 /// adparallelengine_core::register_task!(Noop);
-/// assert!(adparallelengine_core::registry::is_registered::<Noop>());
+/// assert!(adparallelengine_core::is_registered::<Noop>());
 /// ```
 #[macro_export]
 macro_rules! register_task {
     ($task:ty) => {
         const _: () = {
-            #[$crate::__private::linkme::distributed_slice($crate::registry::TASKS)]
+            #[$crate::__private::linkme::distributed_slice($crate::__private::TASKS)]
             #[linkme(crate = $crate::__private::linkme)]
-            static ENTRY: $crate::registry::TaskEntry = $crate::registry::TaskEntry {
+            static ENTRY: $crate::__private::TaskEntry = $crate::__private::TaskEntry {
                 name: <$task as $crate::Task>::name,
                 type_id: ::std::any::TypeId::of::<$task>,
-                serve: $crate::remote::serve_job::<$task>,
+                serve: $crate::__private::serve_job::<$task>,
             };
         };
     };

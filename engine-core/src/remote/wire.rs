@@ -1,9 +1,9 @@
 //! Framing shared by every out-of-process transport (pipes, TCP): length-prefixed frames with
 //! a bounded size, a byte-buffer serde helper, and batches encoded once and splittable.
 
-use crate::batch::Batch;
-use crate::dispatch::Parcel;
 use crate::error::{Error, Result};
+use crate::plumbing::batch::Batch;
+use crate::plumbing::Parcel;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -79,11 +79,6 @@ pub fn write_parts(w: &mut impl Write, head: &[u8], tail: &[u8]) -> io::Result<(
     w.write_all(tail)
 }
 
-/// Writes an encoded frame (from [`encode_frame`]).
-pub fn write_frame(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
-    w.write_all(frame)
-}
-
 /// Set in a frame's length when the frame's tail travels apart (in a transport's shared
 /// memory): the payload is the head and where to find the tail. Not part of the length.
 pub const TAIL_APART: u64 = 1 << 63;
@@ -125,6 +120,7 @@ pub fn read_frame_into(r: &mut impl Read, max: usize, buf: &mut Vec<u8>) -> io::
 
 /// Reads one frame's payload into a new buffer; `None` at a clean end of stream. A frame
 /// marked [`TAIL_APART`] is an error here: this reader has nowhere to find its tail.
+#[cfg(test)]
 pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
     match read_frame_into(r, max, &mut buf)? {
@@ -193,7 +189,7 @@ pub fn encode_msg<M: Serialize>(msg: &M) -> Result<Vec<u8>> {
 /// values' own bytes for plain numbers (see [`crate::plain`]; nothing is copied), else their
 /// postcard encodings one after the other.
 pub fn encode_items<T: Serialize + 'static>(values: &[T]) -> Result<std::borrow::Cow<'_, [u8]>> {
-    if let Some(raw) = crate::plain::as_bytes(values) {
+    if let Some(raw) = crate::plumbing::plain::as_bytes(values) {
         return Ok(std::borrow::Cow::Borrowed(raw));
     }
     let mut buf = Vec::with_capacity(values.len() * (std::mem::size_of::<T>() + 1));
@@ -206,7 +202,7 @@ pub fn encode_items<T: Serialize + 'static>(values: &[T]) -> Result<std::borrow:
 /// Decodes `count` values written by [`encode_items`]; every byte must be used. The list is
 /// allocated once at its final size.
 pub fn decode_items<T: serde::de::DeserializeOwned + 'static>(bytes: &[u8], count: usize) -> Result<Vec<T>> {
-    if let Some(plain) = crate::plain::from_bytes::<T>(bytes, count) {
+    if let Some(plain) = crate::plumbing::plain::from_bytes::<T>(bytes, count) {
         return plain.map_err(Error::Codec);
     }
     let codec = |e: postcard::Error| Error::Codec(e.to_string());
@@ -266,7 +262,7 @@ impl ItemBytes for Vec<u8> {
 }
 
 /// A list of plain numbers, which is its own encoding. Built only for a `T` that
-/// [`crate::plain::is_plain`] accepts.
+/// [`crate::plumbing::plain::is_plain`] accepts.
 struct PlainItems<T>(Vec<T>);
 
 // SAFETY: only built for primitive numbers (checked in `held`), which are `Send` and `Sync`.
@@ -276,13 +272,13 @@ unsafe impl<T> Sync for PlainItems<T> {}
 
 impl<T: 'static> ItemBytes for PlainItems<T> {
     fn bytes(&self) -> &[u8] {
-        crate::plain::as_bytes(&self.0).unwrap_or_default()
+        crate::plumbing::plain::as_bytes(&self.0).unwrap_or_default()
     }
 }
 
 /// Encodes `items`: plain numbers are kept as they are (no copy), others are encoded.
 fn held<I: Serialize + 'static>(items: Vec<I>) -> Result<Arc<dyn ItemBytes>> {
-    if crate::plain::is_plain::<I>() {
+    if crate::plumbing::plain::is_plain::<I>() {
         return Ok(Arc::new(PlainItems(items)));
     }
     Ok(Arc::new(encode_items(&items)?.into_owned()))

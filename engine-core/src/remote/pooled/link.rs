@@ -1,10 +1,10 @@
 //! The driver's end of one pooled worker in a job: sends its batches, ends or cancels its job.
 
 use super::ConnHandle;
-use crate::dispatch::{Parcel, WorkerLink};
-use crate::outbox::Outbox;
+use crate::plumbing::{Parcel, WorkerLink};
+use crate::remote::outbox::Outbox;
+use crate::remote::wire::{encode_frame, frame_prefix, EncodedBatch};
 use crate::remote::ToWorker;
-use crate::wire::{encode_frame, frame_prefix, EncodedBatch};
 use crate::{Error, Result};
 
 /// The start of a batch's frame: its `ToWorker::Batch` header; the encoded items follow.
@@ -69,7 +69,7 @@ impl<H: ConnHandle> WorkerLink<EncodedBatch> for ConnLink<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Batch;
+    use crate::plumbing::batch::Batch;
 
     #[test]
     fn batch_frames_are_to_worker_batch_messages_with_their_items() {
@@ -77,12 +77,12 @@ mod tests {
         let mut frame = batch_prefix(&b).unwrap();
         frame.extend_from_slice(b.item_bytes());
         let mut r = &frame[..];
-        let payload = crate::wire::read_frame(&mut r, 1 << 20).unwrap().unwrap();
-        let (msg, tail) = crate::wire::split_frame::<ToWorker>(&payload).unwrap();
+        let payload = crate::remote::wire::read_frame(&mut r, 1 << 20).unwrap().unwrap();
+        let (msg, tail) = crate::remote::wire::split_frame::<ToWorker>(&payload).unwrap();
         match msg {
             ToWorker::Batch { seq, start, count } => {
                 assert_eq!((seq, start, count), (3, 40, 3));
-                assert_eq!(crate::wire::decode_items::<u64>(tail, 3).unwrap(), vec![1, 2, 300]);
+                assert_eq!(crate::remote::wire::decode_items::<u64>(tail, 3).unwrap(), vec![1, 2, 300]);
             }
             other => panic!("{other:?}"),
         }

@@ -1,14 +1,14 @@
 //! The [`Backend`] trait: what runs a job's batches. Serial, threads, processes, MPI and
 //! Kubernetes implement it; so can a crate outside this workspace.
 
-use crate::batch::BatchDone;
+use super::completions::Completions;
 use crate::batching::Batcher;
-use crate::dispatch::DispatchConfig;
 use crate::error::Result;
-use crate::items::SliceItems;
-use crate::source::ItemSource;
+use crate::plumbing::dispatch::DispatchConfig;
+use crate::plumbing::items::SliceItems;
+use crate::plumbing::source::ItemSource;
+use crate::plumbing::worker::WorkerOptions;
 use crate::task::Task;
-use crate::worker::WorkerOptions;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ pub struct Plan<T: Task, I: Iterator<Item = T::Item>> {
     pub dispatch: DispatchConfig,
     /// Where outputs may be written straight to their place, when the backend asked for it
     /// ([`Backend::places_outputs`]) and the job is a `run` of plain-number outputs.
-    pub placement: Option<crate::Placement<T::Output>>,
+    pub placement: Option<crate::plumbing::Placement<T::Output>>,
 }
 
 /// The items of a slice job and the chunk size its batching mode asks for.
@@ -41,17 +41,11 @@ pub struct SlicePlan<'a, T: Task> {
     pub chunk: usize,
 }
 
-/// Completed batches of a running job, in completion order.
-pub trait Completions<O> {
-    /// The next completed batch; `None` when the job is done. After an `Err` the job is over.
-    fn next_done(&mut self) -> Option<Result<BatchDone<O>>>;
-}
-
 /// An engine backend.
 ///
 /// `start` receives the lazily-cut items and returns the completed batches. Out-of-process
 /// backends usually only create worker links and hand them to
-/// [`Dispatch`](crate::dispatch::Dispatch), which owns scheduling, prefetch, and the reorder
+/// [`Dispatch`](crate::plumbing::dispatch::Dispatch), which owns scheduling, prefetch, and the reorder
 /// window, so those live once for every backend.
 pub trait Backend: Send + Sync {
     /// The backend's name, as in errors and logs ("serial", "threads", ...).
@@ -94,5 +88,5 @@ pub trait BackendFactory {
     /// The backend built.
     type Backend: Backend;
     /// Builds it.
-    fn create(self, config: &crate::engine::EngineConfig) -> Result<Self::Backend>;
+    fn create(self, config: &crate::config::EngineConfig) -> Result<Self::Backend>;
 }

@@ -27,11 +27,11 @@
 //! ```
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
-//! adparallelengine_core::keepalive::keep_alive(&stream)?;
-//! assert!(adparallelengine_core::keepalive::is_kept_alive(&stream)?);
-//! assert_eq!(adparallelengine_core::keepalive::unacked_limit(&stream)?, None);
-//! adparallelengine_core::keepalive::keep_alive_worker(&stream)?;
-//! assert_eq!(adparallelengine_core::keepalive::unacked_limit(&stream)?, Some(adparallelengine_core::keepalive::DEAD_AFTER));
+//! adparallelengine_core::remote::keep_alive(&stream)?;
+//! assert!(adparallelengine_core::remote::is_kept_alive(&stream)?);
+//! assert_eq!(adparallelengine_core::remote::unacked_limit(&stream)?, None);
+//! adparallelengine_core::remote::keep_alive_worker(&stream)?;
+//! assert_eq!(adparallelengine_core::remote::unacked_limit(&stream)?, Some(adparallelengine_core::remote::DEAD_AFTER));
 //! # Ok::<(), std::io::Error>(())
 //! ```
 

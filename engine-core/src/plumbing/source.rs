@@ -1,7 +1,9 @@
 //! [`ItemSource`]: cuts batches lazily from the user's iterator and checks its length.
 
-use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::plumbing::batch::Batch;
+use crate::plumbing::cuts::CutLog;
+use std::sync::Arc;
 
 /// The user's iterator, cut into batches only when a worker needs one. Never collected.
 ///
@@ -15,12 +17,14 @@ pub struct ItemSource<I: Iterator> {
     lookahead: Option<I::Item>,
     exhausted: bool,
     next_seq: u64,
+    /// What was cut, for the engine's audit of the backend.
+    log: Arc<CutLog>,
 }
 
 impl<I: Iterator> ItemSource<I> {
     /// Wraps an iterator. `declared` is the length the caller promises, if any.
     pub fn new(iter: I, declared: Option<usize>) -> Self {
-        ItemSource { iter, declared, pulled: 0, lookahead: None, exhausted: false, next_seq: 0 }
+        ItemSource { iter, declared, pulled: 0, lookahead: None, exhausted: false, next_seq: 0, log: Arc::default() }
     }
 
     /// The declared length.
@@ -123,17 +127,26 @@ impl<I: Iterator> ItemSource<I> {
                 self.lookahead = Some(x);
             }
         }
+        if self.is_done() {
+            self.log.finish();
+        }
         if items.is_empty() {
             return Ok(None);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.log.record(start, items.len());
         Ok(Some(Batch { seq, start, items }))
     }
 
     /// Whether every item has been cut.
     pub fn is_done(&self) -> bool {
         self.exhausted && self.lookahead.is_none()
+    }
+
+    /// The record of what this source cut, shared with the engine's audit.
+    pub(crate) fn cut_log(&self) -> Arc<CutLog> {
+        Arc::clone(&self.log)
     }
 }
 

@@ -1,16 +1,16 @@
 //! A worker's connection over a plain byte stream (a TCP connection to its driver):
 //! engine-core's frames, each bounded in size, so a bad peer cannot make the worker allocate.
 
+use crate::remote::wire::{read_frame_into, write_parts};
 use crate::remote::{Incoming, Transport};
-use crate::wire::{read_frame_into, write_parts};
 use std::io::{self, BufReader, Read, Write};
 
 /// The worker's end of a stream connection.
 ///
 /// ```no_run
-/// use adparallelengine_core::stream_transport::StreamTransport;
+/// use adparallelengine_core::remote::StreamTransport;
 /// let stream = std::net::TcpStream::connect("10.0.0.5:7777")?;
-/// let mut t = StreamTransport::new(stream.try_clone()?, stream, adparallelengine_core::wire::DEFAULT_MAX_FRAME);
+/// let mut t = StreamTransport::new(stream.try_clone()?, stream, adparallelengine_core::remote::DEFAULT_MAX_FRAME);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct StreamTransport<R: Read, W: Write> {
@@ -47,9 +47,9 @@ impl<R: Read, W: Write> Transport for StreamTransport<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::wire::{encode_items, encode_msg};
     use crate::remote::{serve_connection, ToWorker};
     use crate::store::SharedStore;
-    use crate::wire::{encode_items, encode_msg};
     use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
 
@@ -72,11 +72,11 @@ mod tests {
         });
         let (mut d, _) = listener.accept().unwrap();
         send(&mut d, &ToWorker::Hello { fingerprint: crate::remote::fingerprint().to_string(), worker: 0 }, &[]);
-        send(&mut d, &ToWorker::Job(crate::testing::job_spec::<Triple>(false)), &[]);
+        send(&mut d, &ToWorker::Job(crate::remote::testing::job_spec::<Triple>(false)), &[]);
         send(&mut d, &ToWorker::Batch { seq: 0, start: 0, count: 3 }, &encode_items(&[1u64, 2, 3]).unwrap());
         send(&mut d, &ToWorker::EndJob, &[]);
-        let heard = crate::testing::read_until_job_ended(&mut d.try_clone().unwrap());
-        assert!(crate::testing::is_one_job(&heard, &[3, 6, 9]), "{heard:?}");
+        let heard = crate::remote::testing::read_until_job_ended(&mut d.try_clone().unwrap());
+        assert!(crate::remote::testing::is_one_job(&heard, &[3, 6, 9]), "{heard:?}");
         // A frame over the bound ends the connection with an error, before any allocation.
         d.write_all(&(u64::MAX >> 1).to_le_bytes()).unwrap();
         let err = worker.join().unwrap().unwrap_err();

@@ -2,9 +2,9 @@
 //! cutting them from an iterator one at a time.
 
 use crate::error::ItemError;
-use crate::slots::Claim;
+use crate::plumbing::slots::Claim;
+use crate::plumbing::worker::Worker;
 use crate::task::Task;
-use crate::worker::Worker;
 use std::sync::Arc;
 
 type RunChunk<T> = fn(

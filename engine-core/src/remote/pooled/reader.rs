@@ -1,10 +1,10 @@
 //! A job's reader thread for one worker: frames to engine events.
 
 use super::{Conn, Pool, Pooled};
-use crate::batch::Event;
+use crate::plumbing::batch::Event;
+use crate::plumbing::Placement;
+use crate::remote::wire::read_frame_into;
 use crate::remote::{hear, Heard};
-use crate::wire::read_frame_into;
-use crate::Placement;
 use crossbeam_channel::Sender;
 use serde::de::DeserializeOwned;
 use std::io::BufReader;

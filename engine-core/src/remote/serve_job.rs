@@ -1,0 +1,169 @@
+//! One job of one task on a worker: decodes args and init, runs the worker loop, sends every
+//! batch's outputs.
+
+use super::protocol::{FromWorker, JobSpec, ToWorker};
+use super::transport::{io_err, recv_msg, send_msg, skip_job, Transport};
+use crate::error::{Error, ItemError, Result};
+use crate::plumbing::batch::Batch;
+use crate::plumbing::worker::WorkerOptions;
+use crate::remote::wire::{decode_items, encode_items, encode_msg};
+use crate::store::SharedStore;
+use crate::task::Task;
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn decode_value<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Codec(format!("cannot decode the job's {what}: {e}")))
+}
+
+/// Runs one job of `T` on this worker: decodes args and init, runs `init`, then every batch
+/// until `EndJob`.
+pub fn serve_job<T: Task>(
+    t: &mut dyn Transport,
+    worker: usize,
+    spec: JobSpec,
+    store: Option<Arc<dyn SharedStore>>,
+) -> std::result::Result<(), String> {
+    let opts = WorkerOptions { fail_fast: spec.fail_fast, item_stats: spec.item_stats, cancel: None };
+    let decode_args = || {
+        let args = decode_value::<T::Args>("args", &spec.args.0)?;
+        let init = decode_value::<T::Init>("init argument", &spec.init.0)?;
+        Ok::<_, Error>((args, init))
+    };
+    let decoded = match store {
+        Some(store) => crate::share_ctx::with_store(store, decode_args),
+        None => decode_args(),
+    };
+    let (args, init) = match decoded {
+        Ok(x) => x,
+        Err(e) => {
+            send_msg(t, &FromWorker::InitFailed { message: e.to_string() })?;
+            return skip_job(t);
+        }
+    };
+    // The worker loop is the one every backend runs (`plumbing::serve_worker`); here its messages are
+    // frames on the transport.
+    let t = RefCell::new(t);
+    let trouble: RefCell<Option<String>> = RefCell::new(None);
+    let (ended, init_failed) = (Cell::new(false), Cell::new(false));
+    let send_parts = |head: &[u8], tail: &[u8]| match t.borrow_mut().send(head, tail).map_err(io_err) {
+        Ok(()) => true,
+        Err(e) => {
+            trouble.borrow_mut().get_or_insert(e);
+            false
+        }
+    };
+    let recv = || loop {
+        let mut guard = t.borrow_mut();
+        let msg = match recv_msg(&mut **guard) {
+            Ok(Some((ToWorker::Batch { seq, start, count }, tail))) => match decode_items::<T::Item>(tail, count) {
+                Ok(items) => return Some(Batch { seq, start, items }),
+                Err(e) => Err((seq, start, count, e)),
+            },
+            Ok(Some((ToWorker::EndJob, _))) => {
+                ended.set(true);
+                return None;
+            }
+            Ok(Some((other, _))) => Ok(format!("protocol error: expected Batch or EndJob, got {other:?}")),
+            Ok(None) => Ok("the driver closed the connection in the middle of a job".to_string()),
+            Err(e) => Ok(e),
+        };
+        drop(guard);
+        match msg {
+            // A batch that cannot be decoded fails its first item; the job goes on.
+            Err((seq, start, count, e)) => {
+                let failure = ItemError {
+                    index: start,
+                    kind: crate::error::FailureKind::Error,
+                    message: format!("cannot decode the batch's items: {e}"),
+                };
+                let done = crate::plumbing::batch::BatchDone::<T::Output> {
+                    seq,
+                    start,
+                    len: count,
+                    outputs: Vec::new(),
+                    failures: vec![failure],
+                    worker,
+                    busy: Duration::ZERO,
+                    item_stats: None,
+                    placed: false,
+                };
+                if !send_done(done, &send_parts) {
+                    return None;
+                }
+            }
+            Ok(problem) => {
+                trouble.borrow_mut().get_or_insert(problem);
+                return None;
+            }
+        }
+    };
+    let send = |ev: crate::plumbing::batch::Event<T::Output>| {
+        use crate::plumbing::batch::Event;
+        let msg = match ev {
+            Event::Ready { .. } => FromWorker::Ready,
+            Event::InitFailed { message, .. } => {
+                init_failed.set(true);
+                FromWorker::InitFailed { message }
+            }
+            Event::Done(b) => return send_done(b, &send_parts),
+            Event::Fatal { .. } | Event::Lost { .. } => return true,
+        };
+        match encode_msg(&msg) {
+            Ok(head) => send_parts(&head, &[]),
+            Err(e) => {
+                trouble.borrow_mut().get_or_insert(e.to_string());
+                false
+            }
+        }
+    };
+    crate::plumbing::worker::serve_worker::<T, _>(worker, &init, Arc::new(args), opts, recv, send);
+    if let Some(e) = trouble.into_inner() {
+        return Err(e);
+    }
+    let t = t.into_inner();
+    if init_failed.get() {
+        return skip_job(t);
+    }
+    if ended.get() {
+        send_msg(t, &FromWorker::JobEnded)?;
+    }
+    Ok(())
+}
+
+/// Sends the `Done` message of a batch: its head, and its outputs as the tail (plain
+/// numbers straight from the outputs' memory). Outputs that cannot be encoded fail the
+/// batch's first item instead. `false` when sending failed.
+fn send_done<O: Serialize + 'static>(
+    b: crate::plumbing::batch::BatchDone<O>,
+    send: &dyn Fn(&[u8], &[u8]) -> bool,
+) -> bool {
+    let header = |count, failures| FromWorker::Done {
+        seq: b.seq,
+        start: b.start,
+        len: b.len,
+        count,
+        failures,
+        busy: b.busy,
+        item_stats: b.item_stats.clone(),
+    };
+    let encoded =
+        encode_items(&b.outputs).and_then(|tail| Ok((encode_msg(&header(b.outputs.len(), b.failures.clone()))?, tail)));
+    match encoded {
+        Ok((head, tail)) => send(&head, &tail),
+        Err(e) => {
+            let mut failures = b.failures.clone();
+            failures.push(ItemError {
+                index: b.start,
+                kind: crate::error::FailureKind::Error,
+                message: format!("cannot encode the batch's outputs: {e}"),
+            });
+            match encode_msg(&header(0, failures)) {
+                Ok(head) => send(&head, &[]),
+                Err(_) => false,
+            }
+        }
+    }
+}
