@@ -13,9 +13,9 @@
 //! columns), adds a float and a per-worker attribute set by `init` (the seed's
 //! `method_in_processes`), and returns that frame and three times it.
 
+use adparallelengine::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use adparallelengine::arrow::{Frame, Series};
 use adparallelengine::{register_task, BoxError, Engine, Kind, Shared, Task};
-use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

@@ -14,7 +14,15 @@ task!(
     }
 );
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // Errors are printed with their message (not their Debug form) and exit with status 1.
+    if let Err(e) = run() {
+        eprintln!("Error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let kind: Kind = std::env::args().nth(1).unwrap_or_else(|| "process".into()).parse()?;
     let mut builder = Engine::builder(kind).max_workers(2).progress(Progress::quiet());
     if let Some(dir) = std::env::args().nth(2) {

@@ -205,7 +205,12 @@ pub fn batcher_for(
     auto_target: Duration,
 ) -> Result<Box<dyn Batcher>> {
     if mode.needs_length() && length.is_none() {
-        return Err(Error::NeedsLength { mode: format!("{mode:?}") });
+        let mode = match mode {
+            Batching::PerWorker => "`batched(true)` (one even batch per worker)".to_string(),
+            Batching::Batches(n) => format!("`batched({n})` ({n} even batches)"),
+            other => format!("{other:?}"),
+        };
+        return Err(Error::NeedsLength { mode });
     }
     Ok(match mode {
         Batching::None => Box::new(FixedSize(1)),
@@ -254,7 +259,10 @@ mod tests {
     #[test]
     fn needs_length() {
         let e = batcher_for(Batching::PerWorker, None, 2, 1, Duration::from_millis(1));
-        assert!(matches!(e, Err(Error::NeedsLength { .. })));
+        match e {
+            Err(e @ Error::NeedsLength { .. }) => assert!(e.to_string().contains("`batched(true)`"), "{e}"),
+            other => panic!("{:?}", other.err()),
+        }
         assert!(batcher_for(Batching::Auto, None, 2, 1, Duration::from_millis(1)).is_ok());
         assert!(batcher_for(Batching::Batches(0), Some(3), 2, 1, Duration::from_millis(1)).is_err());
     }

@@ -76,6 +76,13 @@ pub trait Task: 'static {
 /// Defines and registers a task from a closure-like body, for tasks with no init and no errors.
 /// A body that can fail is [`try_task!`](crate::try_task).
 ///
+/// **A task cannot capture local variables.** The body becomes a function, because a task
+/// runs in other processes (worker processes, MPI ranks, pods) where the caller's locals do
+/// not exist; rustc then reports `error[E0434]: can't capture dynamic environment in a fn
+/// item` and suggests "the `|| { ... }` closure form", which does not apply here. Pass what the
+/// body needs as the job's args instead: a second parameter `args: &T` and `.args(value)` on
+/// the job (sent once per worker), or a [`Shared`](crate::Shared) value for large data.
+///
 /// ```
 /// adparallelengine_core::task!(
 ///     /// Doubles a number.

@@ -64,6 +64,9 @@ pub struct DirStore {
     inflight: Mutex<HashSet<ShareKey>>,
     written: Condvar,
     writes: AtomicUsize,
+    /// Parent directories `create` made because they were missing, deepest first: removed
+    /// with the store when empty, so `path_shared("tests/data/shared")` leaves no trace.
+    made_parents: Vec<PathBuf>,
 }
 
 impl fmt::Debug for DirStore {
@@ -172,14 +175,20 @@ impl DirStore {
             Some(p) => p.to_path_buf(),
             None => std::env::temp_dir(),
         };
+        let parent = absolute(&parent)?;
+        let made_parents: Vec<PathBuf> =
+            parent.ancestors().take_while(|p| !p.exists()).map(Path::to_path_buf).collect();
         fs::create_dir_all(&parent)
             .map_err(|e| io_error("cannot create the shared-store parent directory", &parent, e))?;
-        let parent = absolute(&parent)?;
         const ATTEMPTS: usize = 16;
         for _ in 0..ATTEMPTS {
             let dir = parent.join(format!("{DIR_PREFIX}{}-{:016x}", std::process::id(), random_u64()));
             match make_private_dir(&dir) {
-                Ok(()) => return Ok(DirStore::new(dir, true)),
+                Ok(()) => {
+                    let mut store = DirStore::new(dir, true);
+                    store.made_parents = made_parents;
+                    return Ok(store);
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_error("cannot create the shared-store directory", &dir, e)),
             }
@@ -213,6 +222,7 @@ impl DirStore {
             inflight: Mutex::new(HashSet::new()),
             written: Condvar::new(),
             writes: AtomicUsize::new(0),
+            made_parents: Vec::new(),
         }
     }
 
@@ -399,6 +409,12 @@ impl Drop for DirStore {
                 error = %e,
                 "cannot remove the shared-store directory"
             );
+        }
+        // Only empty ones: another store or the user may have put something there since.
+        for parent in &self.made_parents {
+            if fs::remove_dir(parent).is_err() {
+                break;
+            }
         }
     }
 }

@@ -79,8 +79,10 @@ fn create_makes_missing_parent_and_names_the_directory() {
 
     let other = DirStore::create(Some(&parent)).unwrap();
     assert_ne!(store.path(), other.path(), "every store gets a fresh directory");
-    drop((store, other));
-    fs::remove_dir_all(parent.parent().unwrap().parent().unwrap()).unwrap();
+    drop(other);
+    assert!(parent.exists(), "a parent the store did not make is left");
+    drop(store);
+    assert!(!self::parent("create").exists(), "the parents the store made are removed with it, once empty");
 }
 
 #[test]
@@ -91,7 +93,7 @@ fn relative_parent_gives_an_absolute_path() {
     assert!(store.path().is_absolute());
     assert!(store.path().starts_with(std::env::current_dir().unwrap().join(&rel)));
     drop(store);
-    fs::remove_dir(&rel).unwrap();
+    assert!(!rel.exists(), "the parent it made is removed with it");
 }
 
 #[cfg(unix)]

@@ -5,8 +5,8 @@
 //! serde impls write one Arrow IPC stream, so out-of-process workers get the same columns.
 //!
 //! ```
+//! use adparallelengine_core::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 //! use adparallelengine_core::arrow::{Frame, Series};
-//! use arrow_array::{Int64Array, RecordBatch, ArrayRef};
 //! use std::sync::Arc;
 //!
 //! let col: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
@@ -23,6 +23,19 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 pub mod ipc_file;
+
+/// The Arrow crates this crate is built with, re-exported so that a program's arrays and
+/// batches are of the same Arrow version as ours without pinning `arrow-array` by hand:
+/// `adparallelengine::arrow::array::Int64Array`, `adparallelengine::arrow::schema::Schema`.
+pub use arrow_array as array;
+/// See [`array`].
+pub use arrow_buffer as buffer;
+/// See [`array`]; `cast::pretty` prints batches as tables.
+pub use arrow_cast as cast;
+/// See [`array`].
+pub use arrow_ipc as ipc;
+/// See [`array`].
+pub use arrow_schema as schema;
 
 use crate::remote::wire::ByteBuf;
 use crate::share_ctx;
