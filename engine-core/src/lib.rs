@@ -46,6 +46,8 @@ pub mod worker;
 
 #[cfg(feature = "arrow")]
 pub mod arrow;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 pub use backend::{Backend, BackendFactory, Completions, Plan, SlicePlan};
 pub use batching::{Batcher, Batching};
