@@ -532,12 +532,14 @@ pub fn ordered_stream<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
 }
 
 /// Dropping a stream (ordered or not) after a few values returns promptly (within
-/// [`PROMPT_DROP`]), cancelling the rest of a long job, and the engine then runs the next job
-/// correctly.
+/// [`PROMPT_DROP`]) and cancels the rest of a long job: the engine then runs the next job
+/// correctly, within [`PROMPT_JOB`] (a backend still running the dropped job's 50 s of items
+/// is late).
 pub fn stream_cancel_on_drop<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
     let scope = Scope::new("stream_cancel_on_drop", describe(engine));
-    // 3000 items of 10 ms: 30 s of work a backend that does not cancel would finish first.
-    let n = 3000u64;
+    // 10 000 items of 10 ms: 50 s of work on 2 workers, which a backend that does not cancel
+    // would still be doing when the next job comes, so that job would be late.
+    let n = 10_000u64;
     let what = format!("{}, dropped after 3 values", job("stream()", n as usize, Batching::None));
     let mut stream = scope.ok(&what, engine.map(Slow, 0..n).batched(false).stream())?;
     let mut first = Vec::new();
@@ -570,7 +572,8 @@ pub fn stream_cancel_on_drop<B: Backend>(engine: &Engine<B>) -> Result<(), Failu
 
     let items: Vec<u64> = (0..24).collect();
     let what = format!("{} after the dropped streams", job("run()", items.len(), Batching::Auto));
-    let got = scope.ok(&what, engine.map(Uneven, items.clone()).run())?;
+    let got = timed(&scope, &what, PROMPT_JOB, || engine.map(Uneven, items.clone()).run())?;
+    let got = scope.ok(&what, got)?;
     scope.same(&what, &uneven_expected(&items), &got)
 }
 
