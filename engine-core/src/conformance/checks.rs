@@ -644,13 +644,16 @@ pub fn map_slice<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
     scope.same(&what, &want, &got)
 }
 
+/// A job that must fail; `true` when it did.
+type FailingJob<'e> = Box<dyn Fn() -> bool + 'e>;
+
 /// The engine is usable after a failed job: after an item's error, a panic, a lying length
 /// and a `collect_results` with failures, the next job on the same engine is right.
 pub fn usable_after_failure<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
     let scope = Scope::new("usable_after_failure", describe(engine));
     let items: Vec<u64> = (0..24).collect();
     let want = uneven_expected(&items);
-    let failing: [(&str, Box<dyn Fn() -> bool + '_>); 4] = [
+    let failing: [(&str, FailingJob<'_>); 4] = [
         ("run() failing at item 5", Box::new(|| engine.map(FailAt, 0..24u64).args(5).batched(false).run().is_err())),
         ("run() panicking at item 17", Box::new(|| engine.map(PanicAt, 0..24u64).args(17).batched(3).run().is_err())),
         (
