@@ -52,7 +52,14 @@ fn engine_checks<B: Backend>() -> [(&'static str, EngineCheck<B>); 13] {
 ///
 /// ```no_run
 /// # use adparallelengine_core::{conformance::Kit, Backend, Engine};
-/// # fn make(n: usize) -> adparallelengine_core::Result<Engine<impl Backend>> { unimplemented!() }
+/// # struct Mine;
+/// # impl Backend for Mine {
+/// #   fn name(&self) -> &'static str { "mine" }
+/// #   fn max_workers(&self) -> usize { 1 }
+/// #   fn start<'a, T: adparallelengine_core::Task, I: Iterator<Item = T::Item> + 'a>(&'a self, p: adparallelengine_core::Plan<T, I>)
+/// #     -> adparallelengine_core::Result<Box<dyn adparallelengine_core::Completions<T::Output> + 'a>> { unimplemented!() }
+/// # }
+/// # fn make(n: usize) -> adparallelengine_core::Result<Engine<Mine>> { Ok(Engine::from_backend(Mine)) }
 /// let report = Kit::new(make).skip("large_payloads").workers(&[2]).run();
 /// assert!(report.is_ok(), "{report}");
 /// ```
@@ -190,7 +197,14 @@ impl<B: Backend, M: Fn(usize) -> crate::Result<Engine<B>>> Kit<B, M> {
 ///
 /// ```no_run
 /// # use adparallelengine_core::{Backend, Engine};
-/// # fn make(n: usize) -> adparallelengine_core::Result<Engine<impl Backend>> { unimplemented!() }
+/// # struct Mine;
+/// # impl Backend for Mine {
+/// #   fn name(&self) -> &'static str { "mine" }
+/// #   fn max_workers(&self) -> usize { 1 }
+/// #   fn start<'a, T: adparallelengine_core::Task, I: Iterator<Item = T::Item> + 'a>(&'a self, p: adparallelengine_core::Plan<T, I>)
+/// #     -> adparallelengine_core::Result<Box<dyn adparallelengine_core::Completions<T::Output> + 'a>> { unimplemented!() }
+/// # }
+/// # fn make(n: usize) -> adparallelengine_core::Result<Engine<Mine>> { Ok(Engine::from_backend(Mine)) }
 /// adparallelengine_core::conformance::run_all(make);
 /// ```
 ///
