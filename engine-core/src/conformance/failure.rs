@@ -13,7 +13,8 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[error("check `{check}` ({engine}), job `{job}`: {problem}")]
 pub struct Failure {
-    /// The check's name, one of [`CHECKS`](super::CHECKS).
+    /// The check's name, one of [`CHECKS`](super::CHECKS); `build` when the maker could not
+    /// build an engine, `kit` for a skip list naming no check.
     pub check: &'static str,
     /// The engine it ran on: its backend's name and worker count.
     pub engine: String,
