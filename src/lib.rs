@@ -46,6 +46,11 @@ pub use adparallelengine_core::remote;
 #[cfg(feature = "arrow")]
 pub use adparallelengine_core::arrow;
 
+/// The conformance kit: checks of the whole user-visible contract that any backend runs from
+/// its own tests (`adparallelengine::conformance::run_all(|n| ...)`).
+#[cfg(feature = "conformance")]
+pub use adparallelengine_core::conformance;
+
 /// The engine. `Engine` alone runs the built-in backends ([`AnyBackend`], chosen by
 /// [`Kind`]); `Engine<MyBackend>` runs a third-party one.
 pub type Engine<B = AnyBackend> = adparallelengine_core::Engine<B>;

@@ -26,10 +26,12 @@ fn build(kinds: &[(Kind, Option<usize>)]) -> Vec<(String, Engine)> {
     v
 }
 
+/// A quiet threads engine of `workers` workers.
 pub fn threads(workers: usize) -> Engine {
     Engine::builder(Kind::Threads).max_workers(workers).progress(Progress::quiet()).build().expect("engine")
 }
 
+/// A quiet process engine of `workers` workers.
 pub fn processes(workers: usize) -> Engine {
     Engine::builder(Kind::Process).max_workers(workers).progress(Progress::quiet()).build().expect("engine")
 }

@@ -5,7 +5,7 @@
 //! finalized, status 0), so code after the engine's construction runs on rank 0 only.
 //!
 //! The worker protocol and the scheduler are engine-core's: this crate supplies worker links
-//! over MPI messages ([`endpoint`] on rank 0, [`transport`] on the others). MPI libraries
+//! over MPI messages (the `endpoint` module on rank 0, `transport` on the others). MPI libraries
 //! cannot wake a thread when a message arrives, so the dispatch loop polls
 //! ([`Dispatch::with_pump`]) with a backoff that keeps an idle driver off the CPU.
 //!

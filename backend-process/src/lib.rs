@@ -5,7 +5,7 @@
 //!
 //! A job runs on `min(max_workers, items)` workers, each connected by a socketpair; messages
 //! are engine-core's frames. Workers start with the first job that needs them and stay up
-//! between jobs (see [`pool`](crate::pool) for why) until the backend is dropped. The pool,
+//! between jobs (see the `pool` module for why) until the backend is dropped. The pool,
 //! each job's reader threads and links, scheduling, retries of a dead worker's batches, item
 //! timeouts and ordering are engine-core's [`pooled`](adparallelengine_core::remote) workers, shared
 //! with the Kubernetes backend: this crate only spawns processes and gives them shared

@@ -33,6 +33,8 @@ pub mod remote;
 
 #[cfg(feature = "arrow")]
 pub mod arrow;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 pub use batching::{Batcher, Batching, FixedSize};
 pub use config::EngineConfig;

@@ -131,19 +131,23 @@ unsafe impl GlobalAlloc for CountingAllocator {
             COUNTING_INSTALLED.store(true, Ordering::Relaxed);
         }
         Self::add(layout.size() as i64);
-        System.alloc(layout)
+        // SAFETY: forwarded unchanged: the caller keeps `GlobalAlloc`'s contract for `System`.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         Self::add(-(layout.size() as i64));
-        System.dealloc(ptr, layout)
+        // SAFETY: forwarded unchanged: the caller keeps `GlobalAlloc`'s contract for `System`.
+        unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         Self::add(layout.size() as i64);
-        System.alloc_zeroed(layout)
+        // SAFETY: forwarded unchanged: the caller keeps `GlobalAlloc`'s contract for `System`.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         Self::add(new_size as i64 - layout.size() as i64);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: forwarded unchanged: the caller keeps `GlobalAlloc`'s contract for `System`.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 

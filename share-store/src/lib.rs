@@ -7,9 +7,9 @@
 //!   ([`MappedFile`]), so nothing is copied.
 //! - [`LazyDirStore`]: a `DirStore` made on the first shared value and removed with the engine
 //!   or on Ctrl-C; [`open_dir_view`] is the workers' side.
-//! - With the `arrow` feature, [`arrow`] writes record batches as Arrow IPC files
-//!   ([`arrow::to_ipc_file`]) and decodes them straight from mapped bytes without copying
-//!   column data ([`arrow::map_ipc_file`]).
+//! - With the `arrow` feature, record batches are written as Arrow IPC files
+//!   (`adparallelengine_core::arrow::ipc_file::to_ipc_file`) and decoded straight from mapped
+//!   bytes without copying column data (`map_ipc_file`).
 //!
 //! ```
 //! use adparallelengine_core::SharedStore;

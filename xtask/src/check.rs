@@ -1,8 +1,8 @@
-//! Checking the output of the `complete` example against values computed here.
+//! Checking the output of the `complete` example against the conformance kit's expected values.
 //!
-//! The expected numbers are derived independently of the example (nothing is shared with its
-//! code): six 2x2 integer frames, a series `[2, 3]` applied column-wise, a float `5.0` and a
-//! per-worker attribute `1`. For item `i`:
+//! The expected numbers and their headers come from `adparallelengine::conformance` (one copy,
+//! which the kit also checks in-process on every backend), computed there from the example's
+//! constants, not by running its code: for item `i`,
 //!
 //! ```text
 //! out0[r][c] = df_i[r][c] * s[c] + 5.0 + 1.0
@@ -14,60 +14,8 @@
 //! header is followed by an arrow pretty table whose first `|` row holds the column names and
 //! whose following `|` rows hold the data. The last line is the `done: ...` summary.
 
-/// The input frames, as rows.
-const FRAMES: [[[i64; 2]; 2]; 6] = [
-    [[0, 1], [2, 3]],
-    [[4, 5], [6, 7]],
-    [[8, 9], [10, 11]],
-    [[12, 13], [14, 15]],
-    [[16, 17], [18, 19]],
-    [[21, 22], [23, 24]],
-];
-/// The series multiplied column-wise into each frame.
-const SERIES: [i64; 2] = [2, 3];
-/// The float added to every value.
-const FLOAT: f64 = 5.0;
-/// The per-worker attribute set by `init`, added to every value.
-const ATTR: f64 = 1.0;
-/// Number of input items.
-pub const ITEMS: usize = FRAMES.len();
-/// Column names every table must have, in order.
-const COLUMNS: [&str; 2] = ["0", "1"];
-/// Largest accepted difference between a printed and an expected value.
-const TOLERANCE: f64 = 1e-9;
-
-/// One expected table: its header line (without the trailing colon) and its values.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExpectedBlock {
-    /// `frame K` or `item I (J)`.
-    pub header: String,
-    /// Values by row, then column.
-    pub values: [[f64; 2]; 2],
-}
-
-/// The two outputs (`out0`, `out1`) of item `i`.
-fn outputs(i: usize) -> [[[f64; 2]; 2]; 2] {
-    let mut out0 = [[0.0; 2]; 2];
-    for (r, row) in FRAMES[i].iter().enumerate() {
-        for (c, &x) in row.iter().enumerate() {
-            out0[r][c] = (x * SERIES[c]) as f64 + FLOAT + ATTR;
-        }
-    }
-    let out1 = out0.map(|row| row.map(|v| 3.0 * v));
-    [out0, out1]
-}
-
-/// The blocks the example must print, in order.
-pub fn expected_blocks(gather: bool) -> Vec<ExpectedBlock> {
-    let mut blocks = Vec::with_capacity(2 * ITEMS);
-    for i in 0..ITEMS {
-        for (j, values) in outputs(i).into_iter().enumerate() {
-            let header = if gather { format!("frame {}", 2 * i + j) } else { format!("item {i} ({j})") };
-            blocks.push(ExpectedBlock { header, values });
-        }
-    }
-    blocks
-}
+pub use adparallelengine::conformance::{expected_blocks, ExpectedBlock, ITEMS};
+use adparallelengine::conformance::{COLUMNS, TOLERANCE};
 
 /// What the example is expected to report on its `done:` line.
 #[derive(Debug, Clone, PartialEq, Eq)]

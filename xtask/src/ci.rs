@@ -1,7 +1,8 @@
 //! `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
-//! `-D warnings`, every test of the workspace (unit, integration and doc tests), the benches'
-//! build, the local Kubernetes API's fidelity with `kubectl`, then the test matrix. `.ci/run`
-//! and the README's test command both run this.
+//! `-D warnings`, every test of the workspace (unit, integration and doc tests), the docs with
+//! `-D warnings`, the third-party backend of `examples/custom-backend` (its own workspace,
+//! tested with the conformance kit), the benches' build, the local Kubernetes API's fidelity
+//! with `kubectl`, then the test matrix. `.ci/run` and the README's test command both run this.
 
 use crate::matrix;
 use std::process::{Command, ExitCode};
@@ -10,15 +11,38 @@ use std::process::{Command, ExitCode};
 struct Step {
     name: &'static str,
     args: &'static [&'static str],
+    /// Whether the backends' features (`mpi`, `k8s`) are turned on: a workspace step.
+    features: bool,
+    /// Environment of the step.
+    env: &'static [(&'static str, &'static str)],
 }
 
 const STEPS: &[Step] = &[
-    Step { name: "format", args: &["fmt", "--all", "--", "--check"] },
-    Step { name: "clippy", args: &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"] },
-    Step { name: "tests", args: &["test", "--workspace"] },
+    Step { name: "format", args: &["fmt", "--all", "--", "--check"], features: false, env: &[] },
+    Step {
+        name: "clippy",
+        args: &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        features: true,
+        env: &[],
+    },
+    Step { name: "tests", args: &["test", "--workspace"], features: true, env: &[] },
+    Step {
+        name: "docs",
+        args: &["doc", "--workspace", "--no-deps"],
+        features: true,
+        env: &[("RUSTDOCFLAGS", "-D warnings")],
+    },
+    // A crate outside the workspace, depending on the facade alone, with its own lock file;
+    // it shares the workspace's target directory so that nothing is built twice.
+    Step {
+        name: "custom backend",
+        args: &["test", "--locked", "--manifest-path", "examples/custom-backend/Cargo.toml", "--target-dir", "target"],
+        features: false,
+        env: &[],
+    },
     // The benches compile and link (in the dev profile, reusing the tests' build: an optimized
     // build of every bench took 5 of CI's 11 minutes; `cargo xtask bench` runs them).
-    Step { name: "benches build", args: &["build", "--workspace", "--benches"] },
+    Step { name: "benches build", args: &["build", "--workspace", "--benches"], features: true, env: &[] },
 ];
 
 /// Runs every step; stops at the first failure.
@@ -35,12 +59,12 @@ pub fn ci() -> ExitCode {
     for step in STEPS {
         // The `mpi` feature (MPI installed here) goes before any `--` of the step.
         let mut args: Vec<&str> = step.args.to_vec();
-        if step.name != "format" {
+        if step.features {
             let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
             args.splice(at..at, features.iter().copied());
         }
         eprintln!("== ci: {} (cargo {})", step.name, args.join(" "));
-        let status = Command::new(&cargo).current_dir(&root).args(&args).status();
+        let status = Command::new(&cargo).current_dir(&root).args(&args).envs(step.env.iter().copied()).status();
         match status {
             Ok(s) if s.success() => {}
             Ok(s) => {

@@ -1,4 +1,5 @@
-//! `cargo xtask`: the workspace's development tasks (std only, to build fast).
+//! `cargo xtask`: the workspace's development tasks (std, plus the facade for its conformance kit's
+//! expected values of the test matrix).
 //!
 //! ```text
 //! cargo xtask test-matrix [--kinds serial,threads,...] [--release|--debug]

@@ -1,5 +1,7 @@
 //! `test-matrix`: build the `complete` example once, then run it over every combination of its
-//! arguments for every engine kind, checking each output with [`crate::check`].
+//! arguments for every engine kind, checking each output with [`crate::check`]. The
+//! combinations (the cells) and the expected values come from the conformance kit
+//! (`adparallelengine::conformance`), which also checks the same matrix in-process.
 //!
 //! A kind is probed first (`complete KIND False False False`); a kind whose probe fails with
 //! "is not available" on stderr is not built in this version and is skipped. Cells run one at a
@@ -7,6 +9,7 @@
 
 use crate::check::{self, Expectation};
 use crate::run::{self, Outcome};
+use adparallelengine::conformance::{self, py_bool, MatrixCell};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -15,16 +18,6 @@ use std::time::Duration;
 pub const KINDS: [&str; 5] = ["serial", "threads", "process", "mpi", "k8s"];
 /// Time limit of one run of the example (probe or cell).
 const TIMEOUT: Duration = Duration::from_secs(120);
-/// Values of the GATHER argument.
-const GATHER: [bool; 2] = [true, false];
-/// Values of the BATCHED argument.
-const BATCHED: [&str; 4] = ["False", "True", "16", "auto"];
-/// Values of the SHARE argument.
-const SHARE: [bool; 2] = [true, false];
-/// Values of the GENERATOR argument.
-const GENERATOR: [bool; 2] = [true, false];
-/// Values of the MAX_WORKERS argument.
-const MAX_WORKERS: [&str; 2] = ["default", "1"];
 /// Name of the example that is built and run.
 const EXAMPLE: &str = "complete";
 /// Marker on the probe's stderr of a kind this version does not build.
@@ -65,66 +58,30 @@ pub fn launcher(kind: &str) -> Vec<String> {
 /// Ranks of an `mpi` run: the driver and two workers.
 pub const MPI_RANKS: usize = 3;
 
-/// `True` or `False`, as the example parses them.
-fn py_bool(b: bool) -> &'static str {
-    if b {
-        "True"
-    } else {
-        "False"
-    }
-}
-
-/// One combination of the example's arguments.
+/// One combination of the example's arguments: a kind and a cell of the kit's matrix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
     /// KIND.
     pub kind: String,
-    /// GATHER.
-    pub gather: bool,
-    /// BATCHED: `False`, `True`, a number or `auto`.
-    pub batched: &'static str,
-    /// SHARE.
-    pub share: bool,
-    /// GENERATOR.
-    pub generator: bool,
-    /// MAX_WORKERS: `default` or a number.
-    pub max_workers: &'static str,
+    /// GATHER, BATCHED, SHARE, GENERATOR, MAX_WORKERS.
+    pub cell: MatrixCell,
 }
 
 impl Cell {
     /// The example's arguments: `KIND GATHER BATCHED SHARE GENERATOR MAX_WORKERS`.
     pub fn args(&self) -> Vec<String> {
-        vec![
-            self.kind.clone(),
-            py_bool(self.gather).into(),
-            self.batched.into(),
-            py_bool(self.share).into(),
-            py_bool(self.generator).into(),
-            self.max_workers.into(),
-        ]
+        std::iter::once(self.kind.clone()).chain(self.cell.args()).collect()
     }
 
     /// What a correct run of this cell prints.
     pub fn expectation(&self) -> Expectation {
-        Expectation::new(&self.kind, self.gather, self.max_workers)
+        Expectation::new(&self.kind, self.cell.gather, &self.cell.max_workers_arg())
     }
 }
 
-/// Every cell of one kind, in run order.
+/// Every cell of one kind, in run order: the kit's [`conformance::matrix_cells`].
 pub fn cells(kind: &str) -> Vec<Cell> {
-    let mut out = Vec::new();
-    for gather in GATHER {
-        for batched in BATCHED {
-            for share in SHARE {
-                for generator in GENERATOR {
-                    for max_workers in MAX_WORKERS {
-                        out.push(Cell { kind: kind.to_string(), gather, batched, share, generator, max_workers });
-                    }
-                }
-            }
-        }
-    }
-    out
+    conformance::matrix_cells().into_iter().map(|cell| Cell { kind: kind.to_string(), cell }).collect()
 }
 
 /// The workspace root: the parent of this crate's manifest directory.
@@ -326,19 +283,19 @@ fn print_header() {
 
 /// Prints one row of the table.
 fn print_row(r: &CellResult) {
-    let c = &r.cell;
+    let (kind, c) = (&r.cell.kind, &r.cell.cell);
     let result = match &r.result {
         Ok(()) => "PASS".to_string(),
         Err(reason) => format!("FAIL: {}", shorten(reason, REASON_WIDTH)),
     };
     println!(
         "{:<8} {:<6} {:<7} {:<5} {:<9} {:<11} {:<10} {:>9}",
-        c.kind,
+        kind,
         py_bool(c.gather),
-        c.batched,
+        conformance::batched_arg(c.batched),
         py_bool(c.share),
         py_bool(c.generator),
-        c.max_workers,
+        c.max_workers_arg(),
         result,
         r.ms
     );
@@ -475,18 +432,21 @@ mod tests {
 
     #[test]
     fn expected_backend() {
-        let c = |kind: &str, mw: &'static str| Cell {
+        let c = |kind: &str, max_workers: Option<usize>| Cell {
             kind: kind.into(),
-            gather: true,
-            batched: "16",
-            share: false,
-            generator: false,
-            max_workers: mw,
+            cell: MatrixCell {
+                gather: true,
+                batched: adparallelengine::Batching::Batches(16),
+                share: false,
+                generator: false,
+                max_workers,
+            },
         };
-        assert_eq!(c("threads", "default").expectation().backend, "threads");
-        assert_eq!(c("threads", "1").expectation().backend, "serial");
-        assert_eq!(c("serial", "default").expectation().backend, "serial");
-        assert_eq!(c("process", "default").expectation().backend, "process");
+        assert_eq!(c("threads", None).expectation().backend, "threads");
+        assert_eq!(c("threads", Some(1)).expectation().backend, "serial");
+        assert_eq!(c("serial", None).expectation().backend, "serial");
+        assert_eq!(c("process", None).expectation().backend, "process");
+        assert_eq!(c("mpi", Some(1)).expectation().backend, "mpi");
     }
 
     #[test]

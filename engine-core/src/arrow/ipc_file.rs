@@ -121,7 +121,7 @@ fn block_buffer(file: &Buffer, block: &Block) -> Result<Buffer> {
 ///
 /// The arrays' buffers point into `bytes`, which the batches keep alive. A buffer that is not
 /// aligned for its type (possible only when `bytes` itself is not 8-byte aligned, e.g. an
-/// in-memory `Vec`) is copied into an aligned one instead; a [`MappedFile`](crate::MappedFile)
+/// in-memory `Vec`) is copied into an aligned one instead; a mapped file (`adparallelengine_store::MappedFile`)
 /// is page-aligned, so its data is never copied. Dictionaries are decoded too.
 pub fn map_ipc_file(bytes: SharedBytes) -> Result<Vec<RecordBatch>> {
     let slice: &[u8] = (*bytes).as_ref();

@@ -28,13 +28,13 @@ pub mod ipc_file;
 /// batches are of the same Arrow version as ours without pinning `arrow-array` by hand:
 /// `adparallelengine::arrow::array::Int64Array`, `adparallelengine::arrow::schema::Schema`.
 pub use arrow_array as array;
-/// See [`array`].
+/// See [the `array` re-export](self::array).
 pub use arrow_buffer as buffer;
-/// See [`array`]; `cast::pretty` prints batches as tables.
+/// See [the `array` re-export](self::array); `cast::pretty` prints batches as tables.
 pub use arrow_cast as cast;
-/// See [`array`].
+/// See [the `array` re-export](self::array).
 pub use arrow_ipc as ipc;
-/// See [`array`].
+/// See [the `array` re-export](self::array).
 pub use arrow_schema as schema;
 
 use crate::remote::wire::ByteBuf;

@@ -47,7 +47,7 @@ impl Backoff {
         self.began.elapsed()
     }
 
-    /// Pauses before the next poll: a spin for the first [`SPIN`], then 16 yields, then sleeps
+    /// Pauses before the next poll: a spin for the first 200 µs, then 16 yields, then sleeps
     /// from 20 µs doubling every four up to 1 ms.
     pub fn wait(&mut self) {
         if self.began.elapsed() < SPIN {

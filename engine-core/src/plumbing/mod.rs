@@ -25,8 +25,7 @@
 //!    index, within the batch; in fail-fast mode (`plan.options.fail_fast`) a batch may stop
 //!    at its first failure, leaving the items after it with neither.
 //! 3. **Placed outputs are written first.** A batch marked [`BatchDone::placed`] has had every
-//!    output written into `plan.placement`, through [`Placement::put_bytes`] or
-//!    [`Placement::put`], before it is returned; the engine checks that the range was written.
+//!    output written into `plan.placement`, through [`Placement::put_bytes`], before it is returned; the engine checks that the range was written.
 //! 4. **Dropping the completions stops the job.** `plan.options.cancel` arrives as `None`: a
 //!    backend whose workers run apart from `next_done` installs its own flag (or closes its
 //!    links) and stops them when its [`Completions`] are dropped. [`Dispatch`] does this.

@@ -24,15 +24,17 @@ fn build_id() -> Option<String> {
 
     unsafe extern "C" fn first_object(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> i32 {
         // SAFETY: `data` is the `Option<String>` passed below; `info` is valid for this call.
-        let out = &mut *(data as *mut Option<String>);
-        let info = &*info;
+        let (out, info) = unsafe { (&mut *(data as *mut Option<String>), &*info) };
         for i in 0..info.dlpi_phnum as usize {
-            let ph = &*info.dlpi_phdr.add(i);
+            // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers (dl_iterate_phdr(3)).
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
             if ph.p_type != libc::PT_NOTE {
                 continue;
             }
             let start = (info.dlpi_addr as usize + ph.p_vaddr as usize) as *const u8;
-            let notes = std::slice::from_raw_parts(start, ph.p_memsz as usize);
+            // SAFETY: a loaded PT_NOTE segment is mapped readable for `p_memsz` bytes at
+            // `dlpi_addr + p_vaddr`, for as long as the object stays loaded (this call).
+            let notes = unsafe { std::slice::from_raw_parts(start, ph.p_memsz as usize) };
             if let Some(id) = gnu_build_id(notes) {
                 *out = Some(id);
                 break;

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub enum ToWorker {
     /// First message: who the worker is and the driver's build fingerprint.
     Hello {
-        /// The driver's [`fingerprint`].
+        /// The driver's [`fingerprint`](crate::remote::fingerprint).
         fingerprint: String,
         /// The worker's number.
         worker: usize,

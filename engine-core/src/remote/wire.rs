@@ -186,7 +186,7 @@ pub fn encode_msg<M: Serialize>(msg: &M) -> Result<Vec<u8>> {
 }
 
 /// The bytes of a list of values, a frame's tail (its length travels in the head): the
-/// values' own bytes for plain numbers (see [`crate::plain`]; nothing is copied), else their
+/// values' own bytes for plain numbers (integers and floats; nothing is copied), else their
 /// postcard encodings one after the other.
 pub fn encode_items<T: Serialize + 'static>(values: &[T]) -> Result<std::borrow::Cow<'_, [u8]>> {
     if let Some(raw) = crate::plumbing::plain::as_bytes(values) {

@@ -49,7 +49,7 @@ pub const PROBES: u32 = 3;
 /// About how long a vanished peer goes unnoticed on an idle connection.
 pub const DEAD_AFTER: Duration = Duration::from_secs(IDLE.as_secs() + INTERVAL.as_secs() * PROBES as u64);
 
-/// Turns keepalive on for `stream` with [`IDLE`], [`INTERVAL`] and [`PROBES`].
+/// Turns keepalive on for `stream`: probes after 10 s idle, every 5 s, 3 of them ([`DEAD_AFTER`]).
 pub fn keep_alive(stream: &TcpStream) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     set(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
