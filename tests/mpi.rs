@@ -37,8 +37,13 @@ struct Run {
 
 /// Runs `mpi_faults MODE` on 3 ranks; kills the launcher after `limit`.
 fn run(mode: &str, limit: Duration) -> Run {
+    run_example("mpi_faults", &[mode], limit)
+}
+
+/// Runs example `name` with `args` on 3 ranks; kills the launcher after `limit`.
+fn run_example(name: &str, args: &[&str], limit: Duration) -> Run {
     let mut cmd = launcher(3);
-    cmd.arg(example("mpi_faults")).arg(mode).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg(example(name)).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let t0 = Instant::now();
     let mut child = cmd.spawn().expect("start mpirun");
     let mut out = child.stdout.take().unwrap();
@@ -71,7 +76,7 @@ fn run(mode: &str, limit: Duration) -> Run {
         stderr: ereader.join().unwrap(),
         took,
     };
-    assert!(status.is_some(), "mpi_faults {mode} hung for {limit:?}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(status.is_some(), "{name} {args:?} hung for {limit:?}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     run
 }
 
@@ -97,6 +102,16 @@ fn assert_no_leftovers(what: &str) {
 }
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cfg(feature = "conformance")]
+#[test]
+fn the_mpi_backend_passes_the_conformance_kit() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let r = run_example("conformance_mpi", &[], Duration::from_secs(600));
+    assert_eq!(r.code, Some(0), "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(" passed, 0 failure(s), 0 check(s) skipped"), "{}", r.stdout);
+    assert!(!r.stdout.contains("conformance kit: 0 passed"), "{}", r.stdout);
+}
 
 #[test]
 fn jobs_on_worker_ranks_give_every_result_and_every_rank_exits_0() {

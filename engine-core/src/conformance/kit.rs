@@ -52,7 +52,7 @@ fn engine_checks<B: Backend>() -> [(&'static str, EngineCheck<B>); 13] {
 /// Runs the conformance checks on engines from a maker, and reports every failure.
 ///
 /// ```no_run
-/// # use adparallelengine_core::{conformance::Kit, Backend, Engine};
+/// # use adparallelengine_core::{conformance::Kit, plumbing::Backend, Engine};
 /// # struct Mine;
 /// # impl Backend for Mine {
 /// #   fn name(&self) -> &'static str { "mine" }
@@ -197,7 +197,7 @@ impl<B: Backend, M: Fn(usize) -> crate::Result<Engine<B>>> Kit<B, M> {
 /// with a readable summary of every failure: a backend's whole conformance test is
 ///
 /// ```no_run
-/// # use adparallelengine_core::{Backend, Engine};
+/// # use adparallelengine_core::{plumbing::Backend, Engine};
 /// # struct Mine;
 /// # impl Backend for Mine {
 /// #   fn name(&self) -> &'static str { "mine" }

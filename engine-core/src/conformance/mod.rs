@@ -77,6 +77,7 @@ mod checks;
 mod failure;
 mod kit;
 mod matrix;
+mod shared_backend;
 mod tasks;
 
 pub use checks::{
@@ -90,3 +91,4 @@ pub use matrix::{
     batched_arg, expected_blocks, expected_outputs, matrix_cells, py_bool, ExpectedBlock, MatrixCell, Table, ATTR,
     BATCHED, COLUMNS, FLOAT, FRAMES, GATHER, GENERATOR, ITEMS, MAX_WORKERS, SERIES, SHARE, TOLERANCE,
 };
+pub use shared_backend::SharedBackend;

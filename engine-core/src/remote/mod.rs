@@ -37,14 +37,14 @@ pub use fingerprint::fingerprint;
 pub use hear::{blobs_to_ship, hear, Heard};
 pub use interrupt::{cleanup_id, register_cleanup, run_cleanups, unregister_cleanup};
 pub use net::keepalive::{is_kept_alive, keep_alive, keep_alive_worker, unacked_limit, DEAD_AFTER};
-pub use net::knock::{check_knock, knock, Secret, MAX_KNOCK};
+pub use net::knock::{check_knock, knock, Secret};
 pub use net::stream_transport::StreamTransport;
-pub use pooled::{start_pooled, Conn, ConnHandle, ConnLink, ConnSource, Pool, Pooled, PooledJob};
+pub use pooled::{start_pooled, Conn, ConnHandle, ConnSource, Pool, Pooled};
 pub use protocol::{FromWorker, JobSpec, ToWorker};
 pub use registry::ServeJob;
 pub use serve::{serve_connection, LocalStore, OpenStore};
 pub use transport::{Incoming, Transport};
 pub use wire::{
-    decode, decode_items, encode_items, encode_msg, read_frame_into, split_frame, write_parts, ByteBuf, EncodedBatch,
-    DEFAULT_MAX_FRAME, LOCAL_MAX_FRAME, TAIL_APART,
+    encode_items, encode_msg, read_frame_into, split_frame, write_parts, ByteBuf, EncodedBatch, DEFAULT_MAX_FRAME,
+    LOCAL_MAX_FRAME, TAIL_APART,
 };

@@ -18,9 +18,8 @@ mod pool;
 mod reader;
 mod run;
 
-pub use link::ConnLink;
 pub use pool::{ConnSource, Pool, Pooled};
-pub use run::{start_pooled, PooledJob};
+pub use run::start_pooled;
 
 use crate::remote::wire::EncodedBatch;
 use crate::remote::Incoming;
