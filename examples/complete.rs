@@ -1,4 +1,4 @@
-//! The seed's complete example, same argv:
+//! The Python original's complete example, same argv:
 //!
 //! ```text
 //! cargo run --release --example complete -- KIND GATHER BATCHED SHARE [GENERATOR] [MAX_WORKERS]
@@ -10,7 +10,7 @@
 //! MAX_WORKERS: a number, or `default`.
 //!
 //! `method` multiplies each frame by a series (column-wise, as pandas aligns a Series with the
-//! columns), adds a float and a per-worker attribute set by `init` (the seed's
+//! columns), adds a float and a per-worker attribute set by `init` (the Python original's
 //! `method_in_processes`), and returns that frame and three times it.
 
 use adparallelengine::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
@@ -19,7 +19,7 @@ use adparallelengine::{register_task, BoxError, Engine, Kind, Shared, Task};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// `some_other_stuff`: passed with the args, or shared (the seed's `share=`).
+/// `some_other_stuff`: passed with the args, or shared (the Python original's `share=`).
 #[derive(Serialize, Deserialize)]
 enum Stuff {
     Plain(Series),
@@ -35,23 +35,23 @@ impl Stuff {
     }
 }
 
-/// The seed's keyword arguments of `method`.
+/// The Python original's keyword arguments of `method`.
 #[derive(Serialize, Deserialize)]
 struct MethodArgs {
     some_other_stuff: Stuff,
     some_float: f64,
 }
 
-/// The seed's `method`.
+/// The Python original's `method`.
 struct Method;
 
 impl Task for Method {
     type Item = Frame;
     type Output = [Frame; 2];
     type Args = MethodArgs;
-    /// The seed's `init_method` kwargs: `{"a": 1}`.
+    /// The Python original's `init_method` kwargs: `{"a": 1}`.
     type Init = i64;
-    /// The seed's `Dummy.some_attr`, per worker.
+    /// The Python original's `Dummy.some_attr`, per worker.
     type State = i64;
 
     fn init(a: &i64, _args: &MethodArgs) -> Result<i64, BoxError> {

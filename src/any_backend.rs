@@ -86,7 +86,7 @@ impl Backend for AnyBackend {
     }
 }
 
-/// `max_workers = 1` runs serially, on any kind, as in the seed, except MPI: the ranks exist
+/// `max_workers = 1` runs serially, on any kind, as in the Python original, except MPI: the ranks exist
 /// whatever `max_workers` says, and must be served and released, so one of them runs the job.
 impl BackendFactory for Kind {
     type Backend = AnyBackend;

@@ -1,10 +1,10 @@
-//! [`Kind`]: which backend an engine runs on, parsed from the seed's strings.
+//! [`Kind`]: which backend an engine runs on, parsed from the Python original's strings.
 
 use adparallelengine_core::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
 
-/// The engine kinds. Parse them from the seed's strings:
+/// The engine kinds. Parse them from the Python original's strings:
 ///
 /// ```
 /// use adparallelengine::Kind;

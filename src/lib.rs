@@ -16,7 +16,7 @@
 //! # Ok::<(), adparallelengine::Error>(())
 //! ```
 //!
-//! Kinds are parsed from the seed's strings (`"serial"`, `"multithread"`, `"multiproc"`,
+//! Kinds are parsed from the Python original's strings (`"serial"`, `"multithread"`, `"multiproc"`,
 //! `"mpi"`, `"k8s"`); a kind this build cannot run is a clear [`Error::KindUnavailable`].
 //! See the README for the tour.
 #![warn(missing_docs)]
@@ -42,7 +42,7 @@ pub use adparallelengine_core::plumbing;
 pub use adparallelengine_core::remote;
 
 /// Arrow data as items, results and shared values: [`Frame`](arrow::Frame) (a
-/// `RecordBatch`, the seed's DataFrame) and [`Series`](arrow::Series) (an array).
+/// `RecordBatch`, the Python original's DataFrame) and [`Series`](arrow::Series) (an array).
 #[cfg(feature = "arrow")]
 pub use adparallelengine_core::arrow;
 

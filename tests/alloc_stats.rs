@@ -1,4 +1,4 @@
-//! Per-item peak memory (the seed's `peak_mem_allocations`) with the counting allocator.
+//! Per-item peak memory (the Python original's `peak_mem_allocations`) with the counting allocator.
 
 use adparallelengine::{task, CountingAllocator, Engine, Kind, Progress};
 

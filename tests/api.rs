@@ -120,7 +120,7 @@ fn shared_values_are_borrowed_never_copied_in_process() {
 
 static INITS: AtomicUsize = AtomicUsize::new(0);
 
-/// The seed's `init_method` setting `Dummy.some_attr`: per-worker state.
+/// The Python original's `init_method` setting `Dummy.some_attr`: per-worker state.
 struct WithInit;
 impl Task for WithInit {
     type Item = u64;
@@ -176,7 +176,7 @@ fn max_workers_one_runs_in_the_calling_thread() {
 
 #[test]
 fn generators_with_a_length_are_consumed_lazily_once() {
-    // The seed's Fibonacci generator, as a Rust iterator without an exact size.
+    // The Python original's Fibonacci generator, as a Rust iterator without an exact size.
     fn fib(limit: u64) -> impl Iterator<Item = u64> {
         let mut ab = (0u64, 1u64);
         std::iter::from_fn(move || {

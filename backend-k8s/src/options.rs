@@ -1,7 +1,7 @@
 //! What the engine asks of the cluster: the worker pods' image and settings, and how the
 //! driver is reached. Every option has a builder method on [`K8sBuilder`]; the common ones
 //! also come from the environment ([`K8sBuilder::from_env`]), so that `Kind::K8s` runs
-//! the seed's programs unchanged.
+//! the Python original's programs unchanged.
 
 use crate::k8s_err;
 use adparallelengine_core::Result;
@@ -227,7 +227,7 @@ impl K8sBuilder {
         self
     }
 
-    /// Where the driver keeps shared values (the seed's `path_shared`; default: the system
+    /// Where the driver keeps shared values (the Python original's `path_shared`; default: the system
     /// temp dir). They are sent to each pod over its connection, unless
     /// [`shared_volume`](Self::shared_volume) says pods see this directory.
     pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {

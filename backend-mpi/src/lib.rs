@@ -106,7 +106,7 @@ impl MpiBackend {
         Ok(MpiBackend { endpoint, workers, store: Arc::new(LazyDirStore::new(None)), ship: false, report_id })
     }
 
-    /// Puts shared values in a private directory under `dir` (the seed's `path_shared`),
+    /// Puts shared values in a private directory under `dir` (the Python original's `path_shared`),
     /// which every rank must see, instead of the system temp dir.
     pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {
         self.store = Arc::new(LazyDirStore::new(dir));

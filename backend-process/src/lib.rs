@@ -68,7 +68,7 @@ impl ProcessBackend {
         })
     }
 
-    /// Puts shared values in a private directory under `dir` (the seed's `path_shared`)
+    /// Puts shared values in a private directory under `dir` (the Python original's `path_shared`)
     /// instead of the system temp dir.
     pub fn path_shared(mut self, dir: Option<PathBuf>) -> Self {
         self.store = Arc::new(adparallelengine_store::LazyDirStore::new(dir));

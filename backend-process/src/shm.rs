@@ -59,8 +59,7 @@ pub(crate) struct Shm {
     map: MmapRaw,
 }
 
-// SAFETY: the mapping is plain shared memory; every access goes through atomics (the
-// counters) or to ring regions that the protocol gives to one side at a time.
+// SAFETY: the mapping is plain shared memory; every access goes through atomics (the// counters) or to ring regions that the protocol gives to one side at a time.
 unsafe impl Send for Shm {}
 // SAFETY: as above.
 unsafe impl Sync for Shm {}

@@ -1,6 +1,6 @@
 //! The serial backend: every item runs in the calling thread, lazily, one batch at a time.
 //! It is the reference semantics the other backends are tested against, and what
-//! `max_workers = 1` selects, as in the seed.
+//! `max_workers = 1` selects, as in the Python original.
 //!
 //! ```
 //! use adparallelengine_core::Engine;

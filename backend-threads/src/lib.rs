@@ -1,5 +1,5 @@
 //! The threads backend: one worker loop per thread of a private rayon pool of `max_workers`
-//! threads (never more: the seed's multithread kind ignored `max_workers`). Items, results and
+//! threads (never more: the Python original's multithread kind ignored `max_workers`). Items, results and
 //! args move between threads without serialization; args and [`Shared`](adparallelengine_core::Shared)
 //! values are borrowed through an `Arc`, never copied.
 //!

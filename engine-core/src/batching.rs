@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// How items are grouped into batches, each batch going to one worker in one message.
 ///
-/// | mode | seed | batches |
+/// | mode | Python original | batches |
 /// |---|---|---|
 /// | [`Batching::None`] | `batched=False` | one item per batch |
 /// | [`Batching::PerWorker`] | `batched=True` | workers × `batch_multiplier` |
@@ -15,7 +15,7 @@ use std::time::Duration;
 /// | [`Batching::ChunkSize`]`(c)` | – | batches of `c` items |
 /// | [`Batching::Auto`] (default) | – | adaptive: sized to a target batch duration |
 ///
-/// The seed defaults to one item per message; we default to `Auto`, which starts at one item
+/// The Python original defaults to one item per message; we default to `Auto`, which starts at one item
 /// and grows batches until each takes about the backend's target duration (as joblib does),
 /// so tiny items are not drowned in per-message overhead and slow items still spread.
 ///
@@ -78,7 +78,7 @@ impl fmt::Display for Batching {
 
 impl FromStr for Batching {
     type Err = Error;
-    /// Parses the seed's spellings: `True`/`False`, a number of batches, `auto`, `chunk:N`.
+    /// Parses the Python original's spellings: `True`/`False`, a number of batches, `auto`, `chunk:N`.
     fn from_str(s: &str) -> Result<Self> {
         let t = s.trim();
         match t.to_ascii_lowercase().as_str() {

@@ -16,7 +16,7 @@ pub struct EngineConfig {
     /// over its connection (once) instead of read from `path_shared`. Honoured by the MPI
     /// backend; worker processes always share the driver's machine.
     pub ship_shared: bool,
-    /// With [`Batching::PerWorker`], batches per worker (the seed's `batched=True` is 1).
+    /// With [`Batching::PerWorker`], batches per worker (the Python original's `batched=True` is 1).
     pub batch_multiplier: usize,
     /// Progress lines and bar.
     pub progress: Progress,

@@ -101,7 +101,7 @@ pub struct EngineBuilder<F> {
 }
 
 impl<F: BackendFactory> EngineBuilder<F> {
-    /// Most workers per job (the seed's `max_workers`); 1 runs in the calling thread.
+    /// Most workers per job (the Python original's `max_workers`); 1 runs in the calling thread.
     pub fn max_workers(mut self, n: usize) -> Self {
         self.config.max_workers = Some(n);
         self
@@ -119,7 +119,7 @@ impl<F: BackendFactory> EngineBuilder<F> {
         self
     }
 
-    /// Directory for shared values of out-of-process backends (the seed's `path_shared`).
+    /// Directory for shared values of out-of-process backends (the Python original's `path_shared`).
     pub fn path_shared(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.path_shared = Some(path.into());
         self

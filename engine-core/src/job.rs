@@ -103,7 +103,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         self
     }
 
-    /// Declares the number of items, for iterators without an exact size (the seed's
+    /// Declares the number of items, for iterators without an exact size (the Python original's
     /// `length=`). The job fails with [`Error::LengthMismatch`] if the iterator yields more or
     /// fewer.
     pub fn length(mut self, n: usize) -> Self {
@@ -111,13 +111,13 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         self
     }
 
-    /// The args given to every call (the seed's keyword arguments). Sent once per worker.
+    /// The args given to every call (the Python original's keyword arguments). Sent once per worker.
     pub fn args(mut self, args: T::Args) -> Self {
         self.args = Some(Arc::new(args));
         self
     }
 
-    /// The argument of every worker's [`Task::init`] (the seed's `init_method` kwargs).
+    /// The argument of every worker's [`Task::init`] (the Python original's `init_method` kwargs).
     pub fn init(mut self, init: T::Init) -> Self {
         self.init = Some(Arc::new(init));
         self
@@ -332,7 +332,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         Ok(out)
     }
 
-    /// Runs the job and flattens every output into one list, in input order (the seed's
+    /// Runs the job and flattens every output into one list, in input order (the Python original's
     /// `gather=True`: a pair of frames per item becomes one list of frames).
     pub fn gather(self) -> Result<Vec<<T::Output as IntoIterator>::Item>>
     where

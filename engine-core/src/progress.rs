@@ -1,4 +1,4 @@
-//! Progress: `tracing` lines every N percent (the seed's `print_percent`) and an `indicatif`
+//! Progress: `tracing` lines every N percent (the Python original's `print_percent`) and an `indicatif`
 //! bar on stderr when it is a terminal.
 
 use indicatif::{ProgressBar as IndicatifBar, ProgressDrawTarget, ProgressStyle};

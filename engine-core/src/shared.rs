@@ -8,7 +8,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
-/// A large read-only value shared with every worker (the seed's `share=`).
+/// A large read-only value shared with every worker (the Python original's `share=`).
 ///
 /// On the serial and threads backends every worker borrows the caller's value through an
 /// `Arc`: nothing is copied, whatever its size. Out-of-process backends put it once into the

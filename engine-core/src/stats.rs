@@ -1,4 +1,4 @@
-//! Per-item and per-job statistics (the seed's `times` and `peak_mem_allocations`).
+//! Per-item and per-job statistics (the Python original's `times` and `peak_mem_allocations`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -10,8 +10,7 @@ use std::time::Duration;
 pub struct ItemStats {
     /// Wall time of the call.
     pub time: Duration,
-    /// Peak bytes allocated by the call above what its thread held when it started (the
-    /// seed's tracemalloc peak). `None` unless [`CountingAllocator`] is the global allocator.
+    /// Peak bytes allocated by the call above what its thread held when it started (the    /// the Python original's tracemalloc peak). `None` unless [`CountingAllocator`] is the global allocator.
     pub peak_alloc: Option<u64>,
 }
 
@@ -70,12 +69,12 @@ impl JobStats {
         self.per_item.as_deref()
     }
 
-    /// The seed's `times`: wall time of each item in input order, when per-item stats are on.
+    /// The Python original's `times`: wall time of each item in input order, when per-item stats are on.
     pub fn times(&self) -> Option<Vec<Duration>> {
         self.per_item.as_ref().map(|v| v.iter().map(|s| s.map(|s| s.time).unwrap_or_default()).collect())
     }
 
-    /// The seed's `peak_mem_allocations`: peak bytes of each item in input order, when
+    /// The Python original's `peak_mem_allocations`: peak bytes of each item in input order, when
     /// per-item stats are on and [`CountingAllocator`] is installed.
     pub fn peak_mem_allocations(&self) -> Option<Vec<u64>> {
         let v = self.per_item.as_ref()?;

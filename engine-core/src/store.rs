@@ -88,7 +88,7 @@ pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 ///
 /// Stores are content-addressed: putting the same bytes twice stores them once and returns the
 /// same key, and putting new bytes always returns a new key (so a second share under the same
-/// name never serves the old data, a bug of the seed). Implementations live in the
+/// name never serves the old data, a bug of the Python original). Implementations live in the
 /// `share-store` crate; a third-party one can be passed to a backend.
 pub trait SharedStore: Send + Sync {
     /// Stores `bytes` (once per content) and returns their key.

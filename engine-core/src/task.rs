@@ -17,10 +17,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Payload for T {}
 /// link time with [`register_task!`](crate::register_task). Any process running the same
 /// binary (a re-executed child, another MPI rank, a pod of the same image) finds it by name.
 ///
-/// - `Args` is given to every call (the seed's keyword arguments); a worker receives it once.
+/// - `Args` is given to every call (the Python original's keyword arguments); a worker receives it once.
 ///   Put large values in a [`Shared`](crate::Shared).
 /// - `Init` is the argument of [`Task::init`], which runs once per worker before its first
-///   item and returns the worker's `State` (the seed's `init_method`).
+///   item and returns the worker's `State` (the Python original's `init_method`).
 ///
 /// Use `()` for what you do not need. For a task without args, init or errors the
 /// [`task!`](crate::task) macro writes all of this in one line.

@@ -1,6 +1,6 @@
 //! Arrow data as items, results, args and shared values, serialized as Arrow IPC.
 //!
-//! [`Frame`] is a `RecordBatch` (the seed's DataFrame); [`Series`] is one array (the seed's
+//! [`Frame`] is a `RecordBatch` (the Python original's DataFrame); [`Series`] is one array (the Python original's
 //! Series or ndarray). In-process backends move them without copying their buffers; the
 //! serde impls write one Arrow IPC stream, so out-of-process workers get the same columns.
 //!
@@ -44,11 +44,11 @@ use serde::de;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ops::Deref;
 
-/// A `RecordBatch` that can travel to workers (the seed's DataFrame).
+/// A `RecordBatch` that can travel to workers (the Python original's DataFrame).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame(pub RecordBatch);
 
-/// One Arrow array that can travel to workers (the seed's Series or ndarray).
+/// One Arrow array that can travel to workers (the Python original's Series or ndarray).
 #[derive(Debug, Clone)]
 pub struct Series(pub ArrayRef);
 

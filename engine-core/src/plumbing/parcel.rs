@@ -14,8 +14,7 @@ pub trait Parcel: Send + Sized {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// A copy kept while it is in flight, to resend it if its worker dies. `None` (the
-    /// default): workers of this kind cannot die alone, and nothing is kept.
+    /// A copy kept while it is in flight, to resend it if its worker dies. `None` (the    /// default): workers of this kind cannot die alone, and nothing is kept.
     fn keep(&self) -> Option<Self> {
         None
     }

@@ -82,8 +82,7 @@ impl<C: Conn, O: DeserializeOwned + Send + 'static> Spawner<C, O> {
 /// in `store`, whose directory `share_dir` names), sent to every worker, and the job runs on
 /// engine-core's [`Dispatch`]. With `ship`, the store's values are sent to each worker over
 /// its connection first (once per worker: a pooled worker keeps them), for workers that
-/// cannot read `share_dir`. A job frame, or a shipped value, over `max_job_frame` bytes (the
-/// workers' limit) is refused with a clear error.
+/// cannot read `share_dir`. A job frame, or a shipped value, over `max_job_frame` bytes (the/// workers' limit) is refused with a clear error.
 #[allow(clippy::too_many_arguments)]
 pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
     backend: &'static str,
