@@ -221,18 +221,6 @@ mod tests {
     }
 
     #[test]
-    fn expected_values() {
-        let b = expected_blocks(true);
-        assert_eq!(b.len(), 12);
-        assert_eq!(b[8].header, "frame 8");
-        assert_eq!(b[8].values, [[38.0, 57.0], [42.0, 63.0]]);
-        assert_eq!(b[9].values, [[114.0, 171.0], [126.0, 189.0]]);
-        let b = expected_blocks(false);
-        assert_eq!(b[11].header, "item 5 (1)");
-        assert_eq!(b[10].values, [[48.0, 72.0], [52.0, 78.0]]);
-    }
-
-    #[test]
     fn passing_output() {
         check_output(&good(true, "threads"), &want(true, "default")).unwrap();
         check_output(&good(false, "threads"), &want(false, "default")).unwrap();

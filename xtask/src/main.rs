@@ -76,7 +76,11 @@ fn parse_kinds(value: &str) -> Result<Vec<String>, String> {
     let mut kinds: Vec<String> = Vec::new();
     for k in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
         if !matrix::KINDS.contains(&k) {
-            return Err(format!("unknown kind {k:?}: expected some of {}", matrix::KINDS.join(", ")));
+            return Err(format!(
+                "unknown kind {k:?}: expected some of {} (a backend of your own runs the same checks \
+                 from its own tests: adparallelengine::conformance, see README \"Writing a backend\")",
+                matrix::KINDS.join(", ")
+            ));
         }
         if !kinds.iter().any(|x| x == k) {
             kinds.push(k.to_string());
