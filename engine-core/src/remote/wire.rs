@@ -321,7 +321,7 @@ impl EncodedBatch {
         })
     }
 
-    /// The encoded items (read them with [`decode_items`]).
+    /// The encoded items, as [`encode_items`] wrote them.
     pub fn item_bytes(&self) -> &[u8] {
         self.bytes.bytes()
     }
