@@ -92,14 +92,72 @@ fn a_worker_that_dies_loses_no_other_item_and_names_the_culprit() {
                 _ => assert_eq!(r.as_ref().unwrap(), &(2 * i as u64), "{batching:?} item {i}"),
             }
         }
-        // Fail-fast names the first lost item it meets.
+        // Fail-fast names the first lost item it meets. With no retries no item runs twice,
+        // so every item of a batch whose worker died fails (which one killed it is unknown).
         let err = e.map(Crashy, 0..10u64).batched(batching).retries(0).run().unwrap_err();
-        let idx = err.item_index();
-        assert!(idx == Some(3) || idx == Some(5), "{err}");
+        assert!(err.item_index().is_some_and(|i| i <= 5), "{err}");
+        assert!(err.to_string().contains("lost 1 time(s)"), "{err}");
         assert_only_idle_workers(&e, "after crashes");
     }
     drop(e);
     assert_no_worker_left("after crashes, engine dropped");
+}
+
+task!(
+    /// Appends a line to `<dir>/<x>` each time item `x` starts (a side effect a retry would
+    /// repeat), then kills its worker on item 13, doubles the others.
+    CountsRuns = |x: u64, dir: &String| -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(format!("{dir}/{x}")).unwrap();
+        f.write_all(b"run\n").unwrap();
+        drop(f);
+        if x == 13 {
+            std::process::abort();
+        }
+        2 * x
+    }
+);
+
+/// How many times each of items `0..n` started, from `CountsRuns`' files.
+fn runs(dir: &std::path::Path, n: u64) -> Vec<usize> {
+    (0..n).map(|x| std::fs::read_to_string(dir.join(x.to_string())).map(|s| s.lines().count()).unwrap_or(0)).collect()
+}
+
+#[test]
+fn with_no_retries_no_item_runs_twice_and_retries_n_runs_an_item_at_most_n_plus_1_times() {
+    let _g = lock();
+    let e = processes(2);
+    for retries in [0usize, 2] {
+        let dir = std::env::temp_dir().join(format!("adpe-at-most-once-{}-{retries}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let all = e
+            .map(CountsRuns, 0..40u64)
+            .args(dir.to_string_lossy().into_owned())
+            .batched(Batching::ChunkSize(8))
+            .retries(retries)
+            .collect_results()
+            .unwrap();
+        let runs = runs(&dir, 40);
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (i, r) in all.iter().enumerate() {
+            match (retries, i) {
+                // At most once: the batch 8..16 was running when its worker died, so each of
+                // its items may have run; none runs again, all fail as lost.
+                (0, 8..16) => assert_eq!(r.as_ref().unwrap_err().kind, FailureKind::Lost, "item {i}"),
+                (_, 13) => assert_eq!(r.as_ref().unwrap_err().kind, FailureKind::Lost, "item {i}"),
+                _ => assert_eq!(r.as_ref().unwrap(), &(2 * i as u64), "item {i}"),
+            }
+        }
+        if retries == 0 {
+            assert!(runs.iter().all(|&n| n <= 1), "no item starts twice: {runs:?}");
+            assert_eq!(runs[13], 1, "{runs:?}");
+        } else {
+            assert!(runs.iter().all(|&n| n <= retries + 1), "at most retries + 1 starts: {runs:?}");
+            assert_eq!(runs[13], retries + 1, "item 13 kills every worker it runs on: {runs:?}");
+            assert!(runs.iter().enumerate().all(|(i, &n)| n >= 1 || (14..16).contains(&i)), "{runs:?}");
+        }
+    }
+    assert_only_idle_workers(&e, "after at-most-once jobs");
 }
 
 task!(

@@ -178,10 +178,17 @@ impl Backend for MpiBackend {
         let pump = Box::new(move || {
             endpoint.poll();
             while let Ok((w, bytes)) = arrived.try_recv() {
-                if let Heard::Event(ev) =
-                    hear::<T::Output>(w, Incoming { payload: &bytes, bulk: None }, placement.as_ref())
-                {
-                    let _ = events.send(ev);
+                // Ranks are this program started by mpirun: no stranger joins an MPI world, so
+                // answers are checked for their shape, not against the batches sent.
+                match hear::<T::Output>(w, Incoming { payload: &bytes, bulk: None }, placement.as_ref(), None) {
+                    Heard::Event(ev) => {
+                        let _ = events.send(ev);
+                    }
+                    Heard::Misbehaved(why) => {
+                        let reason = format!("worker rank of worker {w} broke the protocol: {why}");
+                        let _ = events.send(Event::Fatal { worker: w, message: reason });
+                    }
+                    Heard::JobEnded | Heard::Nothing => {}
                 }
             }
         });

@@ -171,16 +171,20 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
 
     /// How many times the items of a worker that died (a crash, a signal, an OOM kill, a lost
     /// connection) are tried again on a fresh worker before they fail (default 2). After the
-    /// first loss a batch's items are retried one by one, so the failure names the item that
-    /// kills its worker. In-process backends have no such failure.
+    /// first loss a batch's items are retried one by one (that is the first retry), so the
+    /// failure names the item that kills its worker. With `retries(0)` no item ever starts
+    /// twice (at most once): the items of the batch that was running fail as lost. In-process
+    /// backends have no such failure.
     pub fn retries(mut self, n: usize) -> Self {
         self.max_retries = n;
         self
     }
 
     /// Longest time one item may take on an out-of-process backend: past it the worker running
-    /// it is killed (only that one), and the item is retried, then fails with
-    /// [`FailureKind::Timeout`]. Threads cannot be killed, so in-process backends ignore it.
+    /// it is killed (only that one) and the item fails with [`FailureKind::Timeout`], without a
+    /// retry. A batch of `k` items may take `k × limit`; one that overruns is split like a dead
+    /// worker's batch (a retry) so that the item that hangs is found. Threads cannot be
+    /// killed, so in-process backends ignore it.
     pub fn item_timeout(mut self, limit: std::time::Duration) -> Self {
         self.item_timeout = Some(limit);
         self

@@ -418,27 +418,35 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                 self.retry.push_back((parcel, e.attempt));
                 continue;
             }
+            // The head parcel was running: some of its items may have run. Running any of them
+            // again is a retry, so with no retries left (`retries(0)`: at most once) every item
+            // of it fails. A single item that overran its time limit is not retried either:
+            // the limit says how long an item may take, and its hang is reported at once.
             let attempt = e.attempt + 1;
-            if e.len > 1 {
-                // Which item killed it is unknown: run each alone from now on.
-                self.parts.entry(e.seq).or_insert_with(|| Parts { remaining: e.len, done: Vec::new() });
-                for p in parcel.split() {
-                    self.retry.push_back((p, attempt));
-                }
-            } else if attempt > self.config.max_retries {
+            let retry = attempt <= self.config.max_retries && !(timed_out && e.len == 1);
+            if !retry {
                 let kind = if timed_out { FailureKind::Timeout } else { FailureKind::Lost };
                 let message = format!("its worker was lost {attempt} time(s); last: {reason}");
+                let failures = (e.start..e.start + e.len)
+                    .map(|index| ItemError { index, kind, message: message.clone() })
+                    .collect();
                 self.finished(BatchDone {
                     seq: e.seq,
                     start: e.start,
-                    len: 1,
+                    len: e.len,
                     outputs: Vec::new(),
-                    failures: vec![ItemError { index: e.start, kind, message }],
+                    failures,
                     worker: w,
                     busy: Duration::ZERO,
                     item_stats: None,
                     placed: false,
                 });
+            } else if e.len > 1 {
+                // Which item killed it is unknown: run each alone from now on.
+                self.parts.entry(e.seq).or_insert_with(|| Parts { remaining: e.len, done: Vec::new() });
+                for p in parcel.split() {
+                    self.retry.push_back((p, attempt));
+                }
             } else {
                 self.retry.push_back((parcel, attempt));
             }

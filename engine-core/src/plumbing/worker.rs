@@ -71,7 +71,7 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
                         stats.push(ItemStats { time: Default::default(), peak_alloc: None });
                     }
                     failures.push(ItemError { index, kind: FailureKind::Panic, message: panic_message(&*p) });
-                    index += 1;
+                    index = index.saturating_add(1);
                     if self.opts.fail_fast {
                         break;
                     }
@@ -111,7 +111,7 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
             }
         });
         let filled = catch_unwind(AssertUnwindSafe(|| claim.fill(outputs, &written)));
-        let index = start + written.get();
+        let index = start.saturating_add(written.get());
         match filled {
             Ok(true) => Ok(()),
             Ok(false) => Err(match failure {
@@ -156,12 +156,12 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
                 Err(e) => {
                     failures.push(ItemError { index: *index, kind: FailureKind::Error, message: e.to_string() });
                     if self.opts.fail_fast {
-                        *index += 1;
+                        *index = index.saturating_add(1);
                         return;
                     }
                 }
             }
-            *index += 1;
+            *index = index.saturating_add(1);
         }
     }
 }
@@ -201,5 +201,29 @@ pub fn serve_worker<T: Task, A: AsRef<T::Args>>(
         if !send(Event::Done(done)) {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::task!(
+        Fails = |x: u64| -> u64 {
+            if x == 1 {
+                panic!("one");
+            }
+            x
+        }
+    );
+
+    #[test]
+    fn a_batch_that_starts_near_the_end_of_usize_does_not_overflow() {
+        let opts = WorkerOptions { fail_fast: false, item_stats: false, cancel: None };
+        let mut w = Worker::<Fails>::start(0, &(), Arc::new(()), opts).expect("a worker");
+        let done = w.run_batch(Batch { seq: 0, start: usize::MAX - 1, items: vec![0, 1, 2, 3] });
+        assert_eq!(done.outputs, vec![0, 2, 3]);
+        assert_eq!(done.failures.len(), 1);
+        assert_eq!(done.failures[0].index, usize::MAX);
     }
 }

@@ -25,6 +25,7 @@ pub(crate) mod outbox;
 pub(crate) mod pooled;
 pub(crate) mod protocol;
 pub(crate) mod registry;
+pub(crate) mod sent;
 pub(crate) mod serve;
 pub(crate) mod serve_job;
 #[cfg(any(test, feature = "conformance"))]
@@ -42,6 +43,7 @@ pub use net::stream_transport::StreamTransport;
 pub use pooled::{start_pooled, Conn, ConnHandle, ConnSource, Pool, Pooled};
 pub use protocol::{FromWorker, JobSpec, ToWorker};
 pub use registry::ServeJob;
+pub use sent::SentBatches;
 pub use serve::{serve_connection, LocalStore, OpenStore};
 pub use transport::{Incoming, Transport};
 pub use wire::{

@@ -4,7 +4,7 @@ use super::ConnHandle;
 use crate::plumbing::{Parcel, WorkerLink};
 use crate::remote::outbox::Outbox;
 use crate::remote::wire::{encode_frame, frame_prefix, EncodedBatch};
-use crate::remote::ToWorker;
+use crate::remote::{SentBatches, ToWorker};
 use crate::{Error, Result};
 
 /// The start of a batch's frame: its `ToWorker::Batch` header; the encoded items follow.
@@ -17,6 +17,8 @@ pub struct ConnLink<H: ConnHandle> {
     pub(crate) backend: &'static str,
     pub(crate) outbox: Option<Outbox>,
     pub(crate) handle: H,
+    /// What was sent, for the reader to check each answer against.
+    pub(crate) sent: SentBatches,
 }
 
 impl<H: ConnHandle> ConnLink<H> {
@@ -28,6 +30,8 @@ impl<H: ConnHandle> ConnLink<H> {
 impl<H: ConnHandle> WorkerLink<EncodedBatch> for ConnLink<H> {
     fn send(&mut self, parcel: EncodedBatch) -> Result<()> {
         let Some(out) = self.outbox.as_ref() else { return Err(self.gone("batch sent to a closed worker")) };
+        // Before it leaves: the answer may come back before `send` returns.
+        self.sent.record(parcel.seq(), parcel.start(), parcel.len());
         if let Some(frame) = self.handle.apart(&parcel)? {
             return out.send(frame, None).map_err(|e| self.gone(e));
         }

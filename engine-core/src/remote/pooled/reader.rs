@@ -1,10 +1,10 @@
 //! A job's reader thread for one worker: frames to engine events.
 
-use super::{Conn, Pool, Pooled};
+use super::{Conn, ConnHandle, Pool, Pooled};
 use crate::plumbing::batch::Event;
 use crate::plumbing::Placement;
 use crate::remote::wire::read_frame_into;
-use crate::remote::{hear, Heard};
+use crate::remote::{hear, Heard, SentBatches};
 use crossbeam_channel::Sender;
 use serde::de::DeserializeOwned;
 use std::io::BufReader;
@@ -17,6 +17,7 @@ pub(crate) fn read_worker<C: Conn, O: DeserializeOwned + 'static>(
     mut p: Pooled<C>,
     events: Sender<Event<O>>,
     placement: Option<Placement<O>>,
+    sent: &SentBatches,
     pool: &Pool<C>,
 ) {
     let stream = match p.conn.as_fd().try_clone_to_owned() {
@@ -52,8 +53,15 @@ pub(crate) fn read_worker<C: Conn, O: DeserializeOwned + 'static>(
                 break;
             }
         };
-        let event = match hear::<O>(w, incoming, placement.as_ref()) {
+        let event = match hear::<O>(w, incoming, placement.as_ref(), Some(sent)) {
             Heard::Nothing => continue,
+            Heard::Misbehaved(why) => {
+                // Nothing it said is used: it is stopped, and its batches run elsewhere.
+                tracing::warn!(worker = w, peer = %p.conn.handle().name(), %why, "worker misbehaved; stopping it");
+                trouble = Some(format!("misbehaved: {why}"));
+                p.conn.kill();
+                break;
+            }
             Heard::JobEnded => {
                 // In good order, and nothing unread: the worker can serve another job.
                 if r.buffer().is_empty() {

@@ -9,6 +9,7 @@ use crate::plumbing::dispatch::{Dispatch, DispatchParts, Respawn, WorkerLink};
 use crate::plumbing::{Completions, Placement, Plan};
 use crate::remote::outbox::{Outbox, Tail, Threads};
 use crate::remote::wire::{encode_frame, EncodedBatch};
+use crate::remote::SentBatches;
 use crate::remote::{blobs_to_ship, fingerprint, JobSpec, ToWorker};
 use crate::{Error, Result, SharedStore, Task};
 use crossbeam_channel::{unbounded, Sender};
@@ -62,9 +63,11 @@ impl<C: Conn, O: DeserializeOwned + Send + 'static> Spawner<C, O> {
         let pool = Arc::clone(&self.pool);
         let placement = self.placement.clone();
         let name = handle.name();
+        let batches = SentBatches::default();
+        let answers = batches.clone();
         let reader = std::thread::Builder::new()
             .name(format!("adparallelengine-reader-{w}"))
-            .spawn(move || read_worker(w, p, events, placement, &pool))
+            .spawn(move || read_worker(w, p, events, placement, &answers, &pool))
             .map_err(|e| self.err(format!("cannot start a reader thread: {e}")))?;
         if let Ok(mut g) = self.threads.lock() {
             g.push(reader);
@@ -74,7 +77,7 @@ impl<C: Conn, O: DeserializeOwned + Send + 'static> Spawner<C, O> {
             tracing::warn!(worker = w, error = %e, "cannot send the job to {name}");
         }
         tracing::debug!(worker = w, name, "worker joined the job");
-        Ok(ConnLink { backend: self.backend, outbox: Some(outbox), handle })
+        Ok(ConnLink { backend: self.backend, outbox: Some(outbox), handle, sent: batches })
     }
 }
 
