@@ -32,6 +32,8 @@ enum Lie {
     UnknownSeq,
     Repeated,
     HugeUnitCount,
+    /// Not a lie: another build of the program, which refuses at the handshake.
+    OtherBuild,
 }
 
 /// One end of a socket pair, as the driver holds a worker.
@@ -147,6 +149,14 @@ fn liar(mut stream: UnixStream, lie: Lie, ended: Arc<AtomicBool>) {
         while let Ok(Some(_)) = read_frame_into(&mut r, MAX_FRAME, &mut buf) {
             let Ok((msg, tail)) = split_frame::<ToWorker>(&buf) else { break };
             let sent = match msg {
+                ToWorker::Hello { fingerprint: theirs, .. } if lie == Lie::OtherBuild => {
+                    let reason = format!(
+                        "worker runs another build of the program (worker build-id-0ther, driver {theirs}): \
+                         rebuild and deploy the same binary"
+                    );
+                    let _ = send(&mut stream, &FromWorker::Refused { reason }, &[]);
+                    break;
+                }
                 ToWorker::Hello { .. } => {
                     send(&mut stream, &FromWorker::Hello { fingerprint: fingerprint().to_string(), pid: 1 }, &[])
                 }
@@ -171,6 +181,7 @@ fn liar(mut stream: UnixStream, lie: Lie, ended: Arc<AtomicBool>) {
                         Lie::Repeated => send(&mut stream, &done(seq, start, count, count), &right)
                             .and_then(|_| send(&mut stream, &done(seq, start, count, count), &right)),
                         Lie::HugeUnitCount => send(&mut stream, &done(seq, start, 1 << 28, 1 << 28), &[]),
+                        Lie::OtherBuild => Ok(()),
                     }
                 }
                 ToWorker::Blob { .. } => Ok(()),
@@ -183,10 +194,12 @@ fn liar(mut stream: UnixStream, lie: Lie, ended: Arc<AtomicBool>) {
     });
 }
 
-/// Worker 0 of the first job is the liar; every other worker (and every replacement) is honest.
+/// Worker 0 of the first job is the liar; every other worker (and every replacement) is
+/// honest, unless `all_other_build`: then every worker is of another build.
 struct Source {
     liar: Mutex<Option<UnixStream>>,
     connects: AtomicUsize,
+    all_other_build: bool,
 }
 
 impl ConnSource<TestConn> for Source {
@@ -194,6 +207,11 @@ impl ConnSource<TestConn> for Source {
         self.connects.fetch_add(1, Ordering::SeqCst);
         if let Some(s) = self.liar.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return Ok(TestConn { stream: Arc::new(s), name: "the liar" });
+        }
+        if self.all_other_build {
+            let (ours, theirs) = UnixStream::pair().map_err(|e| Error::Store(e.to_string()))?;
+            liar(theirs, Lie::OtherBuild, Arc::new(AtomicBool::new(false)));
+            return Ok(TestConn { stream: Arc::new(ours), name: "a worker of another build" });
         }
         let (ours, theirs) = UnixStream::pair().map_err(|e| Error::Store(e.to_string()))?;
         honest(theirs);
@@ -225,10 +243,14 @@ impl Backend for PairBackend {
 
 /// An engine whose first worker lies as `lie` says, and a flag set when the liar was cut off.
 fn engine(lie: Lie) -> (Engine<PairBackend>, Arc<AtomicBool>) {
+    engine_of(lie, false)
+}
+
+fn engine_of(lie: Lie, all_other_build: bool) -> (Engine<PairBackend>, Arc<AtomicBool>) {
     let (ours, theirs) = UnixStream::pair().expect("a socket pair");
     let ended = Arc::new(AtomicBool::new(false));
     liar(theirs, lie, Arc::clone(&ended));
-    let source = Source { liar: Mutex::new(Some(ours)), connects: AtomicUsize::new(0) };
+    let source = Source { liar: Mutex::new(Some(ours)), connects: AtomicUsize::new(0), all_other_build };
     let pool = Arc::new(Pool::new(4, source));
     (Engine::from_backend(PairBackend { pool }), ended)
 }
@@ -271,4 +293,24 @@ fn a_huge_count_of_unit_outputs_costs_nothing() {
     // forged answer would spin for many seconds here.
     assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
     assert!(eventually(|| ended.load(Ordering::SeqCst)), "the liar's connection is closed");
+}
+
+#[test]
+fn a_worker_of_another_build_is_reported_and_the_healthy_ones_finish_the_job() {
+    let (engine, ended) = engine(Lie::OtherBuild);
+    let out = engine.map(Double, 0..300u64).batched(Batching::ChunkSize(10)).run();
+    assert_eq!(out.ok(), Some((0..300).map(|x| 2 * x).collect::<Vec<_>>()));
+    assert!(eventually(|| ended.load(Ordering::SeqCst)));
+}
+
+#[test]
+fn when_every_worker_is_of_another_build_the_first_job_says_so_at_once() {
+    let (engine, _) = engine_of(Lie::OtherBuild, true);
+    let t0 = Instant::now();
+    let err = engine.map(Double, 0..300u64).batched(Batching::ChunkSize(10)).run().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("no worker can run this job"), "{text}");
+    assert!(text.contains("worker build-id-0ther") && text.contains(&format!("driver {}", fingerprint())), "{text}");
+    // Not a timing assert on speed: no timeout is waited for (the job would hang for ever).
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
 }

@@ -59,7 +59,8 @@ pub enum Event<O> {
         /// The error or panic message.
         message: String,
     },
-    /// The worker cannot work for this job (another build, an unknown task): not retried.
+    /// The worker cannot work for this job (another build, an unknown task): it is not
+    /// replaced, its batches go to the other workers, and the job fails only when none is left.
     Fatal {
         /// The worker's number.
         worker: usize,

@@ -103,6 +103,8 @@ struct Slot<'a, P> {
     /// The worker was lost and no replacement was at hand: [`Dispatch::refill`] offers one.
     /// (A slot whose link failed a send is not vacant yet: its loss is on its way.)
     vacant: bool,
+    /// The worker refused the job (another build, an unknown task): the slot stays empty.
+    refused: bool,
 }
 
 /// Parts of a batch split after its worker died, gathered until all are back.
@@ -211,6 +213,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                 head_since: now,
                 timed_out: None,
                 vacant: false,
+                refused: false,
             })
             .collect();
         Dispatch {
@@ -390,10 +393,53 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         self.ready.push_back(b);
     }
 
+    /// A worker refused the job (another build of the program, a task it does not know): it
+    /// ran nothing, so its parcels go to the others as they are, uncharged; it is not replaced
+    /// (a replacement would run the same build); and the job fails, with its reason, only when
+    /// no worker is left to run it. Healthy workers finish what they can.
+    fn refused(&mut self, w: usize, reason: String) -> Result<()> {
+        let Some(slot) = self.slots.get_mut(w) else { return Ok(()) };
+        if slot.refused {
+            return Ok(());
+        }
+        tracing::warn!(backend = self.backend, worker = w, %reason, "worker refused the job; the others go on without it");
+        slot.refused = true;
+        slot.ready = false;
+        slot.vacant = false;
+        if let Some(mut link) = slot.link.take() {
+            link.cancel();
+        }
+        let entries: Vec<InFlight<P>> = slot.in_flight.drain(..).collect();
+        for e in entries {
+            let Some(parcel) = e.kept else {
+                return Err(Error::Backend {
+                    backend: self.backend,
+                    message: format!(
+                        "worker {w} refused the job with items {}..{} sent to it: {reason}",
+                        e.start,
+                        e.start + e.len
+                    ),
+                });
+            };
+            self.retry.push_back((parcel, e.attempt));
+        }
+        if self.slots.iter().all(|s| s.link.is_none()) && (self.outstanding > 0 || !self.source.is_done()) {
+            return Err(Error::Backend {
+                backend: self.backend,
+                message: format!("no worker can run this job: {reason}"),
+            });
+        }
+        Ok(())
+    }
+
     /// A worker died: its parcels are retried (split into single items) on the others, items
     /// past the retry limit fail, and the slot gets a fresh worker.
     fn lost(&mut self, w: usize, reason: String) -> Result<()> {
         let Some(slot) = self.slots.get_mut(w) else { return Ok(()) };
+        if slot.refused {
+            // A refusing worker that then ends: nothing left to do for it.
+            return Ok(());
+        }
         slot.link = None;
         let was_ready = std::mem::take(&mut slot.ready);
         if !was_ready {
@@ -636,9 +682,7 @@ impl<I: Iterator, O, P: Parcel> Completions<O> for Dispatch<'_, I, O, P> {
                     Ok(())
                 }
                 Ok(Event::InitFailed { worker, message }) => Err(Error::Init { worker, message }),
-                Ok(Event::Fatal { worker, message }) => {
-                    Err(Error::Backend { backend: self.backend, message: format!("worker {worker}: {message}") })
-                }
+                Ok(Event::Fatal { worker, message }) => self.refused(worker, format!("worker {worker}: {message}")),
                 Ok(Event::Lost { worker, reason }) => self.lost(worker, reason),
                 Err(RecvTimeoutError::Timeout) => Ok(()),
                 Err(RecvTimeoutError::Disconnected) => Err(Error::Backend {
