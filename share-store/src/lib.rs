@@ -27,6 +27,7 @@
 pub mod arrow;
 mod dir;
 mod lazy;
+mod leftovers;
 mod memory;
 
 pub use dir::{DirStore, MappedFile};
