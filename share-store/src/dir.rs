@@ -1,5 +1,6 @@
 //! [`DirStore`]: content-addressed files in a private directory, mapped read-only on `get`.
 
+use crate::leftovers::{self, Owner, Role};
 use adparallelengine_core::{Error, Result, ShareKey, SharedBytes, SharedStore};
 use memmap2::Mmap;
 use std::collections::HashSet;
@@ -10,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
-/// Start of the name of every directory made by [`DirStore::create`].
-const DIR_PREFIX: &str = "adparallelengine-";
 /// Extension of the file holding one value.
 const EXT: &str = "bin";
 /// Start of the name of a file being written (renamed to `<key>.bin` once complete).
@@ -163,14 +162,30 @@ impl Drop for Claim<'_> {
 }
 
 impl DirStore {
-    /// Makes a fresh private directory `adparallelengine-<pid>-<random>` (mode 0700) under
-    /// `parent` (made with its parents if missing) or, without one, under
+    /// Makes a fresh private directory `adparallelengine-<pid>-<start>-<host>-<random>` (mode
+    /// 0700) under `parent` (made with its parents if missing) or, without one, under
     /// [`std::env::temp_dir`], and a store that owns it: dropping the store or
     /// [`clear`](SharedStore::clear)ing it removes the directory and every file in it.
+    ///
+    /// The name says whose the directory is: this process's pid and start time (so that a
+    /// recycled pid is not taken for it), and a tag of this machine's boot and pid namespace.
+    /// Having made it, the store sweeps `parent` once: the directories other stores left there
+    /// when their process was killed outright (SIGKILL: no drop, no Ctrl-C cleanup), named
+    /// exactly so, owned by the same user, of mode 0700, from this machine and pid namespace,
+    /// whose process is gone (or its pid now another process), are removed, each logged at
+    /// info. Nothing else is touched, no symlink is followed, a live process's directory is
+    /// left alone, and so are old-style names (`adparallelengine-<pid>-<16 hex>`), which do not
+    /// say where their pid lives. Where `/proc` cannot say who this process is, the store
+    /// gets such an old-style name and sweeps nothing.
     ///
     /// The path is made absolute, so worker processes with another working directory can
     /// [`open`](Self::open) it.
     pub fn create(parent: Option<&Path>) -> Result<DirStore> {
+        DirStore::create_as(parent, Role::Driver)
+    }
+
+    /// [`create`](Self::create) for `role`: a worker's local store has its own prefix.
+    pub(crate) fn create_as(parent: Option<&Path>, role: Role) -> Result<DirStore> {
         let parent = match parent {
             Some(p) => p.to_path_buf(),
             None => std::env::temp_dir(),
@@ -180,11 +195,22 @@ impl DirStore {
             parent.ancestors().take_while(|p| !p.exists()).map(Path::to_path_buf).collect();
         fs::create_dir_all(&parent)
             .map_err(|e| io_error("cannot create the shared-store parent directory", &parent, e))?;
+        let me = Owner::me();
+        if me.is_none() {
+            tracing::debug!("/proc does not say who this process is: a store directory no sweep removes");
+        }
         const ATTEMPTS: usize = 16;
         for _ in 0..ATTEMPTS {
-            let dir = parent.join(format!("{DIR_PREFIX}{}-{:016x}", std::process::id(), random_u64()));
+            let name = match &me {
+                Some(me) => leftovers::dir_name(role, me, random_u64()),
+                None => leftovers::legacy_dir_name(role, random_u64()),
+            };
+            let dir = parent.join(name);
             match make_private_dir(&dir) {
                 Ok(()) => {
+                    if let Some(me) = &me {
+                        leftovers::sweep(&parent, me, &dir);
+                    }
                     let mut store = DirStore::new(dir, true);
                     store.made_parents = made_parents;
                     return Ok(store);

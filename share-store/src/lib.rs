@@ -4,7 +4,9 @@
 //! - [`DirStore`]: content-addressed files in a private directory (under `path_shared` or the
 //!   system temporary directory), written once by the driver and mapped read-only by worker
 //!   processes of the same machine ([`DirStore::open`]). Its `get` returns the mapping itself
-//!   ([`MappedFile`]), so nothing is copied.
+//!   ([`MappedFile`]), so nothing is copied. Its name says whose it is (pid, start time, host
+//!   tag), and each new store sweeps the directories that processes killed outright left in
+//!   the same place ([`DirStore::create`]).
 //! - [`LazyDirStore`]: a `DirStore` made on the first shared value and removed with the engine
 //!   or on Ctrl-C; [`open_dir_view`] is the workers' side.
 //! - With the `arrow` feature, record batches are written as Arrow IPC files
@@ -27,6 +29,7 @@
 pub mod arrow;
 mod dir;
 mod lazy;
+mod leftovers;
 mod memory;
 
 pub use dir::{DirStore, MappedFile};

@@ -12,6 +12,12 @@ fn parent(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("share-store-test-{}-{test}", std::process::id()))
 }
 
+/// This process's start time: field 22 of `/proc/self/stat`.
+fn start_time() -> u64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(19).unwrap().parse().unwrap()
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> =
         fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -71,11 +77,15 @@ fn create_makes_missing_parent_and_names_the_directory() {
     assert!(store.path().is_absolute());
     assert_eq!(store.path().parent().unwrap(), parent.as_path());
     let name = store.path().file_name().unwrap().to_string_lossy().into_owned();
+    // adparallelengine-<pid>-<start time>-<host>-<random>
     let prefix = format!("adparallelengine-{}-", std::process::id());
     assert!(name.starts_with(&prefix), "{name}");
-    let random = &name[prefix.len()..];
-    assert_eq!(random.len(), 16, "{name}");
-    assert!(random.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+    let fields: Vec<&str> = name[prefix.len()..].split('-').collect();
+    assert_eq!(fields.len(), 3, "{name}");
+    assert_eq!(fields[0], start_time().to_string(), "{name}: this process's start time");
+    assert_eq!(fields[1].len(), 8, "{name}");
+    assert_eq!(fields[2].len(), 16, "{name}");
+    assert!(fields[1..].iter().all(|f| f.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))), "{name}");
 
     let other = DirStore::create(Some(&parent)).unwrap();
     assert_ne!(store.path(), other.path(), "every store gets a fresh directory");
