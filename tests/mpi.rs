@@ -182,7 +182,9 @@ fn shared_values_reach_ranks_through_path_shared_or_over_mpi() {
         }
     }
     // The ranks' own stores are gone with them.
-    assert_eq!(local_stores(), tmp_before, "rank-local stores left in the temp dir");
+    // New entries only: a store's sweep may remove what SIGKILLed runs left before.
+    let left: Vec<String> = local_stores().into_iter().filter(|n| !tmp_before.contains(n)).collect();
+    assert!(left.is_empty(), "rank-local stores left in the temp dir: {left:?}");
     assert_no_leftovers("after sharing");
 }
 
