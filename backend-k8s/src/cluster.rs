@@ -88,9 +88,10 @@ impl Cluster {
     /// scheduler and an image pull have brought any pod that far.
     pub(crate) fn create(&self, secret: Secret, job: Job) -> Result<()> {
         let ns = self.namespace.clone();
-        let made = self.api.call(&format!("create the Job {} in namespace {ns}", self.names.job), move |c| async move {
-            Resource::<Job>::namespaced(c, &ns).create(&PostParams::default(), &job).await
-        })?;
+        let made =
+            self.api.call(&format!("create the Job {} in namespace {ns}", self.names.job), move |c| async move {
+                Resource::<Job>::namespaced(c, &ns).create(&PostParams::default(), &job).await
+            })?;
         let owned = crate::job_spec::owned_by(secret, &made).and_then(|secret| {
             let ns = self.namespace.clone();
             self.api.call(&format!("create the Secret {} in namespace {ns}", self.names.secret), move |c| async move {

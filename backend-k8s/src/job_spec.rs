@@ -86,7 +86,9 @@ pub fn run_secret(names: &RunNames, secret_hex: &str, user_labels: &BTreeMap<Str
 /// Secret. An error if the Job has no name or uid (it was not read back from the API).
 pub fn owned_by(mut secret: Secret, job: &Job) -> Result<Secret> {
     let (Some(name), Some(uid)) = (job.metadata.name.clone(), job.metadata.uid.clone()) else {
-        return Err(k8s_err("the created Job came back without a name or uid: its Secret cannot be owned by it".into()));
+        return Err(k8s_err(
+            "the created Job came back without a name or uid: its Secret cannot be owned by it".into(),
+        ));
     };
     secret.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "batch/v1".into(),

@@ -128,8 +128,7 @@ pub fn check_knock(r: &mut impl Read, secret: &Secret, got: &mut Vec<u8>) -> Res
             Err(e) => return Err(refused(format!("no valid knock: {e}"))),
         }
     }
-    let knock: Knock =
-        crate::remote::wire::decode(&got[HEADER..]).map_err(|e| refused(format!("not a knock: {e}")))?;
+    let knock: Knock = crate::remote::wire::decode(&got[HEADER..]).map_err(|e| refused(format!("not a knock: {e}")))?;
     if !secret.same_as(&knock.secret) {
         return Err(refused(format!("wrong secret from a worker calling itself {:?}", knock.name)));
     }
