@@ -79,11 +79,11 @@ impl Stranger {
         let byte = header.get(self.sent).copied().unwrap_or(0);
         self.next_byte = now + TRICKLE_EVERY;
         match self.stream.write(&[byte]) {
-            Ok(_) => {
-                self.sent += 1;
-                true
+            Ok(n) => {
+                self.sent += n;
+                n == 1
             }
-            Err(_) => false,
+            Err(e) => e.kind() == ErrorKind::WouldBlock,
         }
     }
 }
