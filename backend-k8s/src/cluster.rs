@@ -1,5 +1,6 @@
-//! One run's objects on the cluster: created with the first job, watched while pods start,
-//! deleted (the Job with foreground propagation, so its pods go first) when the engine goes.
+//! One run's objects on the cluster: created with the first job (the Job, then its Secret,
+//! owned by the Job), watched while pods start, deleted (the Job with foreground propagation,
+//! so its pods go first) when the engine goes.
 
 use crate::api::{runtime, Api};
 use crate::job_spec::RunNames;
@@ -75,22 +76,32 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Creates the run's Secret, then its Job (the Secret is removed again if the Job cannot
-    /// be made).
+    /// Creates the run's Job, then its Secret, owned by the Job (so that the garbage collector
+    /// deletes it with the Job, even when the driver is dead: the TTL removes the Job). Should
+    /// the Secret not be made, the Job is deleted again.
+    ///
+    /// The order: the Job's uid is known only once it exists, and creating the Secret with its
+    /// owner needs no right beyond `create` (patching an owner in afterwards would). Pods refer
+    /// to the Secret by name; one whose container is configured before the Secret exists waits
+    /// (`CreateContainerConfigError`) and the kubelet retries it. In practice the Secret is
+    /// there first: it is made one API call after the Job, before the Job controller, the
+    /// scheduler and an image pull have brought any pod that far.
     pub(crate) fn create(&self, secret: Secret, job: Job) -> Result<()> {
-        let ns = self.namespace.clone();
-        self.api.call(&format!("create the Secret {} in namespace {ns}", self.names.secret), move |c| async move {
-            Resource::<Secret>::namespaced(c, &ns).create(&PostParams::default(), &secret).await.map(|_| ())
-        })?;
         let ns = self.namespace.clone();
         let made =
             self.api.call(&format!("create the Job {} in namespace {ns}", self.names.job), move |c| async move {
-                Resource::<Job>::namespaced(c, &ns).create(&PostParams::default(), &job).await.map(|_| ())
-            });
-        if made.is_err() {
+                Resource::<Job>::namespaced(c, &ns).create(&PostParams::default(), &job).await
+            })?;
+        let owned = crate::job_spec::owned_by(secret, &made).and_then(|secret| {
+            let ns = self.namespace.clone();
+            self.api.call(&format!("create the Secret {} in namespace {ns}", self.names.secret), move |c| async move {
+                Resource::<Secret>::namespaced(c, &ns).create(&PostParams::default(), &secret).await.map(|_| ())
+            })
+        });
+        if owned.is_err() {
             self.delete();
         }
-        made
+        owned
     }
 
     /// The run's pods now.
@@ -127,7 +138,8 @@ impl Cluster {
         });
     }
 
-    /// Deletes the run's Job (foreground: its pods go first) and Secret.
+    /// Deletes the run's Job (foreground: its pods and Secret go first) and, should the garbage
+    /// collector be slow or the Secret not be owned, the Secret itself.
     pub(crate) fn delete(&self) {
         let (ns, names) = (self.namespace.clone(), self.names.clone());
         let done = self.api.call("delete the worker Job", move |c| async move {

@@ -1,4 +1,6 @@
-//! The objects a run creates: a Secret holding the run's secret, and the worker Job.
+//! The objects a run creates: the worker Job, and a Secret holding the run's secret, owned
+//! by the Job (so that it goes with the Job, whoever deletes it: the driver, or the TTL once
+//! the driver is dead).
 
 use crate::dial::{ENV_DRIVER, ENV_NAME, ENV_SECRET};
 use crate::k8s_err;
@@ -9,8 +11,9 @@ use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, LocalObjectReference, ObjectFieldSelector, PodSpec, PodTemplateSpec, Secret,
     SecretKeySelector,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
+use std::io::Read;
 
 /// The label every object of a run carries, valued with the run's id.
 pub const RUN_LABEL: &str = "adparallelengine.io/run";
@@ -20,7 +23,8 @@ pub const SECRET_KEY: &str = "secret";
 /// The names of one run's objects.
 #[derive(Debug, Clone)]
 pub struct RunNames {
-    /// A random id (10 hex digits), in every name and in the [`RUN_LABEL`] label.
+    /// A random id (10 hex digits), in every name and in the [`RUN_LABEL`] label. Anyone who
+    /// may list Jobs sees it: it owes nothing to the run's secret ([`RunNames::random`]).
     pub id: String,
     /// The Job's name.
     pub job: String,
@@ -29,6 +33,16 @@ pub struct RunNames {
 }
 
 impl RunNames {
+    /// Names for a new run: an id of 40 random bits of its own, from the operating system
+    /// (`/dev/urandom`, as for the run's secret), never derived from the secret.
+    pub fn random() -> Result<Self> {
+        let mut b = [0u8; 5];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(|e| k8s_err(format!("cannot read /dev/urandom for the run's name: {e}")))?;
+        Ok(Self::new(&b.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    }
+
     /// Names for the run `id`.
     pub fn new(id: &str) -> Self {
         RunNames { id: id.into(), job: format!("adpe-{id}"), secret: format!("adpe-{id}-secret") }
@@ -48,7 +62,8 @@ impl RunNames {
     }
 }
 
-/// The Secret holding the run's secret (hex), read by the pods through `secretKeyRef`.
+/// The Secret holding the run's secret (hex), read by the pods through `secretKeyRef`. It is
+/// created after the Job, owned by it ([`owned_by`]).
 pub fn run_secret(names: &RunNames, secret_hex: &str, user_labels: &BTreeMap<String, String>) -> Secret {
     Secret {
         metadata: ObjectMeta {
@@ -60,6 +75,30 @@ pub fn run_secret(names: &RunNames, secret_hex: &str, user_labels: &BTreeMap<Str
         type_: Some("Opaque".into()),
         ..Default::default()
     }
+}
+
+/// `secret` owned by the (created) Job `job`: the garbage collector deletes it once the Job is
+/// gone, by the driver's hand or by `ttlSecondsAfterFinished` after the driver died.
+///
+/// Not `controller` (the Job controller manages pods, not Secrets), and not
+/// `blockOwnerDeletion`: setting that needs the right to update the Job's finalizers on
+/// clusters that enforce owner-reference permissions, and nothing needs the Job to wait for its
+/// Secret. An error if the Job has no name or uid (it was not read back from the API).
+pub fn owned_by(mut secret: Secret, job: &Job) -> Result<Secret> {
+    let (Some(name), Some(uid)) = (job.metadata.name.clone(), job.metadata.uid.clone()) else {
+        return Err(k8s_err(
+            "the created Job came back without a name or uid: its Secret cannot be owned by it".into(),
+        ));
+    };
+    secret.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name,
+        uid,
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }]);
+    Ok(secret)
 }
 
 /// The worker Job: `workers` pods at once (and as many completions: a pod exits 0 when the
@@ -179,6 +218,29 @@ mod tests {
         let s = get(ENV_SECRET);
         assert!(s.value.is_none());
         assert_eq!(s.value_from.unwrap().secret_key_ref.unwrap().name, names.secret);
+    }
+
+    #[test]
+    fn run_names_are_random_and_the_secret_is_owned_by_the_job() {
+        let (a, b) = (RunNames::random().unwrap(), RunNames::random().unwrap());
+        assert_ne!(a.id, b.id);
+        assert!(a.id.len() == 10 && a.id.chars().all(|c| c.is_ascii_hexdigit()), "{}", a.id);
+        assert_eq!((a.job.clone(), a.secret.clone()), (format!("adpe-{}", a.id), format!("adpe-{}-secret", a.id)));
+
+        let secret = run_secret(&a, "ab", &BTreeMap::new());
+        let opts = K8sBuilder::new(1).image("img:1");
+        let mut job = worker_job(&opts, &a, "h:1", &["/p".into()]).unwrap();
+        let err = owned_by(secret.clone(), &job).unwrap_err().to_string();
+        assert!(err.contains("without a name or uid"), "{err}");
+        job.metadata.uid = Some("1234-uid".into());
+        let owned = owned_by(secret, &job).unwrap();
+        let refs = owned.metadata.owner_references.unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(
+            (refs[0].api_version.as_str(), refs[0].kind.as_str(), refs[0].name.as_str(), refs[0].uid.as_str()),
+            ("batch/v1", "Job", a.job.as_str(), "1234-uid")
+        );
+        assert_eq!((refs[0].controller, refs[0].block_owner_deletion), (Some(false), Some(false)));
     }
 
     #[test]

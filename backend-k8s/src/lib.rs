@@ -1,12 +1,14 @@
 //! The Kubernetes backend: the tasks run in the pods of one `batch/v1` Job, the same program
 //! built into a container image, and each pod dials back to the driver over TCP.
 //!
-//! - The first job creates a Secret holding a random 256-bit secret for the run, and a Job of
-//!   `max_workers` pods (labels for the run, `ttlSecondsAfterFinished`) running this program.
+//! - The first job creates a Job of `max_workers` pods (named and labelled with a random run
+//!   id of its own, `ttlSecondsAfterFinished`) running this program, then a Secret owned by
+//!   the Job holding a random 256-bit secret for the run (it goes with the Job).
 //!   A pod becomes a worker before `main` ([`dial`]): it connects to the driver's advertised
 //!   address, knocks with the secret, and serves jobs until the driver closes its connection.
-//!   The driver's [`listener`] refuses (and logs) any connection without the secret, and
-//!   frames are bounded in size both ways.
+//!   The driver's [`listener`] refuses (and logs) any connection without the secret within
+//!   one deadline, reads every knock on one thread and caps the connections waiting to knock,
+//!   and frames are bounded in size both ways.
 //! - Pods are engine-core's [`pooled`](adparallelengine_core::remote) workers, like worker processes:
 //!   they stay connected between jobs; scheduling, retries of a lost pod's items, item
 //!   timeouts and ordering are engine-core's. A pod lost mid-item has its items re-run on the
@@ -17,8 +19,8 @@
 //!   instead).
 //! - The engine deletes the Job (foreground propagation: its pods first) and the Secret when
 //!   it is dropped, on error, and on Ctrl-C. If the driver dies, pods exit when their
-//!   connection drops and the TTL removes the Job. A peer gone silent (a node lost, a
-//!   partition) is noticed by TCP keepalive on both ends within about
+//!   connection drops and the TTL removes the Job, and with it its Secret (owned by the Job).
+//!   A peer gone silent (a node lost, a partition) is noticed by TCP keepalive on both ends within about
 //!   [`DEAD_AFTER`](adparallelengine_core::remote::DEAD_AFTER): the driver counts the pod lost, and
 //!   the pod exits non-zero, so that the Job controller replaces it.
 //! - Pods that do not dial in within the start timeout fail the job with an error naming each
@@ -98,8 +100,8 @@ impl K8sBackend {
         let namespace = opts.namespace.clone().unwrap_or_else(|| api.config.default_namespace.clone());
         let (bind, host) = advertise::plan(opts.advertise.as_deref(), &opts.listen, &api.config.cluster_url)?;
         let secret = Secret::random()?;
-        let id = secret.to_hex()[..10].to_string();
-        let names = job_spec::RunNames::new(&id);
+        // The names are seen by anyone who may list Jobs: their randomness is their own.
+        let names = job_spec::RunNames::random()?;
         let listener = listener::Listener::bind(&bind, secret.clone())?;
         let driver = format!("{host}:{}", listener.addr().port());
         let exe = std::env::current_exe()

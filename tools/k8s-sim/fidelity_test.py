@@ -352,6 +352,66 @@ def test_secret_env(k: Kubectl, sim: Simulator) -> None:
     k.run("delete", "pod", "envpod")
 
 
+def secret_json(name: str, owner: dict | None = None) -> dict:
+    meta: dict[str, Any] = {"name": name}
+    if owner is not None:
+        meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": owner["metadata"]["name"],
+                                    "uid": owner["metadata"]["uid"], "controller": False,
+                                    "blockOwnerDeletion": False}]
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque",
+            "stringData": {"key": "value"}}
+
+
+def secret_exists(k: Kubectl, name: str) -> bool:
+    return k.run("get", "secret", name, "--ignore-not-found", "-o", "name").stdout.strip() != ""
+
+
+def test_owned_secret_goes_with_its_job(k: Kubectl, sim: Simulator) -> None:
+    # A Secret owned by a Job (as the backend makes its run's Secret) is deleted by the garbage
+    # collector with the Job: background (kubectl's default) and foreground propagation; an
+    # orphaning delete leaves it, without the ownerReference.
+    for cascade in ("background", "foreground", "orphan"):
+        job, secret = f"owner-{cascade}", f"owned-{cascade}"
+        k.run("create", "-f", "-", stdin=job_yaml(job, "sleep 30", parallelism=1))
+        owner = k.json("get", "job", job)
+        k.run("create", "-f", "-", stdin=json.dumps(secret_json(secret, owner)))
+        refs = k.json("get", "secret", secret)["metadata"].get("ownerReferences") or []
+        check(len(refs) == 1 and refs[0].get("uid") == owner["metadata"]["uid"] and refs[0].get("kind") == "Job",
+              f"the Secret's ownerReferences were not kept: {refs}")
+        k.run("delete", "job", job, f"--cascade={cascade}", "--timeout=15s")
+        if cascade == "orphan":
+            time.sleep(0.5)
+            check(secret_exists(k, secret), "an orphaning delete of the Job deleted its Secret")
+            refs = k.json("get", "secret", secret)["metadata"].get("ownerReferences")
+            check(not refs, f"an orphaned Secret still names its deleted owner: {refs}")
+            k.run("delete", "secret", secret)
+            k.run("delete", "pods", "-l", f"job-name={job}", "--wait=false")
+        else:
+            wait_until(lambda: not secret_exists(k, secret), 5, f"the Secret of the {cascade}-deleted Job to go")
+    # An owner that is already gone when its dependent is made: the dependent is collected.
+    k.run("create", "-f", "-", stdin=job_yaml("gone", "true", parallelism=1))
+    gone = k.json("get", "job", "gone")
+    k.run("delete", "job", "gone", "--timeout=15s")
+    k.run("create", "-f", "-", stdin=json.dumps(secret_json("orphan-at-birth", gone)))
+    wait_until(lambda: not secret_exists(k, "orphan-at-birth"), 5, "a Secret whose owner is gone to be collected")
+
+
+def test_config_error_is_retried(k: Kubectl, sim: Simulator) -> None:
+    # A pod whose Secret does not exist yet waits in CreateContainerConfigError, and starts
+    # once the Secret is there (the kubelet retries).
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "late", "key": "token"}}}]
+    k.run("create", "-f", "-", stdin=json.dumps(pod_json("waits", ["/bin/sh", "-c", "echo $TOKEN"], env=env)))
+    wait_until(lambda: pod_status_column(k, "waits") == "CreateContainerConfigError", 5,
+               "CreateContainerConfigError in `kubectl get pods`")
+    k.run("create", "secret", "generic", "late", "--from-literal=token=arrived")
+    wait_until(lambda: k.json("get", "pod", "waits")["status"].get("phase") == "Succeeded", 10,
+               "the pod to run once its Secret exists")
+    logs = k.run("logs", "waits").stdout.strip()
+    check(logs == "arrived", f"the pod read {logs!r} from its late Secret")
+    k.run("delete", "pod", "waits")
+    k.run("delete", "secret", "late")
+
+
 def test_error_statuses(k: Kubectl, sim: Simulator) -> None:
     yaml = job_yaml("dup", "true", parallelism=1)
     k.run("create", "-f", "-", stdin=yaml)
@@ -452,7 +512,8 @@ def test_sigkill_leaves_no_orphans(workdir: str, kubectl: str, verbose: bool) ->
 # --------------------------------------------------------------------------- main
 
 TESTS = [test_discovery, test_job_runs_and_completes, test_foreground_delete_waits_for_pods, test_missing_image,
-         test_node_selector, test_backoff_limit, test_secret_env, test_error_statuses, test_http_watch,
+         test_node_selector, test_backoff_limit, test_secret_env, test_owned_secret_goes_with_its_job,
+         test_config_error_is_retried, test_error_statuses, test_http_watch,
          test_shutdown_kills_pods]
 
 

@@ -48,6 +48,7 @@ NODE_IP = "127.0.0.1"
 POD_IP = "127.0.0.1"
 MISSING_IMAGE_PREFIX = "missing/"
 IMAGE_PULL_BACKOFF_DELAY = 1.0      # seconds from ErrImagePull to ImagePullBackOff
+CONFIG_RETRY_DELAY = 1.0            # seconds between tries of a CreateContainerConfigError container
 SHUTDOWN_KILL_DELAY = 2.0           # SIGTERM -> SIGKILL delay when the simulator stops
 BOOKMARK_INTERVAL = 30.0            # seconds between BOOKMARK events (allowWatchBookmarks)
 HISTORY_SIZE = 20000                # watch events kept for resourceVersion replays
@@ -1631,6 +1632,9 @@ class GarbageCollector(Controller):
                 self._orphan(ev.rt, ev.obj)
             elif "foregroundDeletion" in finalizers:
                 self._foreground(ev.rt, ev.obj)
+        elif meta.get("ownerReferences") and (ev.type == "ADDED" or meta.get("ownerReferences") != (
+                (ev.old or {}).get("metadata", {}).get("ownerReferences"))):
+            self._collect_if_owners_absent(ev.rt, ev.obj)
 
     def _collect_dependents(self, uid: str) -> None:
         for rt, dep in self.store.dependents(uid):
@@ -1638,6 +1642,17 @@ class GarbageCollector(Controller):
             if dep["metadata"].get("deletionTimestamp") or any(self.store.find_uid(r.get("uid")) for r in refs):
                 continue
             self._delete(rt, dep, "Background")
+
+    def _collect_if_owners_absent(self, rt: ResourceType, obj: dict) -> None:
+        """A dependent whose owners are all gone (made after its owner's deletion) is deleted,
+        as the real garbage collector does when it finds only dangling ownerReferences."""
+        cur = self.store.peek(rt, *obj_key(obj))
+        if cur is None or cur["metadata"].get("uid") != obj["metadata"].get("uid"):
+            return
+        refs = cur["metadata"].get("ownerReferences") or []
+        if refs and not cur["metadata"].get("deletionTimestamp") and \
+                not any(self.store.find_uid(r.get("uid")) for r in refs):
+            self._delete(rt, cur, "Background")
 
     def _foreground(self, rt: ResourceType, owner: dict) -> None:
         owner = self.store.peek(rt, *obj_key(owner))
@@ -1980,6 +1995,9 @@ class ConfigError(Exception):
     """A container cannot be configured (CreateContainerConfigError)."""
 
 
+CONFIG_ERROR = {"reason": "CreateContainerConfigError"}   # what _run_container returns for one
+
+
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
 
 
@@ -2002,6 +2020,7 @@ class PodRun:
     proc: asyncio.subprocess.Process | None = None
     task: asyncio.Task | None = None
     killing: bool = False
+    config_error: str | None = None   # the last CreateContainerConfigError, while it lasts
 
 
 class NodeAgent(Controller):
@@ -2163,7 +2182,14 @@ class NodeAgent(Controller):
         restarts = 0
         while True:
             result = await self._run_container(run, container, restarts)
-            if result is None:              # could not be configured: stays Waiting
+            if result is CONFIG_ERROR:      # could not be configured: Waiting, tried again (the
+                await asyncio.sleep(CONFIG_RETRY_DELAY)  # kubelet's pod worker does so every ~10 s)
+                pod = self.store.peek(PODS, run.namespace, run.name)
+                if pod is None or pod["metadata"]["uid"] != run.uid or self.stopping or \
+                        pod["metadata"].get("deletionTimestamp"):
+                    return
+                continue
+            if result is None:
                 return
             pod = self.store.peek(PODS, run.namespace, run.name)
             if pod is None or pod["metadata"]["uid"] != run.uid or self.stopping:
@@ -2186,10 +2212,13 @@ class NodeAgent(Controller):
             env = self._container_env(pod, container)
         except ConfigError as e:
             message = str(e)
-            self._update_status(run, lambda p: self._waiting_status(p, container, "CreateContainerConfigError",
-                                                                    message, restarts))
-            self.api.record_event(PODS, pod, "Warning", "Failed", f"Error: {message}", self.name)
-            return None
+            if message != run.config_error:     # a retry that fails the same way changes nothing
+                run.config_error = message
+                self._update_status(run, lambda p: self._waiting_status(p, container, "CreateContainerConfigError",
+                                                                        message, restarts))
+                self.api.record_event(PODS, pod, "Warning", "Failed", f"Error: {message}", self.name)
+            return CONFIG_ERROR
+        run.config_error = None
         argv = [expand_vars(a, env) for a in (container.get("command") or []) + (container.get("args") or [])]
         started = rfc3339()
         run.state = "starting"

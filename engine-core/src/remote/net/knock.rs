@@ -3,17 +3,18 @@
 //! *knock* carrying the run's secret, a random 256-bit value the driver made and gave its
 //! workers (in a Kubernetes Secret or the pod's environment).
 //!
-//! The driver reads the knock with a deadline and a small size bound, so a stranger can
-//! neither hold a connection open nor make the driver allocate; it compares secrets in
-//! constant time, and refuses (closes) a connection whose knock is wrong, logging who it was.
+//! The driver reads the knock under one deadline for the whole knock (its caller's) and a
+//! small size bound, so a stranger can neither hold a connection open nor make the driver
+//! allocate; the reading never blocks on a non-blocking socket, so one thread can watch many
+//! connections knock ([`check_knock`]). It compares secrets in constant time, and refuses (closes) a connection whose knock is wrong, logging who it was.
 //! Only then does the worker protocol ([`crate::remote`]) start, with frames bounded by
 //! [`crate::remote::wire::DEFAULT_MAX_FRAME`].
 
 use crate::error::{Error, Result};
-use crate::remote::wire::{encode_frame, read_frame_into};
+use crate::remote::wire::{encode_frame, TAIL_APART};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 
 /// Largest knock frame accepted: a secret and a few words.
 pub const MAX_KNOCK: usize = 1024;
@@ -76,27 +77,79 @@ pub fn knock(w: &mut impl Write, secret: &Secret, name: &str) -> Result<()> {
     w.write_all(&frame).map_err(|e| Error::Backend { backend: "remote", message: format!("cannot knock: {e}") })
 }
 
-/// Reads and checks a knock (on the driver; give the stream a read timeout first). Returns
-/// the name the worker gave; an error names what was wrong, for the log.
-pub fn check_knock(r: &mut impl Read, secret: &Secret) -> Result<String> {
+/// The length of a frame's header: its payload's length (little-endian `u64`, with the
+/// [`TAIL_APART`] flag bit).
+const HEADER: usize = 8;
+
+/// Reads and checks a knock (on the driver), in as many calls as the bytes take to arrive.
+///
+/// Each call reads what `r` has, never past the knock (the worker protocol follows it on the
+/// same stream), keeping the bytes so far in `got`: give each new connection an empty one and
+/// pass the same one again on the next call. `Ok(None)`: `r` would block (a non-blocking
+/// socket with nothing more yet, or a read timeout) before the knock is whole. `Ok(Some(name))`:
+/// the knock is whole and carries the run's secret; `name` is the name the worker gave. An
+/// error refuses the connection and names what was wrong, for the log. `got` never holds more
+/// than the knock's bound ([`MAX_KNOCK`] and a header), so a stranger cannot make the driver
+/// allocate.
+///
+/// The deadline is the caller's, one for the whole knock however the peer trickles it: a read
+/// timeout on the stream would bound each read, not the knock. (The Kubernetes driver's door
+/// reads every connection waiting to knock without blocking, in one `poll(2)` loop.)
+pub fn check_knock(r: &mut impl Read, secret: &Secret, got: &mut Vec<u8>) -> Result<Option<String>> {
     let refused = |why: String| Error::Backend { backend: "remote", message: format!("connection refused: {why}") };
-    let mut buf = Vec::new();
-    match read_frame_into(r, MAX_KNOCK, &mut buf) {
-        Ok(Some(false)) => {}
-        Ok(Some(true)) => return Err(refused("a frame marked for shared memory".into())),
-        Ok(None) => return Err(refused("closed before knocking".into())),
-        Err(e) => return Err(refused(format!("no valid knock: {e}"))),
+    let mut chunk = [0u8; 256];
+    loop {
+        let want = match got.len() {
+            n if n < HEADER => HEADER - n,
+            n => {
+                let head = header(got);
+                let len = head & !TAIL_APART;
+                if len > MAX_KNOCK as u64 {
+                    return Err(refused(format!(
+                        "no valid knock: frame of {len} bytes exceeds the {MAX_KNOCK}-byte limit"
+                    )));
+                }
+                if head & TAIL_APART != 0 {
+                    return Err(refused("a frame marked for shared memory".into()));
+                }
+                HEADER + len as usize - n
+            }
+        };
+        if want == 0 {
+            break;
+        }
+        let n = want.min(chunk.len());
+        match r.read(&mut chunk[..n]) {
+            Ok(0) if got.is_empty() => return Err(refused("closed before knocking".into())),
+            Ok(0) => return Err(refused("no valid knock: the stream ended inside it".into())),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(None),
+            Err(e) => return Err(refused(format!("no valid knock: {e}"))),
+        }
     }
-    let knock: Knock = crate::remote::wire::decode(&buf).map_err(|e| refused(format!("not a knock: {e}")))?;
+    let knock: Knock = crate::remote::wire::decode(&got[HEADER..]).map_err(|e| refused(format!("not a knock: {e}")))?;
     if !secret.same_as(&knock.secret) {
         return Err(refused(format!("wrong secret from a worker calling itself {:?}", knock.name)));
     }
-    Ok(knock.name)
+    Ok(Some(knock.name))
+}
+
+/// The header of the frame whose first bytes are `got` (at least [`HEADER`] of them).
+fn header(got: &[u8]) -> u64 {
+    let mut b = [0u8; HEADER];
+    b.copy_from_slice(&got[..HEADER]);
+    u64::from_le_bytes(b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole knock from a blocking reader, as one call.
+    fn check(r: &mut impl Read, secret: &Secret) -> Result<Option<String>> {
+        check_knock(r, secret, &mut Vec::new())
+    }
 
     #[test]
     fn the_right_secret_opens_and_nothing_else_does() {
@@ -108,24 +161,75 @@ mod tests {
 
         let mut wire = Vec::new();
         knock(&mut wire, &secret, "pod-a").unwrap();
-        assert_eq!(check_knock(&mut &wire[..], &secret).unwrap(), "pod-a");
+        assert_eq!(check(&mut &wire[..], &secret).unwrap().as_deref(), Some("pod-a"));
 
         let other = Secret::random().unwrap();
-        let err = check_knock(&mut &wire[..], &other).unwrap_err().to_string();
+        let err = check(&mut &wire[..], &other).unwrap_err().to_string();
         assert!(err.contains("wrong secret") && err.contains("pod-a"), "{err}");
 
         // A stranger's bytes: a huge length, a short read, nothing at all.
         let huge = u64::MAX.to_le_bytes().to_vec();
-        assert!(check_knock(&mut &huge[..], &secret).unwrap_err().to_string().contains("refused"));
+        assert!(check(&mut &huge[..], &secret).unwrap_err().to_string().contains("refused"));
         let mut big = ((MAX_KNOCK + 1) as u64).to_le_bytes().to_vec();
         big.extend(vec![0u8; MAX_KNOCK + 1]);
-        assert!(check_knock(&mut &big[..], &secret).unwrap_err().to_string().contains("limit"));
-        assert!(check_knock(&mut &b"GET / HTTP/1.1\r\n\r\n"[..], &secret).is_err());
-        assert!(check_knock(&mut &[][..], &secret).unwrap_err().to_string().contains("closed before knocking"));
+        assert!(check(&mut &big[..], &secret).unwrap_err().to_string().contains("limit"));
+        let apart = (4 | TAIL_APART).to_le_bytes().to_vec();
+        assert!(check(&mut &apart[..], &secret).unwrap_err().to_string().contains("shared memory"));
+        assert!(check(&mut &b"GET / HTTP/1.1\r\n\r\n"[..], &secret).is_err());
+        assert!(check(&mut &wire[..wire.len() - 1], &secret).unwrap_err().to_string().contains("ended inside"));
+        assert!(check(&mut &[][..], &secret).unwrap_err().to_string().contains("closed before knocking"));
+    }
+
+    /// Hands out its bytes one at a time, then "would block" (a non-blocking socket).
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        ready: bool,
+        reads: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.reads += 1;
+            if !std::mem::replace(&mut self.ready, false) {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            match self.bytes.split_first() {
+                None => Ok(0),
+                Some((b, rest)) => {
+                    buf[0] = *b;
+                    self.bytes = rest;
+                    Ok(1)
+                }
+            }
+        }
     }
 
     #[test]
-    fn a_knock_over_tcp_with_a_deadline() {
+    fn a_knock_in_pieces_is_read_without_blocking_and_never_past_its_end() {
+        let secret = Secret::random().unwrap();
+        let mut wire = Vec::new();
+        knock(&mut wire, &secret, "pod-c").unwrap();
+        let whole = wire.len();
+        wire.extend_from_slice(b"the worker protocol follows");
+        let mut r = Trickle { bytes: &wire, ready: false, reads: 0 };
+        let mut got = Vec::new();
+        let mut calls = 0;
+        let name = loop {
+            calls += 1;
+            assert!(calls <= 2 * whole + 2, "no end to the knock");
+            r.ready = true;
+            if let Some(name) = check_knock(&mut r, &secret, &mut got).unwrap() {
+                break name;
+            }
+        };
+        assert_eq!(name, "pod-c");
+        assert_eq!(calls, whole, "one call per byte that arrived");
+        assert_eq!(got.len(), whole);
+        assert_eq!(r.bytes, b"the worker protocol follows", "nothing read past the knock");
+    }
+
+    #[test]
+    fn a_knock_over_tcp_and_a_silent_stranger_under_a_read_timeout() {
         let secret = Secret::random().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -137,11 +241,11 @@ mod tests {
             std::net::TcpStream::connect(addr).unwrap()
         });
         let (mut c, _) = listener.accept().unwrap();
-        assert_eq!(check_knock(&mut c, &secret).unwrap(), "pod-b");
+        assert_eq!(check(&mut c, &secret).unwrap().as_deref(), Some("pod-b"));
         let (mut silent, _) = listener.accept().unwrap();
         silent.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
         let t0 = std::time::Instant::now();
-        assert!(check_knock(&mut silent, &secret).is_err());
+        assert_eq!(check(&mut silent, &secret).unwrap(), None, "nothing yet: the caller's deadline decides");
         assert!(t0.elapsed() < std::time::Duration::from_secs(5));
         drop(worker.join().unwrap());
     }
