@@ -62,3 +62,33 @@ fn pods_exit_when_their_driver_dies() {
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{status}");
     assert!(sim::eventually(|| sim.worker_pids().is_empty()), "a worker outlived its driver");
 }
+
+adparallelengine::task!(Double = |x: u64| -> u64 { 2 * x });
+
+/// Pods running another build of the program (here: the `complete` example, another build
+/// ID) refuse at the handshake: the first job fails at once, naming both builds, instead of
+/// waiting for the start timeout.
+#[test]
+fn pods_of_another_build_fail_the_first_job_at_once_naming_both_builds() {
+    use adparallelengine::backends::k8s::K8sBuilder;
+    use adparallelengine::{Batching, Engine};
+    use std::time::{Duration, Instant};
+    let sim = Simulator::start(&[]).unwrap();
+    let other = example("complete").to_string_lossy().into_owned();
+    let backend = K8sBuilder::new(2)
+        .kubeconfig(&sim.kubeconfig)
+        .image("local/another-build")
+        .command([other])
+        .start_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let engine: Engine<_> = Engine::from_backend(backend);
+    let t0 = Instant::now();
+    let err = engine.map(Double, 0..100u64).batched(Batching::ChunkSize(10)).run().unwrap_err().to_string();
+    assert!(err.contains("another build of the program (worker build-id-"), "{err}");
+    assert!(err.contains(", driver build-id-"), "{err}");
+    // Not a speed assert: the start timeout (120 s) is not waited for.
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}: {err}", t0.elapsed());
+    drop(engine);
+    assert!(sim::eventually(|| sim.count_objects("default", MANAGED) == 0), "the run's objects are deleted");
+}

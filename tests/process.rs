@@ -567,3 +567,61 @@ fn a_hung_worker_with_a_full_socket_does_not_stall_the_others() {
     drop(e);
     assert_no_worker_left("after a hung worker with a full socket, engine dropped");
 }
+
+/// Where `the_driver_of_a_build_mismatch` waits (set by the test that runs it).
+const MISMATCH_DIR: &str = "ADPE_TEST_MISMATCH_DIR";
+
+#[test]
+#[ignore = "the driver of workers_of_another_build_fail_the_first_job_at_once_naming_both_builds, run by it"]
+fn the_driver_of_a_build_mismatch() {
+    let dir = PathBuf::from(std::env::var_os(MISMATCH_DIR).expect("run by the mismatch test"));
+    // The backend knows its executable's path now; the test then puts another build there.
+    let e = processes(2);
+    std::fs::write(dir.join("ready"), b"").unwrap();
+    while !dir.join("go").exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match e.map(Double, 0..100u64).batched(Batching::ChunkSize(10)).run() {
+        Ok(_) => println!("mismatch: the job ran"),
+        Err(err) => println!("mismatch: {err}"),
+    }
+}
+
+#[test]
+fn workers_of_another_build_fail_the_first_job_at_once_naming_both_builds() {
+    let _g = lock();
+    let dir = std::env::temp_dir().join(format!("adpe-mismatch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The driver runs a copy of this test binary; once its backend is built, that path gets
+    // another program of this project (the `complete` example: another build ID) by rename,
+    // so every worker it starts is of another build.
+    let exe = dir.join("driver");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let other = dir.join("other");
+    std::fs::copy(example("complete"), &other).unwrap();
+    let driver = std::process::Command::new(&exe)
+        .args(["--ignored", "--exact", "the_driver_of_a_build_mismatch", "--nocapture", "--test-threads=1"])
+        .env(MISMATCH_DIR, &dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join("ready").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::rename(&other, &exe).unwrap();
+    let t0 = Instant::now();
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let out = driver.wait_with_output().unwrap();
+    let took = t0.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let line = stdout.lines().find(|l| l.contains("mismatch: ")).unwrap_or_default().to_string();
+    assert!(line.contains("no worker can run this job"), "{stdout}");
+    assert!(line.contains("another build of the program (worker build-id-"), "{line}");
+    assert!(line.contains(", driver build-id-"), "{line}");
+    // Not a speed assert: no start timeout or retry loop is waited for.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
