@@ -213,3 +213,24 @@ fn an_item_timeout_gives_up_on_its_rank_and_the_run_still_ends() {
     assert!(r.took < Duration::from_secs(60), "{:?}", r.took);
     assert_no_leftovers("after an item timeout");
 }
+
+/// Worker ranks of another build (MPMD: rank 0 runs `mpi_faults`, ranks 1 and 2 another
+/// program of this project, `conformance_mpi`): the first job fails at once naming both builds,
+/// every rank exits, and nothing waits for the refusing ranks.
+#[cfg(feature = "conformance")]
+#[test]
+fn worker_ranks_of_another_build_fail_the_first_job_at_once_naming_both_builds() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cmd = launcher(1);
+    cmd.arg(example("mpi_faults")).arg("ok").arg(":").args(["-n", "2"]).arg(example("conformance_mpi"));
+    let t0 = Instant::now();
+    let out = cmd.output().expect("start mpirun");
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Error: backend mpi: no worker can run this job"), "{stderr}");
+    assert!(stderr.contains("another build of the program (worker build-id-"), "{stderr}");
+    assert!(stderr.contains(", driver build-id-"), "{stderr}");
+    assert!(!stderr.contains("did not finish their job"), "the refusing ranks are not waited for: {stderr}");
+    // Not a speed assert: no grace period or timeout is waited for (it was 10 s).
+    assert!(took < Duration::from_secs(60), "{took:?}");
+}

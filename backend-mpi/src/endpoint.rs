@@ -39,6 +39,9 @@ struct State {
     /// Worker ranks free for a job.
     idle: Vec<i32>,
     routes: HashMap<i32, Route>,
+    /// Ranks that refused to serve (another build of the program): they have left their serve
+    /// loop, so they are never given a job, drained or closed again.
+    refused: HashSet<i32>,
     /// Ranks that got the handshake.
     greeted: HashSet<i32>,
     /// Shared values each rank has been sent.
@@ -115,6 +118,7 @@ impl Endpoint {
             world: SimpleCommunicator::world(),
             idle,
             routes: HashMap::new(),
+            refused: HashSet::new(),
             greeted: HashSet::new(),
             shipped: HashMap::new(),
             pending: Vec::new(),
@@ -194,6 +198,14 @@ impl Endpoint {
                 return Ok(ranks);
             }
             if waited > Duration::from_secs(600) || (s.idle.is_empty() && draining == 0) {
+                if s.routes.is_empty() && !s.refused.is_empty() {
+                    let mut refused: Vec<i32> = s.refused.iter().copied().collect();
+                    refused.sort_unstable();
+                    return Err(mpi_err(format!(
+                        "no worker rank can serve: rank(s) {refused:?} refused (another build of the program; \
+                         run the same binary on every rank)"
+                    )));
+                }
                 return Err(mpi_err("no worker rank is free: every one is held by another job of this engine"));
             }
             drop(s);
@@ -217,6 +229,11 @@ impl Endpoint {
     /// Ends a job on a rank: `EndJob` is sent, and the rank drains until it answers.
     pub(crate) fn release(&self, rank: i32) {
         if let Ok(mut s) = self.lock() {
+            if s.refused.contains(&rank) {
+                drop(s);
+                self.ledger.forget(rank);
+                return;
+            }
             if let Ok(end) = encode_msg(&ToWorker::EndJob) {
                 s.send(rank, end);
             }
@@ -245,7 +262,9 @@ impl Endpoint {
                     crate::launch::abort(3);
                 }
                 for rank in 1..=self.ranks as i32 {
-                    s.send(rank, Vec::new());
+                    if !s.refused.contains(&rank) {
+                        s.send(rank, Vec::new());
+                    }
                 }
                 while !s.pending.is_empty() {
                     s.poll_into(&self.ledger);
@@ -296,8 +315,18 @@ impl State {
             let mut bytes = vec![0u8; len];
             msg.matched_receive_into(&mut bytes[..]);
             let rank = status.source_rank();
-            if let Ok((FromWorker::Done { seq, start, .. }, _)) = split_frame::<FromWorker>(&bytes) {
-                ledger.answered(rank, seq, start);
+            match split_frame::<FromWorker>(&bytes) {
+                Ok((FromWorker::Done { seq, start, .. }, _)) => ledger.answered(rank, seq, start),
+                Ok((FromWorker::Refused { .. }, _)) => {
+                    // It left its serve loop: its job hears why, and it is not waited for.
+                    self.refused.insert(rank);
+                    if let Some(Route::Job(inbox, worker)) = self.routes.remove(&rank) {
+                        let _ = inbox.send((worker, bytes));
+                    }
+                    self.idle.retain(|r| *r != rank);
+                    continue;
+                }
+                _ => {}
             }
             match self.routes.get(&rank) {
                 Some(Route::Job(inbox, worker)) => {
