@@ -89,7 +89,7 @@ const HEADER: usize = 8;
 /// socket with nothing more yet, or a read timeout) before the knock is whole. `Ok(Some(name))`:
 /// the knock is whole and carries the run's secret; `name` is the name the worker gave. An
 /// error refuses the connection and names what was wrong, for the log. `got` never holds more
-/// than the knock's bound ([`MAX_KNOCK`] and a header), so a stranger cannot make the driver
+/// than the knock's bound (1 KiB and a header), so a stranger cannot make the driver
 /// allocate.
 ///
 /// The deadline is the caller's, one for the whole knock however the peer trickles it: a read
