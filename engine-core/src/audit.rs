@@ -36,6 +36,20 @@ fn items(start: usize, len: usize) -> String {
     }
 }
 
+/// A batch as errors name it: `batch 3 (items 30..40)`.
+#[derive(Clone, Copy)]
+struct BatchName {
+    seq: u64,
+    start: usize,
+    len: usize,
+}
+
+impl std::fmt::Display for BatchName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch {} ({})", self.seq, items(self.start, self.len))
+    }
+}
+
 impl<O> Audit<O> {
     pub(crate) fn new(
         backend: &'static str,
@@ -53,9 +67,10 @@ impl<O> Audit<O> {
 
     /// Checks one batch as it comes back.
     pub(crate) fn check(&mut self, b: &BatchDone<O>) -> Result<()> {
-        let what = format!("batch {} ({})", b.seq, items(b.start, b.len));
+        // Formatted only into an error: nothing is allocated for a batch that is right.
+        let what = BatchName { seq: b.seq, start: b.start, len: b.len };
         if self.slice_len.is_some() && self.cuts.is_untouched() {
-            self.check_split(b, &what)?;
+            self.check_split(b, what)?;
         } else {
             match self.cuts.retire(b.seq, b.start, b.len) {
                 Ok(()) => {}
@@ -71,12 +86,12 @@ impl<O> Audit<O> {
                 }
             }
         }
-        self.check_items(b, &what)
+        self.check_items(b, what)
     }
 
     /// A batch of a slice job whose backend splits the items itself: within the slice, and
     /// its `seq` not seen before.
-    fn check_split(&mut self, b: &BatchDone<O>, what: &str) -> Result<()> {
+    fn check_split(&mut self, b: &BatchDone<O>, what: BatchName) -> Result<()> {
         let len = self.slice_len.unwrap_or(0);
         if b.len == 0 || b.start.checked_add(b.len).is_none_or(|end| end > len) {
             return Err(self.wrong(format!("{what} is not within the job's {len} items")));
@@ -89,7 +104,7 @@ impl<O> Audit<O> {
     }
 
     /// One output or one failure per item (rule 2); placed outputs really written (rule 3).
-    fn check_items(&self, b: &BatchDone<O>, what: &str) -> Result<()> {
+    fn check_items(&self, b: &BatchDone<O>, what: BatchName) -> Result<()> {
         let range = b.start..b.start.saturating_add(b.len);
         if let Some(f) = b.failures.iter().find(|f| !range.contains(&f.index)) {
             return Err(self.wrong(format!("{what} reports a failure of item {}, outside the batch", f.index)));
