@@ -4,11 +4,13 @@
 
 use crate::api::{runtime, Api};
 use crate::job_spec::RunNames;
+use adparallelengine_core::remote::dial_in::{Launcher, RunEnd, WorkerStatus};
 use adparallelengine_core::Result;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api as Resource, DeleteParams, ListParams, PostParams};
 use std::fmt;
+use std::sync::Mutex;
 
 /// A worker pod as the driver sees it while waiting for pods to dial in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,11 +70,53 @@ impl PodState {
     }
 }
 
-/// A run's objects and the calls on them.
+/// A run's objects and the calls on them; the launcher of its pods.
 pub(crate) struct Cluster {
     pub(crate) api: Api,
     pub(crate) namespace: String,
     pub(crate) names: RunNames,
+    /// The run's Secret and Job until they are created (with the first job).
+    pub(crate) to_create: Mutex<Option<Box<(Secret, Job)>>>,
+}
+
+/// The pods of a run's Job, as the dial-in layer asks for them.
+impl Launcher for Cluster {
+    fn noun(&self) -> &'static str {
+        "pod"
+    }
+
+    fn launch(&self, _end: RunEnd) -> Result<()> {
+        let objects = self.to_create.lock().ok().and_then(|mut g| g.take());
+        let Some(objects) = objects else { return Ok(()) };
+        let (secret, job) = *objects;
+        tracing::info!(job = self.names.job, namespace = self.namespace, "creating the worker Job");
+        self.create(secret, job)
+    }
+
+    /// A Job that exhausted its `backoffLimit`. An API call that fails (a flaky API server)
+    /// only leaves the Job unread.
+    fn failure(&self) -> Option<String> {
+        let why = self.job_failure().unwrap_or(None)?;
+        Some(format!("the worker Job {} failed ({why})", self.names.job))
+    }
+
+    fn workers(&self) -> Vec<WorkerStatus> {
+        let pods = self.pods().unwrap_or_default();
+        pods.into_iter().map(|p| WorkerStatus { state: p.to_string(), name: p.name }).collect()
+    }
+
+    /// Deletes the pod at once; the Job controller replaces it.
+    fn stop_worker(&self, name: &str) {
+        self.delete_pod(name.to_string());
+    }
+
+    fn stop(&self) {
+        self.delete();
+    }
+
+    fn emergency_stop(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        Some(Box::new(self.deleter()))
+    }
 }
 
 impl Cluster {

@@ -6,9 +6,11 @@
 //!   the Job holding a random 256-bit secret for the run (it goes with the Job).
 //!   A pod becomes a worker before `main` ([`dial`]): it connects to the driver's advertised
 //!   address, knocks with the secret, and serves jobs until the driver closes its connection.
-//!   The driver's [`listener`] refuses (and logs) any connection without the secret within
-//!   one deadline, reads every knock on one thread and caps the connections waiting to knock,
-//!   and frames are bounded in size both ways.
+//!   The driver's door (engine-core's [`dial_in`](adparallelengine_core::remote::dial_in)
+//!   layer, which this backend brings a [`Launcher`](adparallelengine_core::remote::dial_in::Launcher)
+//!   to) refuses (and logs) any connection without the secret within one deadline, reads
+//!   every knock on one thread and caps the connections waiting to knock, and frames are
+//!   bounded in size both ways.
 //! - Pods are engine-core's [`pooled`](adparallelengine_core::remote) workers, like worker processes:
 //!   they stay connected between jobs; scheduling, retries of a lost pod's items, item
 //!   timeouts and ordering are engine-core's. A pod lost mid-item has its items re-run on the
@@ -40,25 +42,18 @@
 //! ```
 #![warn(missing_docs)]
 
-mod advertise;
 pub mod api;
 pub mod cluster;
-mod conn;
 pub mod dial;
 pub mod job_spec;
-pub mod listener;
 pub mod options;
-mod source;
 
 pub use api::{client_from_kubeconfig, runtime};
 pub use options::K8sBuilder;
 
 use adparallelengine_core::plumbing::{Backend, Completions, Plan};
-use adparallelengine_core::remote::Secret;
-use adparallelengine_core::remote::{start_pooled, Pool};
+use adparallelengine_core::remote::dial_in::{advertised, DialIn};
 use adparallelengine_core::{Error, Result, Task};
-use conn::PodConn;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,23 +63,20 @@ fn k8s_err(message: String) -> Error {
 
 /// Worker pods of a Kubernetes Job. Build it with [`K8sBuilder`].
 pub struct K8sBackend {
-    workers: usize,
-    pool: Arc<Pool<PodConn>>,
+    /// The pods, over the dial-in layer (dropped first: it stops the run's Job).
+    pods: DialIn,
     cluster: Arc<cluster::Cluster>,
     store: Arc<adparallelengine_store::LazyDirStore>,
     ship: bool,
-    driver: String,
-    refused: Arc<AtomicUsize>,
-    cleanup: u64,
 }
 
 impl std::fmt::Debug for K8sBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("K8sBackend")
-            .field("workers", &self.workers)
+            .field("workers", &self.pods.max_workers())
             .field("namespace", &self.cluster.namespace)
             .field("job", &self.cluster.names.job)
-            .field("driver", &self.driver)
+            .field("driver", &self.pods.address())
             .finish()
     }
 }
@@ -98,38 +90,29 @@ impl K8sBackend {
         }
         let api = api::Api::start(opts.kubeconfig.as_deref())?;
         let namespace = opts.namespace.clone().unwrap_or_else(|| api.config.default_namespace.clone());
-        let (bind, host) = advertise::plan(opts.advertise.as_deref(), &opts.listen, &api.config.cluster_url)?;
-        let secret = Secret::random()?;
+        let url = &api.config.cluster_url;
+        let toward = (url.host().unwrap_or("localhost"), url.port_u16().unwrap_or(443));
+        let (bind, host) = advertised("k8s", opts.advertise.as_deref(), &opts.listen, toward)?;
+        let listening = DialIn::listen("k8s", &bind, &host)?;
         // The names are seen by anyone who may list Jobs: their randomness is their own.
         let names = job_spec::RunNames::random()?;
-        let listener = listener::Listener::bind(&bind, secret.clone())?;
-        let driver = format!("{host}:{}", listener.addr().port());
+        let driver = listening.address().to_string();
         let exe = std::env::current_exe()
             .map_err(|e| k8s_err(format!("cannot find this executable (the pods' default command): {e}")))?;
         let job = job_spec::worker_job(&opts, &names, &driver, &[exe.to_string_lossy().into_owned()])?;
-        let run_secret = job_spec::run_secret(&names, &secret.to_hex(), &opts.labels);
-        let cluster = Arc::new(cluster::Cluster { api, namespace, names });
-        let refused = listener.refused_counter();
-        let source = source::PodSource {
-            cluster: Arc::clone(&cluster),
-            listener,
-            driver: driver.clone(),
-            state: Mutex::new(source::RunState::ToCreate(Box::new((run_secret, job)))),
-            start_timeout: opts.start_timeout,
-            live: Arc::new(AtomicUsize::new(0)),
-            arrived: Mutex::new(Default::default()),
-        };
-        let cleanup = adparallelengine_core::remote::cleanup_id();
-        adparallelengine_core::remote::register_cleanup(cleanup, cluster.deleter());
+        let run_secret = job_spec::run_secret(&names, &listening.secret().to_hex(), &opts.labels);
+        let cluster = Arc::new(cluster::Cluster {
+            api,
+            namespace,
+            names,
+            to_create: Mutex::new(Some(Box::new((run_secret, job)))),
+        });
+        let pods = listening.serve(cluster.clone(), opts.workers, opts.start_timeout);
         Ok(K8sBackend {
-            workers: opts.workers,
-            pool: Arc::new(Pool::new(opts.workers, source)),
+            pods,
             cluster,
             store: Arc::new(adparallelengine_store::LazyDirStore::new(opts.path_shared.clone())),
             ship: !opts.shared_volume,
-            driver,
-            refused,
-            cleanup,
         })
     }
 
@@ -150,26 +133,17 @@ impl K8sBackend {
 
     /// The address pods dial.
     pub fn driver_address(&self) -> &str {
-        &self.driver
+        self.pods.address()
     }
 
     /// Connections refused so far (no knock, or a wrong secret).
     pub fn refused_connections(&self) -> usize {
-        self.refused.load(std::sync::atomic::Ordering::Acquire)
+        self.pods.refused_connections()
     }
 
     /// Pods connected and idle between jobs.
     pub fn idle_workers(&self) -> usize {
-        self.pool.idle_count()
-    }
-}
-
-impl Drop for K8sBackend {
-    fn drop(&mut self) {
-        // Pods exit 0 when their connection closes; then the Job and Secret go.
-        self.pool.retire_idle();
-        self.cluster.delete();
-        adparallelengine_core::remote::unregister_cleanup(self.cleanup);
+        self.pods.idle_workers()
     }
 }
 
@@ -179,7 +153,7 @@ impl Backend for K8sBackend {
     }
 
     fn max_workers(&self) -> usize {
-        self.workers
+        self.pods.max_workers()
     }
 
     /// A message crosses a network: aim at 50 ms batches.
@@ -197,14 +171,6 @@ impl Backend for K8sBackend {
         plan: Plan<T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
         let share_dir = || self.store.dir().map(|d| d.to_string_lossy().into_owned());
-        start_pooled(
-            "k8s",
-            &self.pool,
-            plan,
-            self.store.clone(),
-            share_dir,
-            self.ship,
-            adparallelengine_core::remote::DEFAULT_MAX_FRAME,
-        )
+        self.pods.start(plan, self.store.clone(), share_dir, self.ship)
     }
 }

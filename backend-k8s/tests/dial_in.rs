@@ -3,12 +3,12 @@
 //! TCP (the test plays the driver), and exits 0 when the driver closes the connection. With a
 //! wrong secret it is refused and exits non-zero.
 
+use adparallelengine_core::remote::dial_in::Door;
 use adparallelengine_core::remote::Secret;
 use adparallelengine_core::remote::{encode_items, encode_msg, write_parts};
 use adparallelengine_core::remote::{fingerprint, ToWorker};
 use adparallelengine_core::ShareKey;
 use adparallelengine_k8s::dial::{ENV_DRIVER, ENV_NAME, ENV_SECRET};
-use adparallelengine_k8s::listener::Listener;
 use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
 #[test]
 fn a_dialing_worker_knocks_serves_a_job_over_tcp_and_exits_with_its_driver() {
     let secret = Secret::random().unwrap();
-    let listener = Listener::bind("127.0.0.1:0", secret.clone()).unwrap();
+    let listener = Door::bind("test", "127.0.0.1:0", secret.clone()).unwrap();
     let addr = listener.addr().to_string();
     let mut child = worker(&addr, &secret, "pod-7");
     let arrival = listener.arrivals().recv_timeout(Duration::from_secs(30)).expect("the worker dialed in");
@@ -70,7 +70,7 @@ fn a_dialing_worker_knocks_serves_a_job_over_tcp_and_exits_with_its_driver() {
 
 #[test]
 fn a_worker_with_the_wrong_secret_is_refused_and_exits() {
-    let listener = Listener::bind("127.0.0.1:0", Secret::random().unwrap()).unwrap();
+    let listener = Door::bind("test", "127.0.0.1:0", Secret::random().unwrap()).unwrap();
     let mut child = worker(&listener.addr().to_string(), &Secret::random().unwrap(), "stranger");
     assert_ne!(wait(&mut child, Duration::from_secs(30)), Some(0));
     assert_eq!(listener.refused(), 1);

@@ -5,8 +5,8 @@
 //! refused within the knock deadline (one deadline for the whole knock, whatever it
 //! trickles), each is counted, and the pods still get in and the job finishes.
 
+use adparallelengine_core::remote::dial_in::{KNOCK_DEADLINE, MAX_PENDING};
 use adparallelengine_core::Engine;
-use adparallelengine_k8s::listener::{KNOCK_DEADLINE, MAX_PENDING};
 use adparallelengine_k8s::K8sBuilder;
 use adparallelengine_test_support::k8s_sim::{self as sim, Simulator};
 use std::io::{ErrorKind, Read, Write};

@@ -10,12 +10,15 @@
 //!   any [`Transport`]; a driver reads each message with [`hear`].
 //! - **Pooled workers** ([`Pool`], [`Conn`], [`ConnSource`], [`start_pooled`]): workers on
 //!   byte-stream connections kept between jobs, each job run on [`Dispatch`](crate::plumbing::Dispatch).
-//! - **Dial-in workers** ([`Secret`], [`knock`], [`check_knock`], [`keep_alive`],
-//!   [`StreamTransport`]): workers that connect to the driver over TCP and prove they belong
+//! - **Dial-in workers** ([`dial_in`]: [`DialIn`](dial_in::DialIn) and the
+//!   [`Launcher`](dial_in::Launcher) a backend brings; beneath them [`Secret`], [`knock`],
+//!   [`check_knock`], [`keep_alive`], [`StreamTransport`]): workers started by something else
+//!   (a Kubernetes Job, Dask tasks) that connect to the driver over TCP and prove they belong
 //!   to the run.
 //! - **Process life** ([`worker_entry!`](crate::worker_entry), [`become_worker_if_asked`],
 //!   [`register_cleanup`]): becoming a worker before `main`, cleanups on SIGINT/SIGTERM.
 
+pub mod dial_in;
 pub(crate) mod entry;
 pub(crate) mod fingerprint;
 pub(crate) mod hear;

@@ -1,5 +1,5 @@
 //! The driver's door for workers that dial in: a TCP listener whose connections must knock
-//! with the run's secret (engine-core's [`check_knock`]) within a deadline.
+//! with the run's secret ([`check_knock`]) within a deadline.
 //!
 //! One thread, the door, accepts connections and reads their knocks, every socket
 //! non-blocking under one `poll(2)`; a stranger costs the driver a file descriptor and a
@@ -13,12 +13,12 @@
 //!   driver, and a worker is kept out only while strangers arrive faster than it knocks.
 //!
 //! A refused connection (wrong or no knock, its deadline passed, displaced at a full door) is
-//! closed at once, counted ([`Listener::refused`]), and logged with its peer address and the
+//! closed at once, counted ([`Door::refused`]), and logged with its peer address and the
 //! reason (one by one up to [`LOGGED_PER_WINDOW`] per 10 s, then as a count). Accepted workers
 //! arrive on a channel, with the name they gave.
 
-use adparallelengine_core::remote::{check_knock, Secret};
-use adparallelengine_core::{Error, Result};
+use crate::error::{Error, Result};
+use crate::remote::net::knock::{check_knock, Secret};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -65,7 +65,7 @@ pub struct Arrival {
 }
 
 /// The listening side; dropping it stops accepting.
-pub struct Listener {
+pub struct Door {
     addr: SocketAddr,
     arrivals: Receiver<Arrival>,
     refused: Arc<AtomicUsize>,
@@ -73,12 +73,11 @@ pub struct Listener {
     stop: Arc<AtomicBool>,
 }
 
-impl Listener {
+impl Door {
     /// Listens on `bind` (e.g. `0.0.0.0:0` in a pod, `127.0.0.1:0` for local workers) for
     /// workers knocking with `secret`.
-    pub fn bind(bind: &str, secret: Secret) -> Result<Listener> {
-        let err =
-            |e: std::io::Error| Error::Backend { backend: "k8s", message: format!("cannot listen on {bind}: {e}") };
+    pub fn bind(backend: &'static str, bind: &str, secret: Secret) -> Result<Door> {
+        let err = |e: std::io::Error| Error::Backend { backend, message: format!("cannot listen on {bind}: {e}") };
         let listener = TcpListener::bind(bind).map_err(err)?;
         let addr = listener.local_addr().map_err(err)?;
         listener.set_nonblocking(true).map_err(err)?;
@@ -86,7 +85,7 @@ impl Listener {
         let refused = Arc::new(AtomicUsize::new(0));
         let waiting = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut door = Door {
+        let mut door = DoorThread {
             listener,
             secret,
             arrivals: tx,
@@ -97,10 +96,11 @@ impl Listener {
             log: RefusalLog::new(),
             accept_paused_until: None,
         };
-        std::thread::Builder::new().name("adparallelengine-door".into()).spawn(move || door.run()).map_err(|e| {
-            Error::Backend { backend: "k8s", message: format!("cannot start the listener thread: {e}") }
-        })?;
-        Ok(Listener { addr, arrivals, refused, waiting, stop })
+        std::thread::Builder::new()
+            .name("adparallelengine-door".into())
+            .spawn(move || door.run())
+            .map_err(|e| Error::Backend { backend, message: format!("cannot start the listener thread: {e}") })?;
+        Ok(Door { addr, arrivals, refused, waiting, stop })
     }
 
     /// The address it listens on.
@@ -129,7 +129,7 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
+impl Drop for Door {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // Wake the door so it sees the flag now (it would within `MAX_SLEEP` anyway).
@@ -158,7 +158,7 @@ enum Outcome {
 }
 
 /// The door's thread: the listener and the connections waiting to knock.
-struct Door {
+struct DoorThread {
     listener: TcpListener,
     secret: Secret,
     arrivals: Sender<Arrival>,
@@ -171,7 +171,7 @@ struct Door {
     accept_paused_until: Option<Instant>,
 }
 
-impl Door {
+impl DoorThread {
     fn run(&mut self) {
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(MAX_PENDING + 1);
         while !self.stop.load(Ordering::Acquire) {
@@ -298,7 +298,7 @@ impl Door {
             .set_nonblocking(false)
             .and_then(|()| stream.set_nodelay(true))
             // A pod whose node vanishes sends nothing: the kernel's probes notice it.
-            .and_then(|()| adparallelengine_core::remote::keep_alive(&stream));
+            .and_then(|()| crate::remote::net::keepalive::keep_alive(&stream));
         if let Err(e) = ready {
             self.refuse(peer, &format!("cannot set up its connection: {e}"));
             return;
@@ -367,7 +367,7 @@ impl RefusalLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adparallelengine_core::remote::knock;
+    use crate::remote::knock;
     use std::io::{Read, Write};
 
     fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn only_workers_with_the_secret_get_in_and_strangers_hold_up_no_one() {
         let secret = Secret::random().unwrap();
-        let listener = Listener::bind("127.0.0.1:0", secret.clone()).unwrap();
+        let listener = Door::bind("test", "127.0.0.1:0", secret.clone()).unwrap();
         let addr = listener.addr();
         // A silent stranger first: it must not delay the others.
         let _silent = TcpStream::connect(addr).unwrap();
@@ -404,10 +404,7 @@ mod tests {
         knock(&mut good, &secret, "pod-0").unwrap();
         let a = listener.arrivals().recv_timeout(Duration::from_secs(2)).expect("the worker got in at once");
         assert_eq!(a.name, "pod-0");
-        assert!(
-            adparallelengine_core::remote::is_kept_alive(&a.stream).unwrap(),
-            "an admitted worker's connection is probed"
-        );
+        assert!(crate::remote::is_kept_alive(&a.stream).unwrap(), "an admitted worker's connection is probed");
         assert!(within(Duration::from_secs(3), || listener.refused() >= 2));
         assert_eq!(listener.refused(), 2, "wrong secret and HTTP refused");
         assert!(listener.arrivals().try_recv().is_err(), "no stranger got in");
@@ -422,7 +419,7 @@ mod tests {
     #[test]
     fn a_full_door_closes_its_oldest_stranger_for_a_newcomer_and_a_worker_gets_in() {
         let secret = Secret::random().unwrap();
-        let listener = Listener::bind("127.0.0.1:0", secret.clone()).unwrap();
+        let listener = Door::bind("test", "127.0.0.1:0", secret.clone()).unwrap();
         let addr = listener.addr();
         let mut strangers: Vec<TcpStream> = (0..MAX_PENDING).map(|_| TcpStream::connect(addr).unwrap()).collect();
         assert!(within(Duration::from_secs(5), || listener.waiting() == MAX_PENDING), "all wait to knock");
