@@ -23,6 +23,9 @@ pub enum AnyBackend {
     /// The pods of a Kubernetes Job.
     #[cfg(feature = "k8s")]
     K8s(adparallelengine_k8s::K8sBackend),
+    /// Native workers started by the tasks of a Dask cluster.
+    #[cfg(feature = "dask")]
+    Dask(adparallelengine_dask::DaskBackend),
 }
 
 impl AnyBackend {
@@ -38,6 +41,8 @@ impl AnyBackend {
             AnyBackend::Mpi(_) => Kind::Mpi,
             #[cfg(feature = "k8s")]
             AnyBackend::K8s(_) => Kind::K8s,
+            #[cfg(feature = "dask")]
+            AnyBackend::Dask(_) => Kind::Dask,
         }
     }
 }
@@ -54,6 +59,8 @@ macro_rules! each {
             AnyBackend::Mpi($b) => $e,
             #[cfg(feature = "k8s")]
             AnyBackend::K8s($b) => $e,
+            #[cfg(feature = "dask")]
+            AnyBackend::Dask($b) => $e,
         }
     };
 }
@@ -120,6 +127,14 @@ impl BackendFactory for Kind {
             #[cfg(feature = "k8s")]
             Kind::K8s => Ok(AnyBackend::K8s(
                 adparallelengine_k8s::K8sBuilder::from_env(workers)?.path_shared(config.path_shared.clone()).build()?,
+            )),
+            // The scheduler (and the helper's Python) come from the environment
+            // (ADPARALLELENGINE_DASK_SCHEDULER...): the program itself is unchanged.
+            #[cfg(feature = "dask")]
+            Kind::Dask => Ok(AnyBackend::Dask(
+                adparallelengine_dask::DaskBuilder::from_env(workers)?
+                    .path_shared(config.path_shared.clone())
+                    .build()?,
             )),
             other => Err(adparallelengine_core::Error::KindUnavailable {
                 kind: other.as_str().into(),

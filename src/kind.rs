@@ -10,8 +10,7 @@ use std::str::FromStr;
 /// use adparallelengine::Kind;
 /// assert_eq!("multithread".parse::<Kind>().unwrap(), Kind::Threads);
 /// assert_eq!("multiproc".parse::<Kind>().unwrap(), Kind::Process);
-/// let dask = "dask".parse::<Kind>().unwrap_err().to_string();
-/// assert!(dask.contains("process"), "{dask}");
+/// assert_eq!("dask".parse::<Kind>().unwrap(), Kind::Dask);
 /// assert!("gpu".parse::<Kind>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,11 +25,13 @@ pub enum Kind {
     Mpi,
     /// Pods of a Kubernetes Job.
     K8s,
+    /// Native workers started by tasks of a Dask cluster.
+    Dask,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [Kind::Serial, Kind::Threads, Kind::Process, Kind::Mpi, Kind::K8s];
+    pub const ALL: [Kind; 6] = [Kind::Serial, Kind::Threads, Kind::Process, Kind::Mpi, Kind::K8s, Kind::Dask];
 
     /// The canonical name.
     pub fn as_str(&self) -> &'static str {
@@ -40,6 +41,7 @@ impl Kind {
             Kind::Process => "process",
             Kind::Mpi => "mpi",
             Kind::K8s => "k8s",
+            Kind::Dask => "dask",
         }
     }
 
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Process => cfg!(feature = "process"),
             Kind::Mpi => cfg!(feature = "mpi"),
             Kind::K8s => cfg!(feature = "k8s"),
+            Kind::Dask => cfg!(feature = "dask"),
         };
         (!feature_on).then(|| {
             format!(
@@ -93,12 +96,7 @@ impl FromStr for Kind {
             "process" | "processes" | "multiproc" | "multiprocessing" => Ok(Kind::Process),
             "mpi" => Ok(Kind::Mpi),
             "k8s" | "kubernetes" => Ok(Kind::K8s),
-            "dask" => Err(Error::KindUnavailable {
-                kind: "dask".into(),
-                reason: "Dask is a Python scheduler with no Rust counterpart; use `process` for one machine, \
-                         `mpi` for a cluster with mpirun, or `k8s` for a Kubernetes cluster"
-                    .into(),
-            }),
+            "dask" => Ok(Kind::Dask),
             _ => Err(Error::UnknownKind(s.to_string())),
         }
     }

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Kinds are parsed from the Python original's strings (`"serial"`, `"multithread"`, `"multiproc"`,
-//! `"mpi"`, `"k8s"`); a kind this build cannot run is a clear [`Error::KindUnavailable`].
+//! `"mpi"`, `"k8s"`, `"dask"`); a kind this build cannot run is a clear [`Error::KindUnavailable`].
 //! See the README for the tour.
 #![warn(missing_docs)]
 
@@ -57,6 +57,9 @@ pub type Engine<B = AnyBackend> = adparallelengine_core::Engine<B>;
 
 /// The backends, for direct use.
 pub mod backends {
+    /// The Dask backend: [`DaskBuilder`](adparallelengine_dask::DaskBuilder) for every option.
+    #[cfg(feature = "dask")]
+    pub use adparallelengine_dask as dask;
     /// The Kubernetes backend: [`K8sBuilder`](adparallelengine_k8s::K8sBuilder) for every option.
     #[cfg(feature = "k8s")]
     pub use adparallelengine_k8s as k8s;

@@ -7,16 +7,6 @@
 //! mounted at the driver's `path_shared` (`shared_volume`).
 
 pub use adparallelengine_core::remote::dial_in::{DIAL_PATIENCE, ENV_DRIVER, ENV_NAME, ENV_SECRET};
+pub use adparallelengine_store::dial_in_worker as dial_in_if_asked;
 
-adparallelengine_core::worker_entry!(dial_in_if_asked);
-
-/// If this process is a worker pod (its environment names a driver), serves it and exits;
-/// otherwise returns at once.
-pub fn dial_in_if_asked() {
-    let open_volume = |dir: &str| {
-        adparallelengine_store::open_dir_view(dir).map_err(|e| {
-            adparallelengine_core::Error::Store(format!("the shared volume {dir} is not mounted in this pod: {e}"))
-        })
-    };
-    adparallelengine_core::remote::dial_in::dial_in_if_asked(&open_volume, &adparallelengine_store::local_dir_store);
-}
+adparallelengine_core::worker_entry!(adparallelengine_store::dial_in_worker);

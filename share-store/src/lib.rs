@@ -8,7 +8,8 @@
 //!   tag), and each new store sweeps the directories that processes killed outright left in
 //!   the same place ([`DirStore::create`]).
 //! - [`LazyDirStore`]: a `DirStore` made on the first shared value and removed with the engine
-//!   or on Ctrl-C; [`open_dir_view`] is the workers' side.
+//!   or on Ctrl-C; [`open_dir_view`] is the workers' side, and [`dial_in_worker`] the pre-`main`
+//!   entry of dial-in workers (pods, Dask tasks) with these stores.
 //! - With the `arrow` feature, record batches are written as Arrow IPC files
 //!   (`adparallelengine_core::arrow::ipc_file::to_ipc_file`) and decoded straight from mapped
 //!   bytes without copying column data (`map_ipc_file`).
@@ -27,11 +28,13 @@
 
 #[cfg(feature = "arrow")]
 pub mod arrow;
+mod dial_in;
 mod dir;
 mod lazy;
 mod leftovers;
 mod memory;
 
+pub use dial_in::dial_in_worker;
 pub use dir::{DirStore, MappedFile};
 pub use lazy::{local_dir_store, open_dir_view, LazyDirStore};
 pub use memory::MemoryStore;
