@@ -225,15 +225,21 @@ class Listener:
 
 
 class Helper:
-    """adpe_dask.py as the driver runs it: config on stdin, JSON lines on stdout."""
+    """adpe_dask.py as the driver runs it (`python -c SCRIPT`; `as_file`: `python adpe_dask.py`):
+    config on stdin, JSON lines on stdout."""
 
-    def __init__(self, cfg, python=None, extra_env=None):
+    def __init__(self, cfg, python=None, extra_env=None, as_file=False):
         self.t0 = time.monotonic()
         env = dict(os.environ)
         env.update(extra_env or {})
         self.stderr = tempfile.TemporaryFile()
+        if as_file:
+            script = [HELPER]
+        else:
+            with open(HELPER) as f:
+                script = ["-c", f.read()]
         self.proc = subprocess.Popen(
-            ([python] if isinstance(python, str) else (python or [PY])) + [HELPER],
+            ([python] if isinstance(python, str) else (python or [PY])) + script,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -371,7 +377,7 @@ def dial_in_both(h, listener, prefix):
 
 @with_cluster
 def test_dial_in_status_and_natural_end(cluster, listener):
-    h = Helper(config(cluster.address, listener, "adpe-basic"))
+    h = Helper(config(cluster.address, listener, "adpe-basic"), as_file=True)
     try:
         _, hellos = dial_in_both(h, listener, "adpe-basic")
         for x in hellos:
@@ -432,6 +438,42 @@ def test_stop_cancels_running_tasks(cluster, listener):
             assert h2.wait(10) == 0, h2.err()
         finally:
             h2.kill()
+    finally:
+        h.kill()
+
+
+@with_cluster
+def test_kill_and_spawn(cluster, listener):
+    # The driver stops one native worker (an item overran): `kill` by the name it knocked
+    # with; its task ends, and the replacement the driver asks for (`spawn`) dials in.
+    h = Helper(config(cluster.address, listener, "adpe-ks"))
+    try:
+        _, hellos = dial_in_both(h, listener, "adpe-ks")
+        victim = [x for x in hellos if x["name"] == "adpe-ks-1#0"][0]
+        other = [x for x in hellos if x is not victim][0]
+        h.send('{"cmd": "kill", "name": "adpe-ks-1#7"}')  # another run's name: not this one
+        time.sleep(1)
+        assert alive(victim["pid"]), "kill of another attempt's name stopped the running one"
+        t0 = time.monotonic()
+        h.send('{"cmd": "kill", "name": "adpe-ks-1#0"}')
+        ev = h.expect("ended", 10)
+        timing("kill -> ended", ev["at"] - t0)
+        assert ev["name"] == "adpe-ks-1" and ev["exit_code"] == -signal.SIGTERM, ev
+        assert "driver's request" in ev["error"], ev
+        assert not alive(victim["pid"]) and alive(other["pid"])
+        h.send('{"cmd": "spawn", "name": "adpe-ks-2"}')
+        h.send('{"cmd": "spawn", "name": "adpe-ks-2"}')  # twice: one task
+        again = listener.next(30)
+        timing("spawn -> replacement dialed in", again["at"] - t0)
+        assert again["name"] == "adpe-ks-2#0" and again["secret"] == SECRET, again
+        st = h.status()
+        assert [t["name"] for t in st["tasks"]] == ["adpe-ks-0", "adpe-ks-1", "adpe-ks-2"], st
+        states = [t["state"] for t in st["tasks"]]
+        assert states[1] == "error" and states[0] != "error" and states[2] != "error", st
+        time.sleep(0.5)
+        assert listener.hellos.empty(), "a second adpe-ks-2 dialed in"
+        h.send('{"cmd": "stop"}')
+        assert h.wait(10) == 0
     finally:
         h.kill()
 
@@ -686,6 +728,7 @@ def test_bad_config_and_no_distributed():
 TESTS = [
     test_dial_in_status_and_natural_end,
     test_stop_cancels_running_tasks,
+    test_kill_and_spawn,
     test_helper_killed,
     test_upload,
     test_scheduler_unreachable,
