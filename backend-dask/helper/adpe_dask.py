@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """adparallelengine's Dask helper: runs the native workers of one engine as Dask tasks.
 
-The Rust driver starts this script (``python3 adpe_dask.py``) and talks to it in JSON lines.
+The Rust driver starts this script (``python3 -c "<this file>"``, or ``python3 adpe_dask.py``)
+and talks to it in JSON lines.
 
 stdin, from the driver:
   * first line, the run's configuration::
@@ -23,9 +24,22 @@ stdin, from the driver:
 
 stdout, to the driver (nothing else is ever written there; logs go to stderr):
   * ``{"event": "started", "dask_version", "tasks": [key...], "scheduler_workers", "upload_name"}``
+    once every task is submitted (after the upload, when there is one).
   * ``{"event": "status", "tasks": [{"name", "state", "problem", "where", "attempts", "worker_name"}]}``
-  * ``{"event": "ended", "name", "exit_code", "error", "worker_name", "where"}``
-  * ``{"event": "fatal", "kind", "message"}``, then exit status 2.
+    per ``status`` command, every task ever submitted: ``state`` is pending (``problem`` says
+    why it does not run: no worker with the resources, none matching the restriction, queued,
+    waiting for a thread on its worker), processing (its native worker runs on ``where``),
+    finished (exit code 0), error (any other end), cancelled or lost; ``attempts`` counts the
+    workers that died running it, so ``worker_name`` (``KEY#ATTEMPTS``) is the name its
+    current run knocks with.
+  * ``{"event": "ended", "name", "exit_code", "error", "worker_name", "where"}`` when a task's
+    future completes: ``exit_code`` is the native worker's (negative: killed by that signal),
+    or null when there is none (a ``KilledWorker``, an exception, a cancellation); ``error``
+    is null for exit code 0, else says what happened, with the tail of the native worker's
+    stderr.
+  * ``{"event": "fatal", "kind", "message"}``, then exit status 2; ``kind`` is one of
+    no-distributed, bad-config, scheduler-unreachable, scheduler-lost, upload-failed,
+    internal (a bug of this helper).
 
 Each task runs the native program as a child process with ADPARALLELENGINE_WORKER_NAME set,
 waits for it (polling, never blocking for ever), and returns its exit code and stderr tail.
