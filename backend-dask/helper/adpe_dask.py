@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """adparallelengine's Dask helper: runs the native workers of one engine as Dask tasks.
 
-The Rust driver starts this script (``python3 adpe_dask.py``) and talks to it in JSON lines.
+The Rust driver starts this script (``python3 -c "<this file>"``, or ``python3 adpe_dask.py``)
+and talks to it in JSON lines.
 
 stdin, from the driver:
   * first line, the run's configuration::
@@ -12,13 +13,33 @@ stdin, from the driver:
          "name_prefix": "adpe-1a2b3c", "resources": {"ADPE": 1} | null,
          "restrict": ["tcp://10.0.0.5:4001"] | null, "connect_timeout": 10}
 
-  * then commands: ``{"cmd": "status"}``, ``{"cmd": "stop"}``; end of input means stop.
+  * then commands, one a line:
+      - ``{"cmd": "status"}``: answered by a ``status`` event;
+      - ``{"cmd": "spawn", "name": KEY}``: submit one more task under the key KEY (a
+        replacement for one that ended);
+      - ``{"cmd": "kill", "name": NAME}``: stop the native worker that knocked as NAME
+        (``KEY#ATTEMPT``; a bare KEY: whichever run of that task is running); its task then
+        ends, with an ``ended`` event;
+      - ``{"cmd": "stop"}``: cancel every task and exit 0; end of input means the same.
 
 stdout, to the driver (nothing else is ever written there; logs go to stderr):
   * ``{"event": "started", "dask_version", "tasks": [key...], "scheduler_workers", "upload_name"}``
-  * ``{"event": "status", "tasks": [{"name", "state", "problem", "where", "attempts"}]}``
-  * ``{"event": "ended", "name", "exit_code", "error", "worker_name", "where"}``
-  * ``{"event": "fatal", "kind", "message"}``, then exit status 2.
+    once every task is submitted (after the upload, when there is one).
+  * ``{"event": "status", "tasks": [{"name", "state", "problem", "where", "attempts", "worker_name"}]}``
+    per ``status`` command, every task ever submitted: ``state`` is pending (``problem`` says
+    why it does not run: no worker with the resources, none matching the restriction, queued,
+    waiting for a thread on its worker), processing (its native worker runs on ``where``),
+    finished (exit code 0), error (any other end), cancelled or lost; ``attempts`` counts the
+    workers that died running it, so ``worker_name`` (``KEY#ATTEMPTS``) is the name its
+    current run knocks with.
+  * ``{"event": "ended", "name", "exit_code", "error", "worker_name", "where"}`` when a task's
+    future completes: ``exit_code`` is the native worker's (negative: killed by that signal),
+    or null when there is none (a ``KilledWorker``, an exception, a cancellation); ``error``
+    is null for exit code 0, else says what happened, with the tail of the native worker's
+    stderr.
+  * ``{"event": "fatal", "kind", "message"}``, then exit status 2; ``kind`` is one of
+    no-distributed, bad-config, scheduler-unreachable, scheduler-lost, upload-failed,
+    internal (a bug of this helper).
 
 Each task runs the native program as a child process with ADPARALLELENGINE_WORKER_NAME set,
 waits for it (polling, never blocking for ever), and returns its exit code and stderr tail.
@@ -214,6 +235,13 @@ def adpe_task(spec):
     except OSError as e:
         raise RuntimeError("%s: cannot start %s on worker %s: %s" % (key, path, where, e))
 
+    # Where the helper's `kill` finds this child (kill_native, run on this worker).
+    entry = {"pid": child.pid, "name": name, "kill": False}
+    registry = None
+    if worker is not None:
+        registry = worker.__dict__.setdefault("_adpe_children", {})
+        registry[key] = entry
+
     pumps = [
         threading.Thread(target=pump, args=(child.stdout, False), daemon=True),
         threading.Thread(target=pump, args=(child.stderr, True), daemon=True),
@@ -249,6 +277,11 @@ def adpe_task(spec):
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if entry["kill"]:
+                why = "stopped at the driver's request"
+                end_child()
+                code = child.wait()
+                break
             if worker is None:
                 continue
             # Dask cannot interrupt this thread: a cancelled task, or a worker that shuts down,
@@ -276,6 +309,10 @@ def adpe_task(spec):
     finally:
         if child.poll() is None:
             end_child()
+        if registry is not None and registry.get(key) is entry:
+            del registry[key]
+    if why is None and entry["kill"]:
+        why = "stopped at the driver's request"
     for p in pumps:
         p.join(2)
     with tail_lock:
@@ -288,6 +325,24 @@ def adpe_task(spec):
         "pid": child.pid,
         "why": why,
     }
+
+
+def kill_native(key, name, dask_worker=None):
+    """Run on every worker (in its event loop): sends SIGTERM to the native worker of task
+    `key` if it runs here, and flags it so that its task ends it for good. `name` ==
+    `key` stops whichever run it is; `key#N` only that run. Whether it was found here."""
+    import os
+    import signal
+
+    entry = (getattr(dask_worker, "_adpe_children", None) or {}).get(key)
+    if entry is None or (name != key and entry["name"] != name):
+        return False
+    entry["kill"] = True
+    try:
+        os.killpg(entry["pid"], signal.SIGTERM)
+    except OSError:
+        pass
+    return True
 
 
 def scheduler_view(keys, dask_scheduler=None):
@@ -437,37 +492,74 @@ class Helper:
             )
         log("uploaded %s to the workers as %s" % (program, self.upload_name))
 
-    def submit(self):
+    def submit_one(self, key):
+        """Submits the task `key` (the caller holds the lock)."""
         cfg = self.cfg
-        path = cfg["shared_path"] or cfg["program"]
+        spec = {
+            "key": key,
+            "upload": cfg["upload"],
+            "upload_name": self.upload_name,
+            "path": cfg["shared_path"] or cfg["program"],
+            "args": cfg["args"],
+            "env": cfg["env"],
+            "cancel_grace": CANCEL_GRACE,
+        }
+        kwargs = {"key": key, "pure": False, "retries": 0}
+        if cfg["resources"]:
+            kwargs["resources"] = cfg["resources"]
+        if cfg["restrict"]:
+            kwargs["workers"] = cfg["restrict"]
+            kwargs["allow_other_workers"] = False
+        fut = self.client.submit(adpe_task, spec, **kwargs)
+        self.futures[key] = fut
+        self.keys.append(key)
+        self.submitted_at = time.monotonic()
+        return fut
+
+    def submit(self):
         with self.lock:
             if self.stopping:
                 return False
-            for i in range(cfg["workers"]):
-                key = "%s-%d" % (cfg["name_prefix"], i)
-                spec = {
-                    "key": key,
-                    "upload": cfg["upload"],
-                    "upload_name": self.upload_name,
-                    "path": path,
-                    "args": cfg["args"],
-                    "env": cfg["env"],
-                    "cancel_grace": CANCEL_GRACE,
-                }
-                kwargs = {"key": key, "pure": False, "retries": 0}
-                if cfg["resources"]:
-                    kwargs["resources"] = cfg["resources"]
-                if cfg["restrict"]:
-                    kwargs["workers"] = cfg["restrict"]
-                    kwargs["allow_other_workers"] = False
-                fut = self.client.submit(adpe_task, spec, **kwargs)
-                self.futures[key] = fut
-                self.keys.append(key)
-            futures = list(self.futures.values())
-            self.submitted_at = time.monotonic()
+            futures = [self.submit_one("%s-%d" % (self.cfg["name_prefix"], i)) for i in range(self.cfg["workers"])]
         for fut in futures:
             fut.add_done_callback(self.on_done)
         return True
+
+    def spawn(self, key):
+        """One more task (the driver's replacement for one that ended)."""
+        if not isinstance(key, str) or not key or "#" in key:
+            log("spawn: ignored the name %r (a task key: no '#')" % (key,))
+            return
+        with self.lock:
+            if self.stopping:
+                return
+            if key in self.keys:
+                log("spawn: a task %s exists already; ignored" % key)
+                return
+            fut = self.submit_one(key)
+        fut.add_done_callback(self.on_done)
+        log("submitted the task %s" % key)
+
+    def kill(self, name):
+        """Stops the native worker that knocked as `name` (its task then ends)."""
+        if not isinstance(name, str) or not name:
+            log("kill: ignored the name %r" % (name,))
+            return
+        key = name.split("#", 1)[0]
+        with self.lock:
+            fut = self.futures.get(key)
+        if fut is None:
+            log("kill: no running task %s (for %s)" % (key, name))
+            return
+        found = bounded(lambda: self.client.run(kill_native, key, name, wait=True), 5) or {}
+        if any(found.values()):
+            log("kill: stopping %s on %s" % (name, ", ".join(w for w, hit in found.items() if hit)))
+        elif fut.status == "pending" and name == key:
+            # Not started yet: it never will be. Its "ended" says it was cancelled.
+            log("kill: %s was not running; cancelling it" % key)
+            bounded(lambda: self.client.cancel([fut], force=True), 3)
+        else:
+            log("kill: %s is not running on any worker" % name)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -588,12 +680,14 @@ class Helper:
         for k in keys:
             if k in final:
                 state, problem, where = final[k]
-                out.append({"name": k, "state": state, "problem": problem, "where": where, "attempts": None})
+                out.append(
+                    {"name": k, "state": state, "problem": problem, "where": where, "attempts": None, "worker_name": None}
+                )
                 continue
             fut = live.get(k)
             fs = fut.status if fut is not None else "lost"
             v = view.get(k)
-            entry = {"name": k, "state": "pending", "problem": None, "where": None, "attempts": None}
+            entry = {"name": k, "state": "pending", "problem": None, "where": None, "attempts": None, "worker_name": None}
             if fs != "pending":
                 entry["state"] = fs  # finished, error, cancelled, lost: its "ended" is on its way
             elif v is None:
@@ -604,6 +698,8 @@ class Helper:
                     entry["problem"] = "the scheduler does not know the task"
             else:
                 entry["attempts"] = v.get("attempts")
+                if entry["attempts"] is not None:
+                    entry["worker_name"] = "%s#%d" % (k, entry["attempts"])
                 entry["problem"] = v.get("problem")
                 st = v.get("state")
                 if st == "processing":
@@ -639,16 +735,17 @@ class Helper:
             if not line:
                 continue
             try:
-                cmd = json.loads(line.decode("utf-8")).get("cmd")
+                msg = json.loads(line.decode("utf-8"))
+                cmd = msg.get("cmd")
             except (ValueError, AttributeError, UnicodeDecodeError):
                 log("ignored a line that is not a command: %r" % line[:200])
                 continue
             if cmd == "stop":
                 self.stop("stop command")
                 return
-            if cmd == "status":
+            if cmd in ("status", "spawn", "kill"):
                 with self.commands_cv:
-                    self.commands.append(cmd)
+                    self.commands.append(msg)
                     self.commands_cv.notify()
             else:
                 log("ignored an unknown command %r" % (cmd,))
@@ -658,14 +755,21 @@ class Helper:
             with self.commands_cv:
                 while not self.commands:
                     self.commands_cv.wait()
-                self.commands.pop(0)
+                msg = self.commands.pop(0)
             if self.stopping:
                 return
+            cmd = msg.get("cmd")
             try:
-                self.status()
+                if cmd == "status":
+                    self.status()
+                elif cmd == "spawn":
+                    self.spawn(msg.get("name"))
+                elif cmd == "kill":
+                    self.kill(msg.get("name"))
             except Exception as e:
-                log("status failed: %s: %s" % (type(e).__name__, e))
-                emit({"event": "status", "tasks": [], "error": "%s: %s" % (type(e).__name__, e)})
+                log("%s failed: %s: %s" % (cmd, type(e).__name__, e))
+                if cmd == "status":
+                    emit({"event": "status", "tasks": [], "error": "%s: %s" % (type(e).__name__, e)})
 
     def stop(self, why):
         with self.lock:

@@ -2,7 +2,8 @@
 //! `-D warnings`, every test of the workspace (unit, integration and doc tests), the docs with
 //! `-D warnings`, the third-party backend of `examples/custom-backend` (its own workspace,
 //! tested with the conformance kit), the benches' build, the local Kubernetes API's fidelity
-//! with `kubectl`, then the test matrix. `.ci/run` and the README's test command both run this.
+//! with `kubectl`, the Dask helper's self-test on a local Dask cluster, then the test matrix.
+//! `.ci/run` and the README's test command both run this.
 
 use crate::matrix;
 use std::process::{Command, ExitCode};
@@ -81,6 +82,10 @@ pub fn ci() -> ExitCode {
         eprintln!("== ci: {e}");
         return ExitCode::FAILURE;
     }
+    if let Err(e) = dask_helper_selftest(&root) {
+        eprintln!("== ci: {e}");
+        return ExitCode::FAILURE;
+    }
     eprintln!("== ci: test matrix");
     matrix::test_matrix(&matrix::Options::default())
 }
@@ -106,5 +111,38 @@ fn k8s_sim_fidelity(root: &std::path::Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("k8s simulator fidelity failed: {status}"))
+    }
+}
+
+/// The Dask helper (`backend-dask/helper/adpe_dask.py`) on a real local Dask cluster, without
+/// the Rust side: its self-test, run with the python that has `distributed` (the one of
+/// `ADPARALLELENGINE_DASK_PYTHON`, else `target/dask-venv`, which `.ci/run` makes). Skipped
+/// without one, except under CI.
+fn dask_helper_selftest(root: &std::path::Path) -> Result<(), String> {
+    let python = std::env::var_os("ADPARALLELENGINE_DASK_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target/dask-venv/bin/python"));
+    let has_dask = Command::new(&python).args(["-c", "import distributed"]).output().is_ok_and(|o| o.status.success());
+    if !has_dask {
+        if crate::mpi::required() {
+            return Err(format!(
+                "CI=true but {} has no `distributed` (.ci/run makes target/dask-venv)",
+                python.display()
+            ));
+        }
+        eprintln!("== ci: Dask helper self-test skipped: {} has no `distributed`", python.display());
+        return Ok(());
+    }
+    eprintln!("== ci: Dask helper self-test ({} backend-dask/helper/test_helper.py)", python.display());
+    let status = Command::new(&python)
+        .current_dir(root)
+        .arg("backend-dask/helper/test_helper.py")
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("Dask helper self-test failed: {status}"))
     }
 }
