@@ -62,6 +62,9 @@ pub(crate) struct TaskStatus {
     pub(crate) problem: Option<String>,
     #[serde(default, rename = "where")]
     pub(crate) at: Option<String>,
+    /// The name its current run knocks with (`key#attempt`), once it runs.
+    #[serde(default)]
+    pub(crate) worker_name: Option<String>,
 }
 
 impl TaskStatus {

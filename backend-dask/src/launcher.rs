@@ -216,7 +216,9 @@ impl Launcher for DaskLauncher {
             }
             seen = self.shared.changed.wait_timeout(seen, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
-        seen.status.1.iter().map(|t| WorkerStatus { name: t.name.clone(), state: t.describe() }).collect()
+        // Matched against the names workers knocked with: a task's current run's (`key#n`).
+        let name = |t: &TaskStatus| t.worker_name.clone().unwrap_or_else(|| t.name.clone());
+        seen.status.1.iter().map(|t| WorkerStatus { name: name(t), state: t.describe() }).collect()
     }
 
     /// The task's native worker may be deep in a long item: the helper has its task kill it.

@@ -256,5 +256,5 @@ fn a_killed_driver_leaves_no_native_worker_and_no_task() {
     // The native workers see their connection drop and exit; the helper sees its stdin close
     // and cancels the tasks.
     assert!(wait_until(Duration::from_secs(15), || cluster.native_pids().is_empty()), "{:?}", cluster.native_pids());
-    assert!(wait_until(Duration::from_secs(15), || cluster.tasks_processing().is_ok_and(|n| n == 0)), "{}", cluster.logs());
+    assert!(wait_until(Duration::from_secs(15), || cluster.tasks_held().is_ok_and(|n| n == 0)), "{}", cluster.logs());
 }

@@ -351,6 +351,25 @@ impl DaskCluster {
         out
     }
 
+    /// How many tasks the scheduler holds now, in any state (one client call): 0 once every
+    /// task of every client is cancelled or forgotten.
+    pub fn tasks_held(&self) -> Result<usize, String> {
+        const COUNT: &str = "import sys\n\
+            from distributed import Client\n\
+            c = Client(sys.argv[1], timeout=10, set_as_default=False)\n\
+            try:\n    print(c.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))\n\
+            finally:\n    c.close()\n";
+        let out = Command::new(&self.python)
+            .args(["-c", COUNT, &self.address])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
+        if !out.status.success() {
+            return Err(format!("cannot count the scheduler's tasks: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("not a count: {e}"))
+    }
+
     /// The last lines of the scheduler's and each worker's log, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();

@@ -15,6 +15,7 @@
 mod bench;
 mod check;
 mod ci;
+mod dask;
 mod k8s;
 mod matrix;
 mod mpi;
@@ -30,7 +31,7 @@ commands:
   test-matrix [--kinds K1,K2,...] [--release|--debug]
         Build the `complete` example once (release by default), then run it for every
         combination of GATHER x BATCHED x SHARE x GENERATOR x MAX_WORKERS (64 cells per kind)
-        and check its output. Kinds: serial, threads, process, mpi, k8s (default: all);
+        and check its output. Kinds: serial, threads, process, mpi, k8s, dask (default: all);
         kinds not built in this version are skipped. Exits non-zero if any cell fails.
   bench [CRITERION ARGS]
         Run the criterion benches and print each result with its ratio to the baseline of

@@ -15,7 +15,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 /// Every engine kind, in canonical spelling and report order.
-pub const KINDS: [&str; 5] = ["serial", "threads", "process", "mpi", "k8s"];
+pub const KINDS: [&str; 6] = ["serial", "threads", "process", "mpi", "k8s", "dask"];
 /// Time limit of one run of the example (probe or cell).
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// Name of the example that is built and run.
@@ -119,8 +119,9 @@ fn build(root: &Path, release: bool) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-/// The command running the example for `kind` with `args`, from the workspace root.
-fn command(root: &Path, bin: &Path, kind: &str, args: &[String]) -> Command {
+/// The command running the example for `kind` with `args`, from the workspace root; `dask`
+/// cells run against `dask`.
+fn command(root: &Path, bin: &Path, kind: &str, args: &[String], dask: Option<&crate::dask::Cluster>) -> Command {
     let prefix = launcher(kind);
     let mut cmd = match prefix.split_first() {
         Some((program, rest)) => {
@@ -134,6 +135,11 @@ fn command(root: &Path, bin: &Path, kind: &str, args: &[String]) -> Command {
     match kind {
         "mpi" => crate::mpi::launch_env(&mut cmd),
         "k8s" => crate::k8s::launch_env(&mut cmd),
+        "dask" => {
+            if let Some(c) = dask {
+                c.launch_env(&mut cmd, bin);
+            }
+        }
         _ => {}
     }
     cmd
@@ -199,9 +205,9 @@ fn probe_args(kind: &str) -> Vec<String> {
 }
 
 /// Runs `complete KIND False False False` once.
-fn probe(root: &Path, bin: &Path, kind: &str) -> Probe {
+fn probe(root: &Path, bin: &Path, kind: &str, dask: Option<&crate::dask::Cluster>) -> Probe {
     let args = probe_args(kind);
-    classify_probe(kind, run::run(command(root, bin, kind, &args), TIMEOUT))
+    classify_probe(kind, run::run(command(root, bin, kind, &args, dask), TIMEOUT))
 }
 
 /// Classifies the outcome of a probe run.
@@ -240,9 +246,9 @@ struct CellResult {
 }
 
 /// Runs one cell and checks its output.
-fn run_cell(root: &Path, bin: &Path, cell: Cell) -> CellResult {
+fn run_cell(root: &Path, bin: &Path, cell: Cell, dask: Option<&crate::dask::Cluster>) -> CellResult {
     let args = cell.args();
-    let (result, ms, detail) = match run::run(command(root, bin, &cell.kind, &args), TIMEOUT) {
+    let (result, ms, detail) = match run::run(command(root, bin, &cell.kind, &args, dask), TIMEOUT) {
         Err(e) => (Err(format!("cannot start: {e}")), 0, Some(detail(&cell.kind, &args, Err(&e)))),
         Ok(o) => {
             let ms = o.elapsed.as_millis();
@@ -332,7 +338,27 @@ pub fn test_matrix(opts: &Options) -> ExitCode {
     let mut header_printed = false;
     for kind in &opts.kinds {
         let mut summary = KindSummary { kind: kind.clone(), passed: 0, failed: 0, ms: 0, skipped: None };
-        let probe_failure = match probe(&root, &bin, kind) {
+        // The `dask` cells' cluster lives as long as they run (and on this thread).
+        let dask = match kind.as_str() {
+            "dask" => match crate::dask::Cluster::start() {
+                Ok(crate::dask::Cluster::Missing(why)) => {
+                    println!("kind dask: no Dask here, skipped ({why})");
+                    summary.skipped = Some(why);
+                    summaries.push(summary);
+                    continue;
+                }
+                Ok(c) => Some(c),
+                Err(e) => {
+                    println!("kind dask: {e}; all its cells fail");
+                    failures.push(e);
+                    summary.failed = cells(kind).len();
+                    summaries.push(summary);
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let probe_failure = match probe(&root, &bin, kind, dask.as_ref()) {
             Probe::Available => None,
             Probe::NotBuilt(reason) => {
                 println!("kind {kind}: not built, skipped ({reason})");
@@ -355,7 +381,7 @@ pub fn test_matrix(opts: &Options) -> ExitCode {
                 Some(reason) => {
                     CellResult { cell, result: Err(format!("probe failed: {reason}")), ms: 0, detail: None }
                 }
-                None => run_cell(&root, &bin, cell),
+                None => run_cell(&root, &bin, cell, dask.as_ref()),
             };
             print_row(&r);
             summary.ms += r.ms;

@@ -54,8 +54,9 @@ pub fn launch_env(cmd: &mut Command) {
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
 }
 
-/// Cargo arguments that turn the backends' features on: `k8s` always (it needs nothing
-/// installed to build), `mpi` when MPI is here.
+/// Cargo arguments that turn the backends' features on: `k8s` and `dask` always (they need
+/// nothing installed to build; Dask's tests need Python with `distributed`), `mpi` when MPI is
+/// here.
 pub fn feature_args() -> Result<Vec<&'static str>, String> {
-    Ok(if build_with_mpi()? { vec!["--features", "mpi,k8s"] } else { vec!["--features", "k8s"] })
+    Ok(if build_with_mpi()? { vec!["--features", "mpi,k8s,dask"] } else { vec!["--features", "k8s,dask"] })
 }

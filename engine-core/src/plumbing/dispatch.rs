@@ -507,6 +507,9 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                 ),
             });
         }
+        // Why no replacement came, if none did: with every worker gone, that is the cause the
+        // user needs (a cluster that went away), more than how the last connection ended.
+        let mut unreplaced = None;
         if let Some(respawn) = self.respawn.as_mut() {
             match respawn(w) {
                 Ok(link) => {
@@ -517,14 +520,16 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                 Err(e) => {
                     tracing::warn!(backend = self.backend, worker = w, error = %e, "cannot replace worker yet");
                     self.slots[w].vacant = true;
+                    unreplaced = Some(e);
                 }
             }
         }
         if self.slots.iter().all(|s| s.link.is_none()) && (self.outstanding > 0 || !self.source.is_done()) {
-            return Err(Error::Backend {
-                backend: self.backend,
-                message: format!("every worker is gone; last: {reason}"),
-            });
+            let message = match unreplaced {
+                Some(e) => format!("every worker is gone and none could be replaced: {e}; the last lost: {reason}"),
+                None => format!("every worker is gone; last: {reason}"),
+            };
+            return Err(Error::Backend { backend: self.backend, message });
         }
         Ok(())
     }
