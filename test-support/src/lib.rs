@@ -2,3 +2,4 @@
 //! paths into the repository (`tools/`) may live here and nowhere in library code.
 
 pub mod k8s_sim;
+pub mod mpi;
