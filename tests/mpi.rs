@@ -7,33 +7,10 @@
 mod common;
 
 use adparallelengine::{Engine, Kind};
-use std::io::Read;
-use std::process::{Command, Stdio};
+use adparallelengine_test_support::mpi::{self, launcher, Run};
 use std::time::{Duration, Instant};
 
 use common::example;
-
-/// `mpirun` (OpenMPI, with `--oversubscribe`) or `mpiexec` (MPICH).
-fn launcher(ranks: usize) -> Command {
-    let openmpi = Command::new("mpirun")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Open MPI"));
-    let mut cmd = Command::new(if openmpi { "mpirun" } else { "mpiexec" });
-    cmd.args(["-n", &ranks.to_string()]);
-    if openmpi {
-        cmd.arg("--oversubscribe");
-    }
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
-    cmd
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
 
 /// Runs `mpi_faults MODE` on 3 ranks; kills the launcher after `limit`.
 fn run(mode: &str, limit: Duration) -> Run {
@@ -43,41 +20,8 @@ fn run(mode: &str, limit: Duration) -> Run {
 /// Runs example `name` with `args` on 3 ranks; kills the launcher after `limit`.
 fn run_example(name: &str, args: &[&str], limit: Duration) -> Run {
     let mut cmd = launcher(3);
-    cmd.arg(example(name)).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let t0 = Instant::now();
-    let mut child = cmd.spawn().expect("start mpirun");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let ereader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = t0.elapsed();
-    let run = Run {
-        code: status.and_then(|s| s.code()),
-        stdout: reader.join().unwrap(),
-        stderr: ereader.join().unwrap(),
-        took,
-    };
-    assert!(status.is_some(), "{name} {args:?} hung for {limit:?}\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
-    run
+    cmd.arg(example(name)).args(args);
+    mpi::run(cmd, limit)
 }
 
 /// Processes still running the example (none may outlive a run).

@@ -418,6 +418,52 @@ fn dropping_a_job_or_the_engine_leaves_no_worker() {
     assert_no_worker_left("after dropping the engine");
 }
 
+task!(
+    /// Takes its time (a quarter of a second), then doubles.
+    Slow = |x: u64| -> u64 {
+        std::thread::sleep(Duration::from_millis(250));
+        2 * x
+    }
+);
+
+/// Whether `pid` is a child of this process, running or a zombie not yet reaped.
+fn is_our_child(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // pid (comm) state ppid ...
+    let ppid = stat.rfind(')').and_then(|i| stat[i + 2..].split_whitespace().nth(1).map(str::to_string));
+    ppid == Some(std::process::id().to_string())
+}
+
+#[test]
+fn a_leaked_streams_workers_end_when_the_engine_is_dropped() {
+    let _g = lock();
+    let e = processes(2);
+    let mut s = e.map(Slow, 0..40u64).batched(Batching::ChunkSize(1)).stream().unwrap();
+    assert_eq!(s.next().unwrap().unwrap(), 0);
+    // Both workers hold slow items, and more are queued for them.
+    let workers = live_children();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    // Leaked: the stream's job never ends, nor cancels its workers.
+    std::mem::forget(s);
+    drop(e);
+    // Every worker is gone, and reaped (by the leaked job's reader threads): neither running
+    // nor a zombie of this process.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while workers.iter().any(|p| is_our_child(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<i32> = workers.iter().copied().filter(|p| is_our_child(*p)).collect();
+    assert!(left.is_empty(), "the leaked stream's workers {left:?} outlived the engine");
+    assert!(adparallelengine::backends::live_workers().is_empty());
+
+    // A fresh engine afterwards works, and leaves nothing either.
+    let e = processes(2);
+    assert_eq!(e.map(Slow, 0..4u64).run().unwrap(), vec![0, 2, 4, 6]);
+    assert_only_idle_workers(&e, "a fresh engine after a leaked stream");
+    drop(e);
+    assert_no_worker_left("a fresh engine after a leaked stream, dropped");
+}
+
 use common::example;
 
 /// Starts `interrupt_me`, waits for its first result, sends `signal`, and checks its workers

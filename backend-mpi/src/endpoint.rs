@@ -6,11 +6,12 @@
 //! blocked sending its results, so it keeps each message's bytes until MPI is done with them.
 //! Received messages are routed by their source rank to the job that holds the rank; a rank
 //! whose job ended or was dropped is *draining* until it answers the end of the job, and only
-//! then serves another one.
+//! then serves another one. A rank that broke the protocol (an answer that does not match
+//! what it was sent) is *banned*: drained like the others, it never serves again.
 
 use crate::launch::mpi_err;
 use crate::transport::TAG;
-use adparallelengine_core::remote::{blobs_to_ship, fingerprint, FromWorker, ToWorker};
+use adparallelengine_core::remote::{blobs_to_ship, fingerprint, FromWorker, SentBatches, ToWorker};
 use adparallelengine_core::remote::{encode_msg, split_frame};
 use adparallelengine_core::{Result, ShareKey, SharedStore};
 use mpi::point_to_point::{Destination, Source};
@@ -20,10 +21,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Where a job hears its ranks' messages: (the rank, its message).
+pub(crate) type Inbox = crossbeam_channel::Sender<(i32, Vec<u8>)>;
+
 /// Where a worker rank's messages go.
 enum Route {
-    /// To a job's inbox, as that job's worker `usize`.
-    Job(crossbeam_channel::Sender<(usize, Vec<u8>)>, usize),
+    /// To a job's inbox.
+    Job(Inbox),
     /// Nowhere, until the rank answers the end of its job (`JobEnded`).
     Draining,
 }
@@ -42,6 +46,8 @@ struct State {
     /// Ranks that refused to serve (another build of the program): they have left their serve
     /// loop, so they are never given a job, drained or closed again.
     refused: HashSet<i32>,
+    /// Ranks that broke the protocol: drained, and never given a job again.
+    banned: HashSet<i32>,
     /// Ranks that got the handshake.
     greeted: HashSet<i32>,
     /// Shared values each rank has been sent.
@@ -63,29 +69,22 @@ pub(crate) struct Endpoint {
     ledger: Arc<Ledger>,
 }
 
-/// Batches in flight, by rank, under their own lock so that a signal handler can read them
-/// while a job holds the MPI lock.
+/// The batches sent to each rank of a job and not answered (what its answers are checked
+/// against, shared with its link and its job), under their own lock so that a signal handler
+/// can read them while a job holds the MPI lock.
 #[derive(Default)]
 pub(crate) struct Ledger {
-    batches: Mutex<HashMap<i32, InFlight>>,
+    batches: Mutex<HashMap<i32, SentBatches>>,
 }
 
-/// A rank's batches in flight: (sequence number, first item, length).
-type InFlight = Vec<(u64, usize, usize)>;
-
 impl Ledger {
-    fn sent(&self, rank: i32, seq: u64, start: usize, len: usize) {
+    /// The batches of `rank`'s new link (none yet).
+    fn open(&self, rank: i32) -> SentBatches {
+        let sent = SentBatches::default();
         if let Ok(mut g) = self.batches.lock() {
-            g.entry(rank).or_default().push((seq, start, len));
+            g.insert(rank, sent.clone());
         }
-    }
-
-    fn answered(&self, rank: i32, seq: u64, start: usize) {
-        if let Ok(mut g) = self.batches.lock() {
-            if let Some(v) = g.get_mut(&rank) {
-                v.retain(|&(s, st, _)| (s, st) != (seq, start));
-            }
-        }
+        sent
     }
 
     fn forget(&self, rank: i32) {
@@ -96,17 +95,24 @@ impl Ledger {
 
     /// The items in flight, rank by rank, e.g. `rank 2: items 7..8; rank 1: items 8..9`.
     pub(crate) fn describe(&self) -> String {
-        let Ok(g) = self.batches.try_lock() else { return "(unknown: the ledger is busy)".into() };
-        let mut ranks: Vec<_> = g.iter().filter(|(_, v)| !v.is_empty()).collect();
-        ranks.sort_by_key(|(r, _)| **r);
+        let busy = || "(unknown: the ledger is busy)".to_string();
+        let Ok(g) = self.batches.try_lock() else { return busy() };
+        let mut ranks = Vec::with_capacity(g.len());
+        for (rank, sent) in g.iter() {
+            let Some(v) = sent.try_pending() else { return busy() };
+            if !v.is_empty() {
+                ranks.push((*rank, v));
+            }
+        }
+        ranks.sort_by_key(|(r, _)| *r);
         if ranks.is_empty() {
             return "none".into();
         }
-        let part = |(rank, v): (&i32, &InFlight)| {
-            let items: Vec<String> = v.iter().map(|&(_, s, n)| format!("{s}..{}", s + n)).collect();
+        let part = |(rank, v): (i32, Vec<(u64, usize, usize)>)| {
+            let items: Vec<String> = v.iter().map(|&(_, s, n)| format!("{s}..{}", s.saturating_add(n))).collect();
             format!("rank {rank}: items {}", items.join(", "))
         };
-        ranks.into_iter().map(|(r, v)| part((r, v))).collect::<Vec<_>>().join("; ")
+        ranks.into_iter().map(part).collect::<Vec<_>>().join("; ")
     }
 }
 
@@ -119,6 +125,7 @@ impl Endpoint {
             idle,
             routes: HashMap::new(),
             refused: HashSet::new(),
+            banned: HashSet::new(),
             greeted: HashSet::new(),
             shipped: HashMap::new(),
             pending: Vec::new(),
@@ -132,9 +139,9 @@ impl Endpoint {
         Arc::clone(&self.ledger)
     }
 
-    /// Records a batch sent to a rank.
-    pub(crate) fn sent_batch(&self, rank: i32, seq: u64, start: usize, len: usize) {
-        self.ledger.sent(rank, seq, start, len);
+    /// The batches sent to `rank` by its new link, and not answered: none yet.
+    pub(crate) fn open_batches(&self, rank: i32) -> SentBatches {
+        self.ledger.open(rank)
     }
 
     /// Number of worker ranks.
@@ -146,16 +153,15 @@ impl Endpoint {
         self.state.lock().map_err(|_| mpi_err("the MPI endpoint lock is poisoned"))
     }
 
-    /// Up to `want` idle ranks for a job whose messages go to `inbox` (as workers
-    /// `first_worker..`), each greeted and given `job` (the job's frame payload). With `wait`,
-    /// ranks still draining from an earlier job are waited for, briefly (a rank busy with an
-    /// abandoned item is left out); without, only ranks idle now are taken.
+    /// Up to `want` idle ranks for a job whose messages go to `inbox`, each greeted and given
+    /// `job` (the job's frame payload). With `wait`, ranks still draining from an earlier job
+    /// are waited for, briefly (a rank busy with an abandoned item is left out); without, only
+    /// ranks idle now are taken.
     pub(crate) fn take(
         &self,
         want: usize,
-        first_worker: usize,
         wait: bool,
-        inbox: &crossbeam_channel::Sender<(usize, Vec<u8>)>,
+        inbox: &Inbox,
         job: &[u8],
         ship: Option<&dyn SharedStore>,
     ) -> Result<Vec<i32>> {
@@ -163,7 +169,7 @@ impl Endpoint {
         let mut backoff = adparallelengine_core::plumbing::Backoff::new();
         loop {
             let mut s = self.lock()?;
-            s.poll_into(&self.ledger);
+            s.poll_into();
             let draining = s.routes.values().filter(|r| matches!(r, Route::Draining)).count();
             let enough = s.idle.len() >= want || draining == 0 || !wait;
             if !wait && s.idle.is_empty() {
@@ -174,8 +180,8 @@ impl Endpoint {
                 let n = want.min(s.idle.len());
                 let start = s.idle.len() - n;
                 let ranks: Vec<i32> = s.idle.drain(start..).rev().collect();
-                for (i, &rank) in ranks.iter().enumerate() {
-                    s.routes.insert(rank, Route::Job(inbox.clone(), first_worker + i));
+                for &rank in &ranks {
+                    s.routes.insert(rank, Route::Job(inbox.clone()));
                     if s.greeted.insert(rank) {
                         let hello = encode_msg(&ToWorker::Hello {
                             fingerprint: fingerprint().to_string(),
@@ -206,6 +212,13 @@ impl Endpoint {
                          run the same binary on every rank)"
                     )));
                 }
+                if s.routes.is_empty() && !s.banned.is_empty() {
+                    let mut banned: Vec<i32> = s.banned.iter().copied().collect();
+                    banned.sort_unstable();
+                    return Err(mpi_err(format!(
+                        "no worker rank can serve: rank(s) {banned:?} were stopped for breaking the protocol"
+                    )));
+                }
                 return Err(mpi_err("no worker rank is free: every one is held by another job of this engine"));
             }
             drop(s);
@@ -222,14 +235,15 @@ impl Endpoint {
     /// Receives what has arrived (routing it) and completes finished sends.
     pub(crate) fn poll(&self) {
         if let Ok(mut s) = self.lock() {
-            s.poll_into(&self.ledger);
+            s.poll_into();
         }
     }
 
     /// Ends a job on a rank: `EndJob` is sent, and the rank drains until it answers.
     pub(crate) fn release(&self, rank: i32) {
         if let Ok(mut s) = self.lock() {
-            if s.refused.contains(&rank) {
+            // A refusing rank is out of its serve loop; a banned one is draining already.
+            if s.refused.contains(&rank) || s.banned.contains(&rank) {
                 drop(s);
                 self.ledger.forget(rank);
                 return;
@@ -238,6 +252,22 @@ impl Endpoint {
                 s.send(rank, end);
             }
             s.routes.insert(rank, Route::Draining);
+        }
+        self.ledger.forget(rank);
+    }
+
+    /// Stops using a rank that broke the protocol: its job is ended (it drains until it
+    /// answers, what it sends meanwhile dropped) and it is never given a job again. An MPI
+    /// rank cannot be killed; it is closed with the others when the engine ends.
+    pub(crate) fn ban(&self, rank: i32) {
+        if let Ok(mut s) = self.lock() {
+            if !s.refused.contains(&rank) && s.banned.insert(rank) {
+                if let Ok(end) = encode_msg(&ToWorker::EndJob) {
+                    s.send(rank, end);
+                }
+                s.routes.insert(rank, Route::Draining);
+                s.idle.retain(|r| *r != rank);
+            }
         }
         self.ledger.forget(rank);
     }
@@ -251,7 +281,7 @@ impl Endpoint {
         let mut backoff = adparallelengine_core::plumbing::Backoff::new();
         loop {
             let Ok(mut s) = self.lock() else { return };
-            s.poll_into(&self.ledger);
+            s.poll_into();
             let busy: Vec<i32> = s.routes.keys().copied().collect();
             if busy.is_empty() || began.elapsed() > grace {
                 if !busy.is_empty() {
@@ -267,7 +297,7 @@ impl Endpoint {
                     }
                 }
                 while !s.pending.is_empty() {
-                    s.poll_into(&self.ledger);
+                    s.poll_into();
                     s.complete_sends();
                     std::hint::spin_loop();
                 }
@@ -300,7 +330,7 @@ impl State {
         self.pending.push(Pending { request, bytes });
     }
 
-    fn poll_into(&mut self, ledger: &Ledger) {
+    fn poll_into(&mut self) {
         // Sends that are done give their bytes back. Every MPI call makes the library's
         // progress loop run (and, on an oversubscribed machine, yield the CPU), so small
         // sends, done at once, are collected every 16th poll or when they pile up; the receive
@@ -315,22 +345,18 @@ impl State {
             let mut bytes = vec![0u8; len];
             msg.matched_receive_into(&mut bytes[..]);
             let rank = status.source_rank();
-            match split_frame::<FromWorker>(&bytes) {
-                Ok((FromWorker::Done { seq, start, .. }, _)) => ledger.answered(rank, seq, start),
-                Ok((FromWorker::Refused { .. }, _)) => {
-                    // It left its serve loop: its job hears why, and it is not waited for.
-                    self.refused.insert(rank);
-                    if let Some(Route::Job(inbox, worker)) = self.routes.remove(&rank) {
-                        let _ = inbox.send((worker, bytes));
-                    }
-                    self.idle.retain(|r| *r != rank);
-                    continue;
+            if let Ok((FromWorker::Refused { .. }, _)) = split_frame::<FromWorker>(&bytes) {
+                // It left its serve loop: its job hears why, and it is not waited for.
+                self.refused.insert(rank);
+                if let Some(Route::Job(inbox)) = self.routes.remove(&rank) {
+                    let _ = inbox.send((rank, bytes));
                 }
-                _ => {}
+                self.idle.retain(|r| *r != rank);
+                continue;
             }
             match self.routes.get(&rank) {
-                Some(Route::Job(inbox, worker)) => {
-                    if inbox.send((*worker, bytes)).is_err() {
+                Some(Route::Job(inbox)) => {
+                    if inbox.send((rank, bytes)).is_err() {
                         // The job is gone without releasing the rank (it should not happen).
                         self.routes.insert(rank, Route::Draining);
                     }
@@ -338,11 +364,33 @@ impl State {
                 Some(Route::Draining) => {
                     if matches!(split_frame::<FromWorker>(&bytes), Ok((FromWorker::JobEnded, _))) {
                         self.routes.remove(&rank);
-                        self.idle.push(rank);
+                        if !self.banned.contains(&rank) {
+                            self.idle.push(rank);
+                        }
                     }
                 }
                 None => tracing::warn!(rank, "message from a worker rank that holds no job; dropped"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_reports_what_each_rank_was_sent_and_has_not_answered() {
+        let ledger = Ledger::default();
+        let (one, two) = (ledger.open(1), ledger.open(2));
+        one.record(0, 0, 4);
+        one.record(2, 8, 4);
+        two.record(1, 4, 4);
+        assert_eq!(one.answer(0, 0, 4), Ok(()));
+        assert_eq!(ledger.describe(), "rank 1: items 8..12; rank 2: items 4..8");
+        // A rank's new link starts with nothing; a released rank is not reported.
+        ledger.open(1);
+        ledger.forget(2);
+        assert_eq!(ledger.describe(), "none");
     }
 }

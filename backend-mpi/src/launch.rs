@@ -2,6 +2,7 @@
 //! per process), and the life of a worker rank, which serves the driver and exits.
 
 use crate::transport::RankTransport;
+use adparallelengine_core::remote::Transport;
 use adparallelengine_core::{Error, Result};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -76,6 +77,19 @@ pub(crate) fn abort(code: i32) -> ! {
 /// driver failed): a worker rank never returns from here into the user's `main`. Returns at
 /// once in any other process; on rank 0 it initializes MPI.
 pub fn serve_if_worker_rank() -> Result<()> {
+    serve_worker_rank_with(|t| {
+        adparallelengine_core::remote::serve_connection(
+            t,
+            &adparallelengine_store::open_dir_view,
+            &adparallelengine_store::local_dir_store,
+        )
+    })
+}
+
+/// [`serve_if_worker_rank`], serving the driver with `serve` over this rank's connection to it.
+pub(crate) fn serve_worker_rank_with(
+    serve: impl FnOnce(&mut dyn Transport) -> std::result::Result<(), String>,
+) -> Result<()> {
     if !launched() {
         return Ok(());
     }
@@ -84,11 +98,7 @@ pub fn serve_if_worker_rank() -> Result<()> {
         return Ok(());
     }
     let mut t = RankTransport::new();
-    let code = match adparallelengine_core::remote::serve_connection(
-        &mut t,
-        &adparallelengine_store::open_dir_view,
-        &adparallelengine_store::local_dir_store,
-    ) {
+    let code = match serve(&mut t) {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("adparallelengine MPI rank {rank}: {message}");

@@ -26,6 +26,8 @@
 mod endpoint;
 mod launch;
 mod link;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transport;
 
 pub use launch::{launched, serve_if_worker_rank, world};
@@ -42,7 +44,7 @@ use adparallelengine_core::{Error, Result, SharedStore, Task};
 use adparallelengine_store::LazyDirStore;
 use crossbeam_channel::unbounded;
 use endpoint::Endpoint;
-use link::RankLink;
+use link::{JobRanks, RankLink};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -157,18 +159,19 @@ impl Backend for MpiBackend {
         let share_dir = || self.store.dir().map(|d| d.to_string_lossy().into_owned());
         let spec = JobSpec::for_plan(&plan, self.store.clone(), share_dir, self.ship)?;
         let job = encode_msg(&ToWorker::Job(spec))?;
-        let (inbox, arrived) = unbounded::<(usize, Vec<u8>)>();
+        let (inbox, arrived) = unbounded::<(i32, Vec<u8>)>();
         let (events, events_rx) = unbounded::<Event<T::Output>>();
         let ship: Option<&dyn SharedStore> = if self.ship { Some(&*self.store) } else { None };
-        let ranks = self.endpoint.take(plan.workers, 0, true, &inbox, &job, ship)?;
-        let (endpoint, lost) = (Arc::clone(&self.endpoint), events.clone());
+        let taken = self.endpoint.take(plan.workers, true, &inbox, &job, ship)?;
+        let ranks = JobRanks::default();
+        let (endpoint, lost, held) = (Arc::clone(&self.endpoint), events.clone(), ranks.clone());
         let link = move |worker: usize, rank: i32| -> Box<dyn WorkerLink<EncodedBatch> + 'a> {
-            Box::new(RankLink::new(rank, worker, Arc::clone(&endpoint), lost.clone()))
+            Box::new(RankLink::new(rank, worker, Arc::clone(&endpoint), lost.clone(), held.clone()))
         };
-        let links = ranks.iter().enumerate().map(|(w, &rank)| link(w, rank)).collect();
+        let links = taken.iter().enumerate().map(|(w, &rank)| link(w, rank)).collect();
         // A rank given up after an item timeout is replaced by an idle one, if any.
         let respawn: Respawn<'a, EncodedBatch> =
-            Box::new(move |w| match self.endpoint.take(1, w, false, &inbox, &job, ship) {
+            Box::new(move |w| match self.endpoint.take(1, false, &inbox, &job, ship) {
                 Ok(r) if !r.is_empty() => Ok(link(w, r[0])),
                 Ok(_) => Err(launch::mpi_err("no idle worker rank to replace the lost one")),
                 Err(e) => Err(e),
@@ -177,16 +180,26 @@ impl Backend for MpiBackend {
         let placement = plan.placement;
         let pump = Box::new(move || {
             endpoint.poll();
-            while let Ok((w, bytes)) = arrived.try_recv() {
-                // Ranks are this program started by mpirun: no stranger joins an MPI world, so
-                // answers are checked for their shape, not against the batches sent.
-                match hear::<T::Output>(w, Incoming { payload: &bytes, bulk: None }, placement.as_ref(), None) {
+            while let Ok((rank, bytes)) = arrived.try_recv() {
+                // A rank the job let go of (its link closed): what it still says is not for
+                // this job.
+                let Some((w, sent)) = ranks.get(rank) else { continue };
+                // Every answer is checked against the batches sent to that rank, as for any
+                // worker: mpirun starts this program, but a rank can still be of another
+                // program (MPMD) or misbehave.
+                let incoming = Incoming { payload: &bytes, bulk: None };
+                match hear::<T::Output>(w, incoming, placement.as_ref(), Some(&sent)) {
                     Heard::Event(ev) => {
                         let _ = events.send(ev);
                     }
                     Heard::Misbehaved(why) => {
-                        let reason = format!("worker rank of worker {w} broke the protocol: {why}");
-                        let _ = events.send(Event::Fatal { worker: w, message: reason });
+                        // Nothing it said is used. A rank cannot be killed: it is ended and
+                        // never used again; its batches run on the others, counted as a retry.
+                        tracing::warn!(rank, worker = w, %why, "worker rank misbehaved; it serves no more jobs");
+                        ranks.let_go(rank);
+                        endpoint.ban(rank);
+                        let reason = format!("MPI rank {rank} misbehaved: {why}");
+                        let _ = events.send(Event::Lost { worker: w, reason });
                     }
                     Heard::JobEnded | Heard::Nothing => {}
                 }

@@ -26,6 +26,7 @@ mod cleanup;
 pub mod hook;
 mod pool;
 mod shm;
+mod started;
 mod worker;
 
 pub use adparallelengine_core::remote::{register_cleanup, unregister_cleanup};
@@ -39,11 +40,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Worker processes running this executable.
+/// Worker processes running this executable. Dropping it ends every worker it started: idle
+/// ones are closed and reaped, and those a leaked job (`mem::forget` of a stream) still holds
+/// are killed.
 pub struct ProcessBackend {
     pool: Arc<Pool<pool::Proc>>,
     workers: usize,
     store: Arc<adparallelengine_store::LazyDirStore>,
+    /// Every worker started and not dropped, idle or in a job.
+    started: Arc<started::Started>,
 }
 
 impl std::fmt::Debug for ProcessBackend {
@@ -61,10 +66,12 @@ impl ProcessBackend {
         let exe = std::env::current_exe()
             .map_err(|e| Error::Backend { backend: "process", message: format!("cannot find this executable: {e}") })?;
         let workers = workers.max(1);
+        let started = Arc::new(started::Started::default());
         Ok(ProcessBackend {
-            pool: Arc::new(Pool::new(workers, pool::ProcSource::new(exe))),
+            pool: Arc::new(Pool::new(workers, pool::ProcSource::new(exe, Arc::clone(&started)))),
             workers,
             store: Arc::new(adparallelengine_store::LazyDirStore::new(None)),
+            started,
         })
     }
 
@@ -83,6 +90,19 @@ impl ProcessBackend {
     /// The share store's directory, once something was shared.
     pub fn share_dir(&self) -> Option<PathBuf> {
         self.store.dir()
+    }
+}
+
+impl Drop for ProcessBackend {
+    fn drop(&mut self) {
+        // Idle workers are closed and reaped. A job borrows the backend, so one still holding
+        // workers now was leaked: its workers are killed (and reaped by its reader threads,
+        // which then end), or they would run until the driver exits.
+        self.pool.retire_idle();
+        let leaked = self.started.kill_all(Duration::from_secs(2));
+        if leaked > 0 {
+            tracing::debug!(workers = leaked, "killed the workers of a leaked job");
+        }
     }
 }
 

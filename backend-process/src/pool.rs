@@ -14,11 +14,10 @@
 use crate::cleanup;
 use crate::hook::{ENV_PARENT_PID, ENV_WORKER_FD, WORKER_FD};
 use crate::shm::{send_fd, Dir, RingReader, RingWriter, Shm};
+use crate::started::{PidFd, Registration, Started};
 use adparallelengine_core::remote::ConnSource;
 use adparallelengine_core::{Error, Result};
 use crossbeam_channel::{bounded, unbounded, Sender};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,6 +33,9 @@ pub(crate) struct Proc {
     pub(crate) child: Child,
     pub(crate) stream: UnixStream,
     pub(crate) rings: Option<Rings>,
+    /// The process by pidfd, for whoever stops it without its `Child` (a job's link), and
+    /// its place among the backend's [`Started`] workers; `None` on kernels without pidfds.
+    pub(crate) pidfd: Option<(Arc<PidFd>, Registration)>,
 }
 
 /// The driver's ends of a worker's shared rings (see [`crate::shm`]).
@@ -46,15 +48,17 @@ pub(crate) struct Rings {
 
 type SpawnReply = Sender<Result<Proc>>;
 
-/// Where new workers come from: this executable, started by the pool's spawner thread.
+/// Where new workers come from: this executable, started by the pool's spawner thread, each
+/// recorded in `started`.
 pub(crate) struct ProcSource {
     exe: PathBuf,
+    started: Arc<Started>,
     spawner: Mutex<Option<Sender<SpawnReply>>>,
 }
 
 impl ProcSource {
-    pub(crate) fn new(exe: PathBuf) -> Self {
-        ProcSource { exe, spawner: Mutex::new(None) }
+    pub(crate) fn new(exe: PathBuf, started: Arc<Started>) -> Self {
+        ProcSource { exe, started, spawner: Mutex::new(None) }
     }
 }
 
@@ -64,7 +68,7 @@ impl ConnSource<Proc> for ProcSource {
         let sent = {
             let mut g = self.spawner.lock().map_err(|_| backend_err("the worker spawner is poisoned".into()))?;
             if g.is_none() {
-                *g = Some(start_spawner(self.exe.clone())?);
+                *g = Some(start_spawner(self.exe.clone(), Arc::clone(&self.started))?);
             }
             g.as_ref().is_some_and(|s| s.send(reply).is_ok())
         };
@@ -75,13 +79,13 @@ impl ConnSource<Proc> for ProcSource {
     }
 }
 
-fn start_spawner(exe: PathBuf) -> Result<Sender<SpawnReply>> {
+fn start_spawner(exe: PathBuf, started: Arc<Started>) -> Result<Sender<SpawnReply>> {
     let (tx, rx) = unbounded::<SpawnReply>();
     std::thread::Builder::new()
         .name("adparallelengine-spawner".into())
         .spawn(move || {
             for reply in rx {
-                let _ = reply.send(spawn_process(&exe));
+                let _ = reply.send(spawn_process(&exe, &started));
             }
         })
         .map_err(|e| backend_err(format!("cannot start the worker spawner thread: {e}")))?;
@@ -93,8 +97,8 @@ fn start_spawner(exe: PathBuf) -> Result<Sender<SpawnReply>> {
 /// No `pre_exec` hook: without one the standard library spawns with `posix_spawn` (vfork and
 /// exec), whose cost does not grow with the driver's memory, where `fork` copies its page
 /// tables (measured: 130 ms per worker for a driver holding 3 GiB). The worker arms
-/// `PR_SET_PDEATHSIG` itself, first thing in its pre-main hook.
-fn spawn_process(exe: &Path) -> Result<Proc> {
+/// `PR_SET_PDEATHSIG` itself, first thing in its pre-main hook. It is recorded in `started`.
+fn spawn_process(exe: &Path, started: &Arc<Started>) -> Result<Proc> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| backend_err(format!("cannot create a socketpair: {e}")))?;
     let mut cmd = Command::new(exe);
     cmd.env(ENV_WORKER_FD, WORKER_FD.to_string())
@@ -102,6 +106,17 @@ fn spawn_process(exe: &Path) -> Result<Proc> {
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
     let child = cmd.spawn().map_err(|e| backend_err(format!("cannot start worker process {}: {e}", exe.display())))?;
     cleanup::track(child.id() as i32);
+    // Not reaped yet (nothing waits for it but its `Child`): the pid is still its own.
+    let pidfd = match PidFd::open(child.id()) {
+        Ok(fd) => {
+            let fd = Arc::new(fd);
+            Some((Arc::clone(&fd), started.record(fd)))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no pidfd for a worker (Linux before 5.3?)");
+            None
+        }
+    };
     // The worker's shared memory first; without it, everything goes through the socket.
     let shm = Shm::create().map_err(|e| tracing::debug!(error = %e, "no shared memory for a worker")).ok();
     // If this fails, the worker is gone: its reader will say how.
@@ -112,7 +127,7 @@ fn spawn_process(exe: &Path) -> Result<Proc> {
         to_worker: Arc::new(Mutex::new(RingWriter::new(Arc::clone(&shm), Dir::ToWorker))),
         to_driver: RingReader::new(shm, Dir::ToDriver),
     });
-    Ok(Proc { child, stream: ours, rings })
+    Ok(Proc { child, stream: ours, rings, pidfd })
 }
 
 /// Ends idle workers: closing its socket makes a worker exit; one still there after a
@@ -126,7 +141,8 @@ pub(crate) fn retire(mut procs: Vec<Proc>) {
         procs.retain_mut(|p| match p.child.try_wait() {
             Ok(None) if Instant::now() < deadline => true,
             Ok(None) => {
-                let _ = kill(Pid::from_raw(p.child.id() as i32), Signal::SIGKILL);
+                // Not reaped yet: `Child::kill` signals the process itself.
+                let _ = p.child.kill();
                 let _ = p.child.wait();
                 cleanup::untrack(p.child.id() as i32);
                 false

@@ -5,6 +5,7 @@
 use crate::cleanup;
 use crate::pool::{retire, Proc, Rings};
 use crate::shm::{apart_frame, split_apart, RingWriter, APART_MIN};
+use crate::started::PidFd;
 use adparallelengine_core::plumbing::Parcel;
 use adparallelengine_core::remote::{encode_msg, EncodedBatch, LOCAL_MAX_FRAME};
 use adparallelengine_core::remote::{Conn, ConnHandle};
@@ -46,7 +47,11 @@ impl Conn for Proc {
     }
 
     fn handle(&self) -> ProcHandle {
-        ProcHandle { pid: self.child.id() as i32, ring: self.rings.as_ref().map(|r| Arc::clone(&r.to_worker)) }
+        ProcHandle {
+            pid: self.child.id() as i32,
+            pidfd: self.pidfd.as_ref().map(|(fd, _)| Arc::clone(fd)),
+            ring: self.rings.as_ref().map(|r| Arc::clone(&r.to_worker)),
+        }
     }
 
     /// A frame's tail in the frame, or in the shared ring.
@@ -81,8 +86,9 @@ impl Conn for Proc {
         }
     }
 
+    /// SIGKILL through its `Child`, which never signals a process it has reaped.
     fn kill(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.kill();
     }
 
     fn ended(&mut self) -> String {
@@ -99,6 +105,9 @@ impl Conn for Proc {
 /// What a job's link keeps of a worker process.
 pub(crate) struct ProcHandle {
     pid: i32,
+    /// The process itself, which its reader thread may have reaped (its pid then someone
+    /// else's) by the time the link stops it.
+    pidfd: Option<Arc<PidFd>>,
     /// The worker's shared ring for large batches.
     ring: Option<Arc<Mutex<RingWriter>>>,
 }
@@ -118,6 +127,13 @@ impl ConnHandle for ProcHandle {
     }
 
     fn kill(&self) {
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        match &self.pidfd {
+            Some(fd) => fd.kill(),
+            // No pidfd (Linux before 5.3): by pid. Should its reader have reaped it a moment
+            // before (it died on its own), the pid could name another process by now.
+            None => {
+                let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            }
+        }
     }
 }

@@ -4,3 +4,4 @@
 pub mod dask;
 pub mod k8s_sim;
 pub mod local_dial_in;
+pub mod mpi;

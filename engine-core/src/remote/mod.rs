@@ -31,7 +31,7 @@ pub(crate) mod registry;
 pub(crate) mod sent;
 pub(crate) mod serve;
 pub(crate) mod serve_job;
-#[cfg(any(test, feature = "conformance"))]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub(crate) mod transport;
 pub(crate) mod wire;

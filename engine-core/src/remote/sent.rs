@@ -42,6 +42,18 @@ impl SentBatches {
         }
     }
 
+    /// The batches sent and not answered, oldest first, as (sequence number, first item,
+    /// length); `None` when the list is busy this moment (a report written from a signal's
+    /// cleanup must not wait for a lock a job holds).
+    pub fn try_pending(&self) -> Option<Vec<(u64, usize, usize)>> {
+        let sent = match self.sent.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(sent.iter().copied().collect())
+    }
+
     /// Forgets every batch (the worker's job is over or it is gone).
     pub fn clear(&self) {
         self.lock().clear();
@@ -64,5 +76,11 @@ mod tests {
         assert!(s.answer(0, 0, 10).is_err(), "answered twice");
         assert_eq!(s.answer(3, 30, 10), Ok(()));
         assert!(s.answer(7, 70, 1).unwrap_err().contains("no batch it had not answered"));
+        s.record(8, 80, 2);
+        s.record(9, 82, 2);
+        assert_eq!(s.answer(8, 80, 2), Ok(()));
+        assert_eq!(s.try_pending(), Some(vec![(9, 82, 2)]));
+        s.clear();
+        assert_eq!(s.try_pending(), Some(vec![]));
     }
 }
