@@ -13,10 +13,12 @@ use common::{median, ratio};
 use std::time::{Duration, Instant};
 
 task!(Double = |x: u64| -> u64 { x * 2 });
-task!(Nap = |x: u64| -> u64 {
-    std::thread::sleep(Duration::from_millis(10));
-    x
-});
+task!(
+    Nap = |x: u64| -> u64 {
+        std::thread::sleep(Duration::from_millis(10));
+        x
+    }
+);
 
 fn status(field: &str) -> usize {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

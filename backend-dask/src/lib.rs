@@ -41,10 +41,9 @@ pub mod options;
 
 pub use options::DaskBuilder;
 
-use adparallelengine_core::plumbing::{Backend, Completions, Plan};
-use adparallelengine_core::remote::dial_in::{advertised, DialIn, ENV_DRIVER, ENV_SECRET};
+use adparallelengine_core::remote::dial_in::{advertised, DialIn, OverDialIn, ShareVia, ENV_DRIVER, ENV_SECRET};
 use adparallelengine_core::remote::Secret;
-use adparallelengine_core::{Error, Result, Task};
+use adparallelengine_core::{Error, Result};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,8 +57,6 @@ fn dask_err(message: String) -> Error {
 pub struct DaskBackend {
     /// The workers, over the dial-in layer (dropping it stops the tasks).
     workers: DialIn,
-    store: Arc<adparallelengine_store::LazyDirStore>,
-    ship: bool,
     scheduler: String,
     prefix: String,
 }
@@ -115,14 +112,13 @@ impl DaskBackend {
         // Reaching the scheduler, then uploading the program to every worker.
         let launch_wait = opts.connect_timeout + Duration::from_secs(120);
         let launcher = launcher::DaskLauncher::new(opts.python.clone(), config, max_relaunches, launch_wait);
-        let workers = listening.serve(Arc::new(launcher), opts.workers, opts.start_timeout);
-        Ok(DaskBackend {
-            workers,
-            store: Arc::new(adparallelengine_store::LazyDirStore::new(opts.path_shared.clone())),
-            ship: !opts.shared_volume,
-            scheduler,
-            prefix,
-        })
+        let store = Arc::new(adparallelengine_store::LazyDirStore::new(opts.path_shared.clone()));
+        let share = match opts.shared_volume {
+            false => ShareVia::ship(store),
+            true => ShareVia::directory(store.clone(), move || store.dir().map(|d| d.to_string_lossy().into_owned())),
+        };
+        let workers = listening.serve(Arc::new(launcher), opts.workers, opts.start_timeout, share);
+        Ok(DaskBackend { workers, scheduler, prefix })
     }
 
     /// The scheduler's address.
@@ -163,31 +159,10 @@ fn scheduler_host_port(address: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-impl Backend for DaskBackend {
-    fn name(&self) -> &'static str {
-        "dask"
-    }
-
-    fn max_workers(&self) -> usize {
-        self.workers.max_workers()
-    }
-
-    /// A message crosses a network: aim at 50 ms batches.
-    fn auto_batch_target(&self) -> Duration {
-        Duration::from_millis(50)
-    }
-
-    /// Outputs arrive as bytes: plain numbers are copied straight into the result.
-    fn places_outputs(&self) -> bool {
-        true
-    }
-
-    fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
-        &'a self,
-        plan: Plan<T, I>,
-    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        let share_dir = || self.store.dir().map(|d| d.to_string_lossy().into_owned());
-        self.workers.start(plan, self.store.clone(), share_dir, self.ship)
+/// Everything of `Backend` is the dial-in layer's: the tasks' native workers dial in.
+impl OverDialIn for DaskBackend {
+    fn dial_in(&self) -> &DialIn {
+        &self.workers
     }
 }
 

@@ -12,20 +12,26 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 task!(Sq = |x: u64| -> u64 { x * x });
-task!(Slow = |x: u64| -> u64 {
-    std::thread::sleep(Duration::from_millis(100));
-    x + 1
-});
-try_task!(FailsAtFive = |x: u64| -> u64 {
-    if x == 5 {
-        return Err("five is refused".into());
+task!(
+    Slow = |x: u64| -> u64 {
+        std::thread::sleep(Duration::from_millis(100));
+        x + 1
     }
-    Ok(x)
-});
-task!(PanicsAtThree = |x: u64| -> u64 {
-    assert!(x != 3, "three panics");
-    x
-});
+);
+try_task!(
+    FailsAtFive = |x: u64| -> u64 {
+        if x == 5 {
+            return Err("five is refused".into());
+        }
+        Ok(x)
+    }
+);
+task!(
+    PanicsAtThree = |x: u64| -> u64 {
+        assert!(x != 3, "three panics");
+        x
+    }
+);
 
 /// One cluster at a time: they are costly on two cores, and the tests count processes.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -141,8 +147,7 @@ fn a_dask_worker_killed_mid_item_loses_nothing_and_leaves_no_orphan() {
 #[test]
 fn the_scheduler_killed_mid_job_is_a_clear_error_and_leaves_no_native_worker() {
     let _g = lock();
-    let Some(mut cluster) = cluster("the_scheduler_killed_mid_job_is_a_clear_error_and_leaves_no_native_worker")
-    else {
+    let Some(mut cluster) = cluster("the_scheduler_killed_mid_job_is_a_clear_error_and_leaves_no_native_worker") else {
         return;
     };
     let backend = builder(&cluster, 2).build().unwrap();
@@ -182,8 +187,9 @@ fn missing_resources_an_unreachable_scheduler_and_a_python_without_dask_are_name
         return;
     };
     // No worker has a GPU: the start timeout names the cause, from the scheduler.
-    let engine =
-        Engine::from_backend(builder(&cluster, 1).resource("GPU", 1.0).start_timeout(Duration::from_secs(5)).build().unwrap());
+    let engine = Engine::from_backend(
+        builder(&cluster, 1).resource("GPU", 1.0).start_timeout(Duration::from_secs(5)).build().unwrap(),
+    );
     let err = engine.map(Sq, 0..3u64).run().unwrap_err().to_string();
     assert!(err.contains("no worker has the resources") && err.contains("GPU"), "{err}");
     drop(engine);

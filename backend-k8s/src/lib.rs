@@ -51,11 +51,9 @@ pub mod options;
 pub use api::{client_from_kubeconfig, runtime};
 pub use options::K8sBuilder;
 
-use adparallelengine_core::plumbing::{Backend, Completions, Plan};
-use adparallelengine_core::remote::dial_in::{advertised, DialIn};
-use adparallelengine_core::{Error, Result, Task};
+use adparallelengine_core::remote::dial_in::{advertised, DialIn, OverDialIn, ShareVia};
+use adparallelengine_core::{Error, Result};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 fn k8s_err(message: String) -> Error {
     Error::Backend { backend: "k8s", message }
@@ -66,8 +64,6 @@ pub struct K8sBackend {
     /// The pods, over the dial-in layer (dropped first: it stops the run's Job).
     pods: DialIn,
     cluster: Arc<cluster::Cluster>,
-    store: Arc<adparallelengine_store::LazyDirStore>,
-    ship: bool,
 }
 
 impl std::fmt::Debug for K8sBackend {
@@ -107,13 +103,13 @@ impl K8sBackend {
             names,
             to_create: Mutex::new(Some(Box::new((run_secret, job)))),
         });
-        let pods = listening.serve(cluster.clone(), opts.workers, opts.start_timeout);
-        Ok(K8sBackend {
-            pods,
-            cluster,
-            store: Arc::new(adparallelengine_store::LazyDirStore::new(opts.path_shared.clone())),
-            ship: !opts.shared_volume,
-        })
+        let store = Arc::new(adparallelengine_store::LazyDirStore::new(opts.path_shared.clone()));
+        let share = match opts.shared_volume {
+            false => ShareVia::ship(store),
+            true => ShareVia::directory(store.clone(), move || store.dir().map(|d| d.to_string_lossy().into_owned())),
+        };
+        let pods = listening.serve(cluster.clone(), opts.workers, opts.start_timeout, share);
+        Ok(K8sBackend { pods, cluster })
     }
 
     /// The run's Job (created with the first job).
@@ -147,30 +143,9 @@ impl K8sBackend {
     }
 }
 
-impl Backend for K8sBackend {
-    fn name(&self) -> &'static str {
-        "k8s"
-    }
-
-    fn max_workers(&self) -> usize {
-        self.pods.max_workers()
-    }
-
-    /// A message crosses a network: aim at 50 ms batches.
-    fn auto_batch_target(&self) -> Duration {
-        Duration::from_millis(50)
-    }
-
-    /// Outputs arrive as bytes: plain numbers are copied straight into the result.
-    fn places_outputs(&self) -> bool {
-        true
-    }
-
-    fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
-        &'a self,
-        plan: Plan<T, I>,
-    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        let share_dir = || self.store.dir().map(|d| d.to_string_lossy().into_owned());
-        self.pods.start(plan, self.store.clone(), share_dir, self.ship)
+/// Everything of `Backend` is the dial-in layer's: pods are dial-in workers.
+impl OverDialIn for K8sBackend {
+    fn dial_in(&self) -> &DialIn {
+        &self.pods
     }
 }

@@ -2,11 +2,10 @@
 //! running executable, each dialing the driver over loopback, for tests and benches of
 //! engine-core's dial-in layer itself (its scale, its faults) at hundreds of workers.
 
-use adparallelengine_core::plumbing::{Backend, Completions, Plan};
 use adparallelengine_core::remote::dial_in::{
-    DialIn, Launcher, RunEnd, WorkerStatus, ENV_DRIVER, ENV_NAME, ENV_SECRET,
+    DialIn, Launcher, OverDialIn, RunEnd, ShareVia, WorkerStatus, ENV_DRIVER, ENV_NAME, ENV_SECRET,
 };
-use adparallelengine_core::{Result, Task};
+use adparallelengine_core::Result;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,7 +97,6 @@ impl Launcher for LocalProcesses {
 pub struct LocalDialIn {
     dial: DialIn,
     launcher: Arc<LocalProcesses>,
-    store: Arc<adparallelengine_store::MemoryStore>,
 }
 
 impl LocalDialIn {
@@ -111,8 +109,9 @@ impl LocalDialIn {
             (ENV_SECRET.to_string(), listening.secret().to_hex()),
         ];
         let launcher = Arc::new(LocalProcesses { workers, env, children: Mutex::new(Vec::new()) });
-        let dial = listening.serve(launcher.clone(), workers, Duration::from_secs(60));
-        Ok(LocalDialIn { dial, launcher, store: Arc::new(adparallelengine_store::MemoryStore::default()) })
+        let share = ShareVia::ship(Arc::new(adparallelengine_store::MemoryStore::default()));
+        let dial = listening.serve(launcher.clone(), workers, Duration::from_secs(60), share);
+        Ok(LocalDialIn { dial, launcher })
     }
 
     /// The processes started so far.
@@ -132,23 +131,8 @@ impl LocalDialIn {
     }
 }
 
-impl Backend for LocalDialIn {
-    fn name(&self) -> &'static str {
-        "local-dial-in"
-    }
-
-    fn max_workers(&self) -> usize {
-        self.dial.max_workers()
-    }
-
-    fn places_outputs(&self) -> bool {
-        true
-    }
-
-    fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
-        &'a self,
-        plan: Plan<T, I>,
-    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        self.dial.start(plan, self.store.clone(), || None, true)
+impl OverDialIn for LocalDialIn {
+    fn dial_in(&self) -> &DialIn {
+        &self.dial
     }
 }

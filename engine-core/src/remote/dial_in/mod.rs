@@ -17,7 +17,7 @@
 //! alive) is one more connection, and a lost worker's items are re-run by the engine.
 //!
 //! ```no_run
-//! use adparallelengine_core::remote::dial_in::{DialIn, Launcher, RunEnd, WorkerStatus};
+//! use adparallelengine_core::remote::dial_in::{DialIn, Launcher, OverDialIn, RunEnd, ShareVia, WorkerStatus};
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! struct ByHand;
@@ -28,11 +28,18 @@
 //!     fn stop_worker(&self, _name: &str) {}
 //!     fn stop(&self) {}
 //! }
+//! /// Workers started by hand, as a backend: everything of `Backend` comes from its `DialIn`.
+//! struct ByHandBackend(DialIn);
+//! impl OverDialIn for ByHandBackend {
+//!     fn dial_in(&self) -> &DialIn { &self.0 }
+//! }
+//! # fn doc(store: Arc<dyn adparallelengine_core::SharedStore>) -> adparallelengine_core::Result<()> {
 //! let listening = DialIn::listen("by-hand", "0.0.0.0:7000", "10.0.0.1")?;
 //! println!("start workers with ADPARALLELENGINE_DRIVER={} ADPARALLELENGINE_SECRET={}",
 //!     listening.address(), listening.secret().to_hex());
-//! let workers = listening.serve(Arc::new(ByHand), 4, Duration::from_secs(600));
-//! # Ok::<(), adparallelengine_core::Error>(())
+//! let backend = ByHandBackend(listening.serve(Arc::new(ByHand), 4, Duration::from_secs(600), ShareVia::ship(store)));
+//! let engine = adparallelengine_core::Engine::from_backend(backend);
+//! # Ok(()) }
 //! ```
 
 mod advertise;
@@ -50,7 +57,7 @@ pub use source::RunEnd;
 pub use worker::{dial_in_if_asked, DIAL_PATIENCE, ENV_DRIVER, ENV_NAME, ENV_SECRET};
 
 use crate::error::Result;
-use crate::plumbing::{Completions, Plan};
+use crate::plumbing::{Backend, Completions, Plan};
 use crate::remote::interrupt::{cleanup_id, register_cleanup, unregister_cleanup};
 use crate::remote::net::knock::Secret;
 use crate::remote::pooled::{start_pooled, Pool};
@@ -91,8 +98,14 @@ impl Listening {
 
     /// The run's workers: `launcher` starts them with the first job; up to `workers` of them
     /// work at once, and a job waits at most `start_timeout` for one before it fails with what
-    /// the launcher says of the missing ones.
-    pub fn serve(self, launcher: Arc<dyn Launcher>, workers: usize, start_timeout: Duration) -> DialIn {
+    /// the launcher says of the missing ones. `share` says how shared values reach them.
+    pub fn serve(
+        self,
+        launcher: Arc<dyn Launcher>,
+        workers: usize,
+        start_timeout: Duration,
+        share: ShareVia,
+    ) -> DialIn {
         let cleanup = cleanup_id();
         if let Some(stop) = launcher.emergency_stop() {
             register_cleanup(cleanup, stop);
@@ -108,7 +121,66 @@ impl Listening {
             address: self.address,
             refused,
             cleanup,
+            share,
         }
+    }
+}
+
+/// How a dial-in run's shared values reach its workers.
+pub struct ShareVia {
+    store: Arc<dyn SharedStore>,
+    dir: Box<dyn Fn() -> Option<String> + Send + Sync>,
+    ship: bool,
+}
+
+impl ShareVia {
+    /// Each worker is sent the values it lacks over its connection (workers that share no
+    /// file system with the driver: pods, Dask workers elsewhere). `store` keeps them here.
+    pub fn ship(store: Arc<dyn SharedStore>) -> ShareVia {
+        ShareVia { store, dir: Box::new(|| None), ship: true }
+    }
+
+    /// Workers open the driver's store where `dir` says it is (a volume or a file system they
+    /// all see at the same path): `dir` is asked at each job, as a store may make its
+    /// directory only with its first value.
+    pub fn directory(
+        store: Arc<dyn SharedStore>,
+        dir: impl Fn() -> Option<String> + Send + Sync + 'static,
+    ) -> ShareVia {
+        ShareVia { store, dir: Box::new(dir), ship: false }
+    }
+}
+
+/// A backend whose workers dial in: every method of [`Backend`] comes from its [`DialIn`]
+/// (named for the backend, 50 ms batches for [`Batching::Auto`](crate::Batching::Auto) as a
+/// message crosses a network, outputs placed straight into the result).
+pub trait OverDialIn: Send + Sync {
+    /// The backend's workers.
+    fn dial_in(&self) -> &DialIn;
+}
+
+impl<B: OverDialIn> Backend for B {
+    fn name(&self) -> &'static str {
+        self.dial_in().backend
+    }
+
+    fn max_workers(&self) -> usize {
+        self.dial_in().workers
+    }
+
+    fn auto_batch_target(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+
+    fn places_outputs(&self) -> bool {
+        true
+    }
+
+    fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+        &'a self,
+        plan: Plan<T, I>,
+    ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
+        self.dial_in().start(plan)
     }
 }
 
@@ -123,6 +195,7 @@ pub struct DialIn {
     address: String,
     refused: Arc<AtomicUsize>,
     cleanup: u64,
+    share: ShareVia,
 }
 
 impl std::fmt::Debug for DialIn {
@@ -146,17 +219,21 @@ impl DialIn {
         Ok(Listening { backend, door, secret, address })
     }
 
-    /// Runs a job on the run's workers (the first job starts them). `store` holds the job's
-    /// shared values; `share_dir` names a directory workers can open it from; `ship`: send
-    /// each worker the shared values it lacks over its connection instead.
+    /// Runs a job on the run's workers (the first job starts them).
     pub fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
         &'a self,
         plan: Plan<T, I>,
-        store: Arc<dyn SharedStore>,
-        share_dir: impl FnOnce() -> Option<String>,
-        ship: bool,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        start_pooled(self.backend, &self.pool, plan, store, share_dir, ship, DEFAULT_MAX_FRAME)
+        let share = &self.share;
+        start_pooled(
+            self.backend,
+            &self.pool,
+            plan,
+            Arc::clone(&share.store),
+            || (share.dir)(),
+            share.ship,
+            DEFAULT_MAX_FRAME,
+        )
     }
 
     /// The most workers at once.
