@@ -25,6 +25,21 @@ adparallelengine_core::worker_entry!(become_worker_if_asked);
 /// once. engine-core's pre-`main` hook calls it; engine construction calls it again as a
 /// safety net.
 pub fn become_worker_if_asked() {
+    become_worker_with(|t| {
+        // For tests of the driver only: one worker process of a test may forge its answers.
+        #[cfg(feature = "testing")]
+        if let Some(lie) = crate::testing::chosen_to_lie() {
+            adparallelengine_core::remote::testing::serve_lying(t, lie);
+            return Ok(());
+        }
+        serve_connection(t, &adparallelengine_store::open_dir_view, &adparallelengine_store::local_dir_store)
+    })
+}
+
+/// [`become_worker_if_asked`], serving the driver with `serve` over this worker's connection
+/// to it (its socket and shared-memory rings); the process exits with 0 when `serve` returns
+/// `Ok`, 3 (the message on stderr) when it returns an error, 4 when it panics.
+pub(crate) fn become_worker_with(serve: impl FnOnce(&mut dyn Transport) -> Result<(), String>) {
     let Some(fd) = std::env::var(ENV_WORKER_FD).ok().and_then(|v| v.parse::<i32>().ok()) else {
         return;
     };
@@ -47,7 +62,9 @@ pub fn become_worker_if_asked() {
     // SAFETY: the driver put our end of a socketpair on this descriptor (our stdin), and
     // nothing else in this process uses it before `main`, which a worker never reaches.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    let code = match std::panic::catch_unwind(move || serve(stream)) {
+    // Nothing `serve` touches is looked at after a panic: the process exits.
+    let serving = std::panic::AssertUnwindSafe(move || connect(stream).and_then(|mut t| serve(&mut t)));
+    let code = match std::panic::catch_unwind(serving) {
         Ok(Ok(())) => 0,
         Ok(Err(msg)) => {
             eprintln!("adparallelengine worker {}: {msg}", std::process::id());
@@ -73,21 +90,22 @@ fn keep_freed_memory() {
     }
 }
 
-fn serve(stream: UnixStream) -> Result<(), String> {
+/// This worker's transport: its socket to the driver, and the shared-memory rings the driver
+/// sends first on it, if it made them.
+fn connect(stream: UnixStream) -> Result<SocketTransport, String> {
     // First on the socket: our shared memory, if the driver made one.
     let shm = match recv_fd(&stream).map_err(|e| format!("cannot receive the shared memory: {e}"))? {
         Some(fd) => Some(Shm::open(fd).map_err(|e| format!("cannot map the shared memory: {e}"))?),
         None => None,
     };
     let writer = stream.try_clone().map_err(|e| format!("cannot clone the driver socket: {e}"))?;
-    let mut t = SocketTransport {
+    Ok(SocketTransport {
         reader: BufReader::with_capacity(1 << 16, stream),
         writer,
         buf: Vec::new(),
         rings: shm.map(|s| (RingWriter::new(Arc::clone(&s), Dir::ToDriver), RingReader::new(s, Dir::ToWorker))),
         holding: false,
-    };
-    serve_connection(&mut t, &adparallelengine_store::open_dir_view, &adparallelengine_store::local_dir_store)
+    })
 }
 
 /// The worker's end of a socket, speaking engine-core's frames; large tails go through the

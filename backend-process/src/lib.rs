@@ -27,6 +27,8 @@ pub mod hook;
 mod pool;
 mod shm;
 mod started;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod worker;
 
 pub use adparallelengine_core::remote::{register_cleanup, unregister_cleanup};
