@@ -33,6 +33,24 @@ task!(
     }
 );
 
+/// Item 7 takes its native worker down (abort) when `ADPE_TEST_CRASH_MARK` names a file that
+/// does not exist yet (made first: once), or always when it names none.
+task!(
+    CrashesAtSeven = |x: u64| -> u64 {
+        if x == 7 {
+            match std::env::var("ADPE_TEST_CRASH_MARK") {
+                Ok(mark) => {
+                    if std::fs::OpenOptions::new().write(true).create_new(true).open(mark).is_ok() {
+                        std::process::abort();
+                    }
+                }
+                Err(_) => std::process::abort(),
+            }
+        }
+        x
+    }
+);
+
 /// One cluster at a time: they are costly on two cores, and the tests count processes.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -163,6 +181,30 @@ fn the_scheduler_killed_mid_job_is_a_clear_error_and_leaves_no_native_worker() {
     let got = bounded(Duration::from_secs(60), move || job.join().unwrap());
     let err = got.expect_err("a job whose scheduler is gone fails").to_string();
     assert!(err.contains("scheduler"), "the error names the scheduler: {err}");
+    drop(engine);
+    assert!(wait_until(Duration::from_secs(15), || cluster.native_pids().is_empty()), "{:?}", cluster.native_pids());
+}
+
+#[test]
+fn a_crashed_native_worker_is_replaced_by_a_new_task_up_to_the_relaunch_limit() {
+    let _g = lock();
+    let Some(cluster) = cluster("a_crashed_native_worker_is_replaced_by_a_new_task_up_to_the_relaunch_limit") else {
+        return;
+    };
+    // Once: the crashed worker's items are re-run, and a new task brings a new worker.
+    let mark = cluster.dir().join("crashed-once");
+    let engine =
+        Engine::from_backend(builder(&cluster, 2).env("ADPE_TEST_CRASH_MARK", mark.to_string_lossy()).build().unwrap());
+    let out = engine.map(CrashesAtSeven, 0..40u64).batched(false).run().unwrap();
+    assert_eq!(out, (0..40u64).collect::<Vec<_>>(), "every item once, in order");
+    assert!(mark.exists(), "item 7 did crash its worker");
+    assert!(wait_until(Duration::from_secs(30), || cluster.native_pids().len() == 2), "{}", cluster.logs());
+    assert_eq!(engine.map(Sq, 0..20u64).run().unwrap(), (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+    drop(engine);
+    // Always, with no replacement allowed: the run ends naming how the task ended.
+    let engine = Engine::from_backend(builder(&cluster, 2).max_relaunches(0).build().unwrap());
+    let err = engine.map(CrashesAtSeven, 0..40u64).batched(false).retries(5).run().unwrap_err().to_string();
+    assert!(err.contains("signal 6") || err.contains("Dask tasks ended"), "{err}");
     drop(engine);
     assert!(wait_until(Duration::from_secs(15), || cluster.native_pids().is_empty()), "{:?}", cluster.native_pids());
 }
