@@ -33,8 +33,8 @@ task!(
     }
 );
 
-/// Item 7 takes its native worker down (abort) when `ADPE_TEST_CRASH_MARK` names a file that
-/// does not exist yet (made first: once), or always when it names none.
+// Item 7 takes its native worker down (abort) when `ADPE_TEST_CRASH_MARK` names a file that
+// does not exist yet (made first: once), or always when it names none.
 task!(
     CrashesAtSeven = |x: u64| -> u64 {
         if x == 7 {
