@@ -111,7 +111,17 @@ pub trait Batcher: Send {
     fn next_size(&mut self, remaining: Option<usize>) -> usize;
     /// Feedback: a batch of `items` items kept a worker busy for `busy`.
     fn observe(&mut self, _items: usize, _busy: Duration) {}
+    /// Feedback: a batch of `items` items, as cut, takes about `bytes` bytes in the driver
+    /// (its items as sent, encoded on out-of-process backends, plus the shallow size of its
+    /// outputs). Called once per batch, when it is cut; [`Adaptive`] caps its batches with it.
+    fn observe_bytes(&mut self, _items: usize, _bytes: usize) {}
 }
+
+/// Most items in one [`Adaptive`] batch, whatever their speed.
+pub(crate) const AUTO_MAX_ITEMS: usize = 1 << 16;
+
+/// Most bytes (as reported by [`Batcher::observe_bytes`]) in one [`Adaptive`] batch.
+pub(crate) const AUTO_MAX_BYTES: usize = 1 << 20;
 
 /// Always the same size.
 #[derive(Debug, Clone)]
@@ -145,23 +155,59 @@ impl Batcher for EvenSplit {
     }
 }
 
-/// Adaptive batching: each batch should keep a worker busy for about `target`.
+/// Adaptive batching: each batch should keep a worker busy for about `target`, within a
+/// ceiling in items and in bytes.
 ///
 /// Starts at one item, measures the time per item from completed batches (moving average) and
 /// sizes the next batch to the target. With a known length it never cuts more than a
 /// `1 / (2 × workers)` share of what remains, so the last batches shrink and workers finish
 /// together (guided scheduling).
+///
+/// **The ceiling.** A batch never holds more than 65,536 items, nor more than about 1 MiB:
+/// the bytes per item seen so far ([`Batcher::observe_bytes`]: the items as sent plus the
+/// shallow size of the outputs, a moving average) times the batch's length. Time alone grew
+/// batches of 1 ns items to millions of items (a 20 ms target), and the driver holds several
+/// batches at once (the prefetch window, an ordered stream's reorder window, a copy of each
+/// batch in flight for retries), so a ten-million-item stream on processes peaked at 170 MiB
+/// in the driver and ran 2.5× slower than fixed batches of 10,000: batches that big leave
+/// the caches and fault fresh pages in for every one. Past a few tens of thousands of tiny
+/// items a batch's per-message cost (some microseconds) is already under a few percent of its
+/// work, so the ceiling costs no speed; it bounds what a job holds at any moment to the
+/// windows (in batches) times 1 MiB, whatever the stream's length. 1 MiB stays well inside
+/// the process backend's 64 MiB shared-memory rings (tails from 32 KiB travel there) and is
+/// a small frame for every transport. The ceiling never raises a batch: slow items still
+/// shrink it to one.
 #[derive(Debug, Clone)]
 pub struct Adaptive {
     target: Duration,
     workers: usize,
     per_item_ns: Option<f64>,
+    per_item_bytes: Option<f64>,
+    max_items: usize,
+    max_bytes: usize,
 }
 
 impl Adaptive {
     /// A batcher aiming at `target` per batch, for `workers` workers.
     pub fn new(target: Duration, workers: usize) -> Self {
-        Adaptive { target, workers: workers.max(1), per_item_ns: None }
+        Adaptive {
+            target,
+            workers: workers.max(1),
+            per_item_ns: None,
+            per_item_bytes: None,
+            max_items: AUTO_MAX_ITEMS,
+            max_bytes: AUTO_MAX_BYTES,
+        }
+    }
+
+    /// The most items the next batch may hold: the item ceiling, lowered by the byte ceiling
+    /// once item sizes are known. At least 1.
+    fn ceiling(&self) -> usize {
+        let by_bytes = match self.per_item_bytes {
+            Some(b) if b >= 1.0 => (self.max_bytes as f64 / b) as usize,
+            _ => usize::MAX,
+        };
+        self.max_items.min(by_bytes).max(1)
     }
 }
 
@@ -173,7 +219,8 @@ impl Batcher for Adaptive {
                 let n = self.target.as_nanos() as f64 / ns.max(0.01);
                 n.clamp(1.0, 1e9) as usize
             }
-        };
+        }
+        .min(self.ceiling());
         // Guided tail, down to batches of a twentieth of the target: smaller ones would cost
         // more in messages than they gain in balance (a million tiny items ended in some
         // twenty batches of a few items each, a round trip apiece).
@@ -192,6 +239,17 @@ impl Batcher for Adaptive {
         self.per_item_ns = Some(match self.per_item_ns {
             None => ns,
             Some(old) => 0.5 * old + 0.5 * ns,
+        });
+    }
+
+    fn observe_bytes(&mut self, items: usize, bytes: usize) {
+        if items == 0 {
+            return;
+        }
+        let b = bytes as f64 / items as f64;
+        self.per_item_bytes = Some(match self.per_item_bytes {
+            None => b,
+            Some(old) => 0.5 * old + 0.5 * b,
         });
     }
 }
@@ -277,6 +335,51 @@ mod tests {
         // Never more than remaining / (2 × workers).
         assert_eq!(a.next_size(Some(400)), 100);
         assert_eq!(a.next_size(None), 1000);
+    }
+
+    #[test]
+    fn adaptive_never_grows_past_its_item_ceiling() {
+        let mut a = Adaptive::new(Duration::from_millis(20), 2);
+        for _ in 0..50 {
+            let n = a.next_size(None);
+            assert!(n <= AUTO_MAX_ITEMS, "{n} items");
+            // 1 ns per item would ask for 20 million items per 20 ms batch.
+            a.observe(n, Duration::from_nanos(n as u64));
+        }
+        assert_eq!(a.next_size(None), AUTO_MAX_ITEMS);
+        assert_eq!(a.next_size(Some(usize::MAX / 2)), AUTO_MAX_ITEMS);
+    }
+
+    #[test]
+    fn adaptive_never_grows_past_its_byte_ceiling() {
+        let mut a = Adaptive::new(Duration::from_millis(20), 2);
+        for _ in 0..50 {
+            let n = a.next_size(None);
+            // 64-byte items (in plus out): 1 MiB is 16,384 of them.
+            a.observe_bytes(n, 64 * n);
+            a.observe(n, Duration::from_nanos(n as u64));
+            assert!(n * 64 <= AUTO_MAX_BYTES, "{n} items of 64 bytes");
+        }
+        assert_eq!(a.next_size(None), AUTO_MAX_BYTES / 64);
+        // Items bigger than the ceiling go one per batch.
+        a.observe_bytes(1, 4 * AUTO_MAX_BYTES);
+        a.observe_bytes(1, 4 * AUTO_MAX_BYTES);
+        assert_eq!(a.next_size(None), 1);
+    }
+
+    #[test]
+    fn adaptive_still_shrinks_to_one_for_slow_items() {
+        let mut a = Adaptive::new(Duration::from_millis(20), 2);
+        a.observe(1, Duration::from_nanos(1));
+        a.observe_bytes(1, 8);
+        assert_eq!(a.next_size(None), AUTO_MAX_ITEMS);
+        // The items turn slow: 100 ms each.
+        for _ in 0..10 {
+            let n = a.next_size(None);
+            a.observe(n, Duration::from_millis(100) * n as u32);
+        }
+        assert_eq!(a.next_size(None), 1);
+        assert_eq!(a.next_size(Some(10)), 1);
     }
 
     #[test]

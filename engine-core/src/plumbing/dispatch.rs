@@ -302,6 +302,10 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                 self.done_flags.push_back(false);
                 self.outstanding += 1;
                 let parcel = (self.prepare)(batch)?;
+                // What this batch costs the driver until it is consumed: its items as sent
+                // (kept for a retry) and its outputs. Bounds Auto batches in bytes.
+                let n = parcel.len();
+                self.batcher.observe_bytes(n, parcel.bytes() + n * std::mem::size_of::<O>());
                 self.send_to(w, parcel, 0)?;
             }
         }

@@ -33,6 +33,9 @@ impl<T: Task, I: Iterator<Item = T::Item>> Completions<T::Output> for Inline<T, 
         let size = self.batcher.next_size(self.source.remaining());
         match self.source.next_batch(size) {
             Ok(Some(batch)) => {
+                let n = batch.items.len();
+                let per_item = std::mem::size_of::<T::Item>() + std::mem::size_of::<T::Output>();
+                self.batcher.observe_bytes(n, n * per_item);
                 let done = self.worker.run_batch(batch);
                 self.batcher.observe(done.len, done.busy);
                 Some(Ok(done))

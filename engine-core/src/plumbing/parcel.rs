@@ -18,6 +18,13 @@ pub trait Parcel: Send + Sized {
     fn keep(&self) -> Option<Self> {
         None
     }
+    /// About how many bytes its items take in the driver while it is in flight (their
+    /// encoding, or their shallow in-memory size), for
+    /// [`Batcher::observe_bytes`](crate::Batcher::observe_bytes). `0` (the default):
+    /// unknown, and only the outputs' size counts.
+    fn bytes(&self) -> usize {
+        0
+    }
     /// Splits into one parcel per item, to find the item that kills its worker.
     fn split(self) -> Vec<Self> {
         vec![self]
@@ -33,5 +40,8 @@ impl<I: Send> Parcel for Batch<I> {
     }
     fn len(&self) -> usize {
         self.items.len()
+    }
+    fn bytes(&self) -> usize {
+        self.items.len() * std::mem::size_of::<I>()
     }
 }

@@ -337,6 +337,9 @@ impl Parcel for EncodedBatch {
     fn len(&self) -> usize {
         self.count
     }
+    fn bytes(&self) -> usize {
+        self.bytes.bytes().len()
+    }
     fn keep(&self) -> Option<Self> {
         Some(self.clone())
     }
