@@ -113,7 +113,7 @@ pub trait Batcher: Send {
     fn observe(&mut self, _items: usize, _busy: Duration) {}
     /// Feedback: a batch of `items` items, as cut, takes about `bytes` bytes in the driver
     /// (its items as sent, encoded on out-of-process backends, plus the shallow size of its
-    /// outputs). Called once per batch, when it is cut; [`Adaptive`] caps its batches with it.
+    /// outputs). Called once per batch, when it is cut; `Batching::Auto` caps its batches with it.
     fn observe_bytes(&mut self, _items: usize, _bytes: usize) {}
 }
 
