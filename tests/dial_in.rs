@@ -106,6 +106,11 @@ fn a_hundred_and_twenty_eight_dial_in_workers_run_big_jobs_with_bounded_threads(
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(pids.iter().all(|&p| gone(p)), "every worker ended with the engine");
+    // The jobs' reader threads end as their connections close, a moment after the drop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads_now() > threads_before + 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let threads_after = threads_now();
     assert!(threads_after <= threads_before + 4, "threads left: {threads_before} before, {threads_after} after");
     // Figures for the record (no timed asserts: the machine is shared).
