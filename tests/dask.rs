@@ -6,21 +6,11 @@
 mod common;
 
 use adparallelengine_test_support::dask::{dask_python_or_skip, DaskCluster};
+use adparallelengine_test_support::wait::wait_until;
 use common::example;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while !cond() {
-        if t0.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    true
-}
+use std::time::Duration;
 
 #[test]
 fn ctrl_c_cancels_the_tasks_and_ends_every_native_worker() {

@@ -7,6 +7,7 @@ use adparallelengine_core::conformance::{Kit, SharedBackend};
 use adparallelengine_core::{task, try_task, Engine};
 use adparallelengine_dask::{DaskBackend, DaskBuilder};
 use adparallelengine_test_support::dask::{dask_python_or_skip, DaskCluster};
+use adparallelengine_test_support::wait::wait_until;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -74,17 +75,6 @@ fn builder(cluster: &DaskCluster, workers: usize) -> DaskBuilder {
         .python(cluster.python())
         .program_path(exe())
         .start_timeout(Duration::from_secs(60))
-}
-
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while !cond() {
-        if t0.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    true
 }
 
 /// Runs `f` on a thread, failing the test (instead of hanging it) if it takes past `limit`.

@@ -16,11 +16,11 @@ use adparallelengine_core::{Batching, Engine};
 use adparallelengine_k8s::job_spec::SECRET_KEY;
 use adparallelengine_k8s::K8sBuilder;
 use adparallelengine_test_support::k8s_sim::Simulator;
+use adparallelengine_test_support::warnings;
 use k8s_openapi::api::core::v1::Secret as SecretObject;
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+
 use std::time::{Duration, Instant};
 
 adparallelengine_core::task!(Double = |x: u64| -> u64 { 2 * x });
@@ -32,38 +32,6 @@ const WAIT_THEN_EXEC: &str = r#"while [ ! -e "$0" ]; do sleep 0.02; done; exec "
 
 /// The bound on every wait of this test (no timing is asserted: a hang fails instead of holding).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// What the driver logged (warnings), for the reason it gives for stopping a worker.
-fn log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let installed = tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-            .with_ansi(false)
-            .with_writer(move || Captured(Arc::clone(&sink)))
-            .try_init();
-        assert!(installed.is_ok(), "the log is captured");
-        buf
-    })
-}
-
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logged() -> String {
-    String::from_utf8_lossy(&log().lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-}
 
 /// The run's secret, read from its Secret once the first job has created it.
 fn read_secret(kubeconfig: &Path, ns: &str, name: &str) -> Secret {
@@ -131,7 +99,7 @@ fn start_liar(
 
 #[test]
 fn a_pod_that_forges_its_answers_is_cut_off_and_every_result_is_right() {
-    log();
+    warnings::capture();
     let sim = Simulator::start(&[]).unwrap();
     let exe = std::env::current_exe().unwrap().to_string_lossy().into_owned();
     let t0 = Instant::now();
@@ -171,7 +139,7 @@ fn a_pod_that_forges_its_answers_is_cut_off_and_every_result_is_right() {
         // Cut off mid-job: it was sent batches, and never the end of a job.
         let lied = liar.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("{lie:?}: the liar is still connected"));
         assert!(lied.batches >= 1 && lied.job_ends == 0, "{lie:?}: {lied:?}");
-        let log = logged();
+        let log = warnings::all();
         let line = log
             .lines()
             .find(|l| l.contains(&format!("pod {name}")) && l.contains("misbehaved"))

@@ -19,8 +19,7 @@ use adparallelengine_core::remote::testing::Lie;
 use adparallelengine_core::{Batching, Engine};
 use adparallelengine_process::testing::{liar_env, liar_pid};
 use adparallelengine_process::{live_workers, ProcessBackend};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use adparallelengine_test_support::warnings;
 use std::time::{Duration, Instant};
 
 adparallelengine_core::task!(Double = |x: u64| -> u64 { 2 * x });
@@ -33,44 +32,6 @@ const WORKERS: usize = 3;
 /// workers' sockets, and batches of 40,000 bytes of items (and of outputs), over the 32 KiB
 /// from which they go through the workers' shared-memory rings.
 const SHAPES: [(u64, usize); 2] = [(600, 10), (40_000, 5_000)];
-
-/// What the driver logged (warnings), for the reason it gives for stopping a worker.
-fn log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let installed = tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-            .with_ansi(false)
-            .with_writer(move || Captured(Arc::clone(&sink)))
-            .try_init();
-        assert!(installed.is_ok(), "the log is captured");
-        buf
-    })
-}
-
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// What the driver logged from byte `from` on.
-fn logged_since(from: usize) -> String {
-    let log = log().lock().unwrap_or_else(|e| e.into_inner());
-    String::from_utf8_lossy(log.get(from..).unwrap_or_default()).into_owned()
-}
-
-fn log_len() -> usize {
-    log().lock().unwrap_or_else(|e| e.into_inner()).len()
-}
 
 /// Children of this process, running or zombies not reaped yet.
 fn children() -> Vec<u32> {
@@ -103,13 +64,13 @@ fn stopped(log: &str) -> Vec<&str> {
 
 #[test]
 fn a_worker_process_that_forges_its_answers_is_cut_off_and_every_result_is_right() {
-    log();
+    warnings::capture();
     let t0 = Instant::now();
     let dir = Removed(std::env::temp_dir().join(format!("adpe-process-forged-done-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
     for (lie, (items, chunk)) in Lie::FORGED.into_iter().flat_map(|l| SHAPES.map(|s| (l, s))) {
         let case = format!("{lie:?}, {items} items in batches of {chunk}");
-        let from = log_len();
+        let from = warnings::mark();
         let claim = dir.0.join(format!("{lie:?}-{chunk}"));
         let (var, value) = liar_env(lie, &claim);
         // Before the backend starts any worker; the only test of this binary.
@@ -135,7 +96,7 @@ fn a_worker_process_that_forges_its_answers_is_cut_off_and_every_result_is_right
         // Cut off: killed, and reaped by its reader before the job ended.
         assert!(!children().contains(&liar), "{case}: the liar {liar} is still a child of the driver");
         assert!(!live_workers().contains(&(liar as i32)), "{case}: the liar {liar} is still counted live");
-        let log = logged_since(from);
+        let log = warnings::since(from);
         let named = format!("peer=worker process {liar} ");
         let line = stopped(&log)
             .into_iter()
@@ -148,7 +109,7 @@ fn a_worker_process_that_forges_its_answers_is_cut_off_and_every_result_is_right
         let all = engine.map(Double, 0..100u64).batched(Batching::ChunkSize(7)).collect_results().unwrap();
         let all: Vec<u64> = all.into_iter().map(|r| r.expect("an item")).collect();
         assert_eq!(all, (0..100).map(|x| 2 * x).collect::<Vec<_>>(), "{case}");
-        let log = logged_since(from);
+        let log = warnings::since(from);
         assert_eq!(stopped(&log).len(), 1, "{case}: only the liar is stopped:\n{log}");
 
         // Nothing left behind.
