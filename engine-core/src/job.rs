@@ -163,7 +163,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     }
 
     /// Most batches a [`stream`](Job::stream) holds back behind a slow one (default: four per
-    /// worker).
+    /// worker and prefetched batch, `4 × workers × prefetch`).
     pub fn reorder_window(mut self, batches: usize) -> Self {
         self.reorder_window = Some(batches.max(1));
         self
