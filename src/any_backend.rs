@@ -26,6 +26,9 @@ pub enum AnyBackend {
     /// Native workers started by the tasks of a Dask cluster.
     #[cfg(feature = "dask")]
     Dask(adparallelengine_dask::DaskBackend),
+    /// The tasks of a Slurm job array.
+    #[cfg(feature = "slurm")]
+    Slurm(adparallelengine_slurm::SlurmBackend),
 }
 
 impl AnyBackend {
@@ -43,6 +46,8 @@ impl AnyBackend {
             AnyBackend::K8s(_) => Kind::K8s,
             #[cfg(feature = "dask")]
             AnyBackend::Dask(_) => Kind::Dask,
+            #[cfg(feature = "slurm")]
+            AnyBackend::Slurm(_) => Kind::Slurm,
         }
     }
 }
@@ -61,6 +66,8 @@ macro_rules! each {
             AnyBackend::K8s($b) => $e,
             #[cfg(feature = "dask")]
             AnyBackend::Dask($b) => $e,
+            #[cfg(feature = "slurm")]
+            AnyBackend::Slurm($b) => $e,
         }
     };
 }
@@ -133,6 +140,14 @@ impl BackendFactory for Kind {
             #[cfg(feature = "dask")]
             Kind::Dask => Ok(AnyBackend::Dask(
                 adparallelengine_dask::DaskBuilder::from_env(workers)?
+                    .path_shared(config.path_shared.clone())
+                    .build()?,
+            )),
+            // The partition, account, time limit... come from the environment
+            // (ADPARALLELENGINE_SLURM_*): the program itself is unchanged.
+            #[cfg(feature = "slurm")]
+            Kind::Slurm => Ok(AnyBackend::Slurm(
+                adparallelengine_slurm::SlurmBuilder::from_env(workers)?
                     .path_shared(config.path_shared.clone())
                     .build()?,
             )),

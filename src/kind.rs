@@ -27,11 +27,14 @@ pub enum Kind {
     K8s,
     /// Native workers started by tasks of a Dask cluster.
     Dask,
+    /// The tasks of a Slurm job array.
+    Slurm,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 6] = [Kind::Serial, Kind::Threads, Kind::Process, Kind::Mpi, Kind::K8s, Kind::Dask];
+    pub const ALL: [Kind; 7] =
+        [Kind::Serial, Kind::Threads, Kind::Process, Kind::Mpi, Kind::K8s, Kind::Dask, Kind::Slurm];
 
     /// The canonical name.
     pub fn as_str(&self) -> &'static str {
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Mpi => "mpi",
             Kind::K8s => "k8s",
             Kind::Dask => "dask",
+            Kind::Slurm => "slurm",
         }
     }
 
@@ -63,6 +67,7 @@ impl Kind {
             Kind::Mpi => cfg!(feature = "mpi"),
             Kind::K8s => cfg!(feature = "k8s"),
             Kind::Dask => cfg!(feature = "dask"),
+            Kind::Slurm => cfg!(feature = "slurm"),
         };
         (!feature_on).then(|| {
             format!(
@@ -97,6 +102,7 @@ impl FromStr for Kind {
             "mpi" => Ok(Kind::Mpi),
             "k8s" | "kubernetes" => Ok(Kind::K8s),
             "dask" => Ok(Kind::Dask),
+            "slurm" => Ok(Kind::Slurm),
             _ => Err(Error::UnknownKind(s.to_string())),
         }
     }

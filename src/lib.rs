@@ -69,6 +69,9 @@ pub mod backends {
     #[cfg(feature = "process")]
     pub use adparallelengine_process::{live_workers, ProcessBackend};
     pub use adparallelengine_serial::SerialBackend;
+    /// The Slurm backend: [`SlurmBuilder`](adparallelengine_slurm::SlurmBuilder) for every option.
+    #[cfg(feature = "slurm")]
+    pub use adparallelengine_slurm as slurm;
     #[cfg(feature = "threads")]
     pub use adparallelengine_threads::ThreadsBackend;
 }

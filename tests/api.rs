@@ -242,7 +242,7 @@ fn unknown_and_unbuilt_kinds_are_clear_errors() {
     let err = "gpu".parse::<Kind>().unwrap_err();
     assert!(matches!(err, Error::UnknownKind(_)), "{err}");
     assert!(err.to_string().contains("expected one of serial, threads"), "{err}");
-    for kind in [Kind::Process, Kind::Mpi, Kind::K8s, Kind::Dask] {
+    for kind in [Kind::Process, Kind::Mpi, Kind::K8s, Kind::Dask, Kind::Slurm] {
         if kind.is_available() {
             continue;
         }
@@ -259,6 +259,7 @@ fn unknown_and_unbuilt_kinds_are_clear_errors() {
         ("mpi", Kind::Mpi),
         ("k8s", Kind::K8s),
         ("dask", Kind::Dask),
+        ("slurm", Kind::Slurm),
     ] {
         assert_eq!(s.parse::<Kind>().unwrap(), k);
     }

@@ -63,7 +63,7 @@ pub enum Error {
         mode: String,
     },
     /// A kind string that names no engine.
-    #[error("unknown engine kind {0:?}: expected one of serial, threads (multithread), process (multiproc), mpi, k8s")]
+    #[error("unknown engine kind {0:?}: expected one of serial, threads (multithread), process (multiproc), mpi, k8s, dask, slurm")]
     UnknownKind(String),
     /// A kind that exists but cannot run in this build.
     #[error("engine kind `{kind}` is not available: {reason}")]

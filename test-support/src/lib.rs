@@ -5,5 +5,6 @@ pub mod dask;
 pub mod k8s_sim;
 pub mod local_dial_in;
 pub mod mpi;
+pub mod slurm;
 pub mod wait;
 pub mod warnings;

@@ -58,5 +58,5 @@ pub fn launch_env(cmd: &mut Command) {
 /// nothing installed to build; Dask's tests need Python with `distributed`), `mpi` when MPI is
 /// here.
 pub fn feature_args() -> Result<Vec<&'static str>, String> {
-    Ok(if build_with_mpi()? { vec!["--features", "mpi,k8s,dask"] } else { vec!["--features", "k8s,dask"] })
+    Ok(if build_with_mpi()? { vec!["--features", "mpi,k8s,dask,slurm"] } else { vec!["--features", "k8s,dask,slurm"] })
 }
