@@ -203,3 +203,45 @@ fn a_driver_interrupted_or_killed_leaves_nothing() {
         assert_nothing_left(cluster, &name, &driver);
     }
 }
+
+adparallelengine_core::task!(
+    /// The series' sum plus `x`, and the `.bin` files this task has mapped.
+    SumAndMaps = |x: u64, s: &adparallelengine_core::Shared<adparallelengine_core::arrow::Series>| -> (u64, String) {
+        let col = s.0.as_any().downcast_ref::<arrow_array::Int64Array>().expect("int64");
+        let sum: i64 = col.values().iter().sum();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let files: Vec<&str> =
+            maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.ends_with(".bin")).collect();
+        (x + sum as u64, files.join(","))
+    }
+);
+
+#[test]
+fn shared_values_are_shipped_to_tasks_or_read_from_the_shared_file_system() {
+    let _g = lock();
+    let Some(cluster) = slurm_or_skip("shared_values_are_shipped_to_tasks_or_read_from_the_shared_file_system") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("adpe-slurm-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let series = adparallelengine_core::Shared::new(adparallelengine_core::arrow::Series(std::sync::Arc::new(
+        arrow_array::Int64Array::from(vec![1, 2, 3]),
+    )));
+    for volume in [false, true] {
+        let engine =
+            Engine::from_backend(builder(2).path_shared(Some(dir.clone())).shared_volume(volume).build().unwrap());
+        let out = engine.map(SumAndMaps, 0..8u64).args(series.clone()).batched(false).run().unwrap();
+        for (x, (y, maps)) in out.iter().enumerate() {
+            assert_eq!(*y, x as u64 + 6);
+            // Mapped zero-copy either way: from the driver's directory (the shared file system)
+            // or from the task's own copy, sent over its connection.
+            assert!(!maps.is_empty(), "item {x}: nothing mapped");
+            let from_dir = maps.split(',').all(|m| m.starts_with(dir.to_str().unwrap()));
+            assert_eq!(from_dir, volume, "item {x} (shared file system: {volume}): mapped {maps}");
+        }
+        ended(engine, cluster);
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "the driver's shared directory is emptied with its engine: {left:?}");
+    let _ = std::fs::remove_dir(&dir);
+}

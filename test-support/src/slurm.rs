@@ -5,8 +5,10 @@
 //! One cluster serves a whole test process ([`SlurmCluster::shared`]): it starts on first use
 //! (about 2 s), and its daemons die with the process (`PR_SET_PDEATHSIG` on a thread that
 //! lives as long as the process), so a test binary that panics or is killed leaves no daemon
-//! behind. [`SLURM_CONF`] is set in the process's environment, so `sbatch`, `squeue` and
-//! `scancel`, as the backend runs them, talk to it.
+//! behind; its directory is removed by the next cluster started on the machine (its daemons
+//! write there until the process dies), and `.ci/run` removes the last one. [`SLURM_CONF`] is
+//! set in the process's environment, so `sbatch`, `squeue` and `scancel`, as the backend runs
+//! them, talk to it.
 //!
 //! A test asks [`slurm_or_skip`] first, which fails under `CI=true` when Slurm is not
 //! installed (`.ci/run` installs it).
@@ -87,6 +89,26 @@ fn uid_gid_of(user: &str) -> Result<(u32, u32), String> {
     Ok((id("-u")?, id("-g")?))
 }
 
+/// The prefix of a cluster's directory in the temp dir; the test process's id follows.
+const DIR_PREFIX: &str = "adpe-slurm-";
+
+/// Removes the directories of clusters whose process has ended. A cluster's daemons write
+/// into its directory until the moment its process dies, so no process removes its own: the
+/// next cluster started on the machine does.
+fn sweep_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Spawns `cmd` so that it dies with the calling thread.
 fn spawn_tied(cmd: &mut Command) -> Result<Child, String> {
     // SAFETY: the closure only calls `prctl`, which is async-signal-safe, between fork and
@@ -128,7 +150,8 @@ impl SlurmCluster {
     }
 
     fn start() -> Result<SlurmCluster, String> {
-        let dir = std::env::temp_dir().join(format!("adpe-slurm-{}", std::process::id()));
+        sweep_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in ["state", "spool", "log", "munge"] {
             std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("{}: {e}", dir.display()))?;

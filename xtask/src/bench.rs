@@ -93,6 +93,9 @@ pub fn bench(extra: &[String]) -> ExitCode {
     }
     // The Kubernetes bench runs its pods on the local API of tools/k8s-sim (python3).
     own.push(("k8s", vec!["--features", "k8s"]));
+    // The Dask and Slurm benches start a local cluster of their own (and say so when they cannot).
+    own.push(("dask", vec!["--features", "dask,process"]));
+    own.push(("slurm", vec!["--features", "slurm,process"]));
     for (bench, features) in own {
         let status = Command::new(&cargo).current_dir(&root).args(["bench", "--bench", bench]).args(features).status();
         if !matches!(status, Ok(s) if s.success()) {

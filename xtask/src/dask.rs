@@ -32,13 +32,15 @@ impl Cluster {
         DaskCluster::start(2).map(Cluster::Up).map_err(|e| format!("cannot start the local Dask cluster: {e}"))
     }
 
-    /// Sets what a `dask` cell's driver needs to find the cluster and its workers the program.
-    pub fn launch_env(&self, cmd: &mut Command, bin: &Path) {
+    /// Sets what a driver needs to find the cluster, and, given `bin`, the program its
+    /// workers run (else the driver's default: its own executable, uploaded).
+    pub fn launch_env(&self, cmd: &mut Command, bin: Option<&Path>) {
         match self {
             Cluster::Up(c) => {
-                cmd.env("ADPARALLELENGINE_DASK_SCHEDULER", c.address())
-                    .env("ADPARALLELENGINE_DASK_PYTHON", c.python())
-                    .env("ADPARALLELENGINE_DASK_PROGRAM", bin);
+                cmd.env("ADPARALLELENGINE_DASK_SCHEDULER", c.address()).env("ADPARALLELENGINE_DASK_PYTHON", c.python());
+                if let Some(bin) = bin {
+                    cmd.env("ADPARALLELENGINE_DASK_PROGRAM", bin);
+                }
             }
             // The driver then fails naming the missing scheduler: the kind's probe says why.
             Cluster::Missing(_) => {}

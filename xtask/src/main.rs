@@ -5,6 +5,7 @@
 //! cargo xtask test-matrix [--kinds serial,threads,...] [--release|--debug]
 //! cargo xtask bench [CRITERION ARGS]
 //! cargo xtask ci
+//! cargo xtask with-cluster dask|slurm -- COMMAND...
 //! cargo xtask help
 //! ```
 //!
@@ -20,6 +21,9 @@ mod k8s;
 mod matrix;
 mod mpi;
 mod run;
+mod service;
+mod slurm;
+mod with_cluster;
 
 use std::process::ExitCode;
 
@@ -31,18 +35,21 @@ commands:
   test-matrix [--kinds K1,K2,...] [--release|--debug]
         Build the `complete` example once (release by default), then run it for every
         combination of GATHER x BATCHED x SHARE x GENERATOR x MAX_WORKERS (64 cells per kind)
-        and check its output. Kinds: serial, threads, process, mpi, k8s, dask (default: all);
+        and check its output. Kinds: serial, threads, process, mpi, k8s, dask, slurm (default: all);
         kinds not built in this version are skipped. Exits non-zero if any cell fails.
   bench [CRITERION ARGS]
         Run the criterion benches and print each result with its ratio to the baseline of
         its group (bare rayon, ...), measured in the same run.
   ci    Everything CI checks: cargo fmt --check, clippy -D warnings, every test (unit,
         integration, doc), benches build, then the test matrix.
+  with-cluster dask|slurm -- COMMAND...
+        Start a local cluster of that kind (dask: a scheduler and two workers; slurm: a private
+        one-node Slurm), run COMMAND against it, stop it. Its exit code is COMMAND's.
   help    Print this message.
 ";
 
 /// Prints the usage on stderr after an error; exit code 2.
-fn usage_error(msg: &str) -> ExitCode {
+pub(crate) fn usage_error(msg: &str) -> ExitCode {
     eprintln!("error: {msg}\n");
     eprint!("{USAGE}");
     ExitCode::from(2)
@@ -109,6 +116,7 @@ fn main() -> ExitCode {
         },
         "bench" => bench::bench(rest),
         "ci" => ci::ci(),
+        "with-cluster" => with_cluster::with_cluster(rest),
         other => usage_error(&format!("unknown command {other:?}")),
     }
 }

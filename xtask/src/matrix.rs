@@ -9,13 +9,14 @@
 
 use crate::check::{self, Expectation};
 use crate::run::{self, Outcome};
+use crate::service::Service;
 use adparallelengine::conformance::{self, py_bool, MatrixCell};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 /// Every engine kind, in canonical spelling and report order.
-pub const KINDS: [&str; 6] = ["serial", "threads", "process", "mpi", "k8s", "dask"];
+pub const KINDS: [&str; 7] = ["serial", "threads", "process", "mpi", "k8s", "dask", "slurm"];
 /// Time limit of one run of the example (probe or cell).
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// Name of the example that is built and run.
@@ -119,9 +120,9 @@ fn build(root: &Path, release: bool) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-/// The command running the example for `kind` with `args`, from the workspace root; `dask`
-/// cells run against `dask`.
-fn command(root: &Path, bin: &Path, kind: &str, args: &[String], dask: Option<&crate::dask::Cluster>) -> Command {
+/// The command running the example for `kind` with `args`, from the workspace root, against
+/// the kind's cluster if it has one.
+fn command(root: &Path, bin: &Path, kind: &str, args: &[String], service: Option<&Service>) -> Command {
     let prefix = launcher(kind);
     let mut cmd = match prefix.split_first() {
         Some((program, rest)) => {
@@ -135,12 +136,10 @@ fn command(root: &Path, bin: &Path, kind: &str, args: &[String], dask: Option<&c
     match kind {
         "mpi" => crate::mpi::launch_env(&mut cmd),
         "k8s" => crate::k8s::launch_env(&mut cmd),
-        "dask" => {
-            if let Some(c) = dask {
-                c.launch_env(&mut cmd, bin);
-            }
-        }
         _ => {}
+    }
+    if let Some(s) = service {
+        s.launch_env(&mut cmd, Some(bin));
     }
     cmd
 }
@@ -205,9 +204,9 @@ fn probe_args(kind: &str) -> Vec<String> {
 }
 
 /// Runs `complete KIND False False False` once.
-fn probe(root: &Path, bin: &Path, kind: &str, dask: Option<&crate::dask::Cluster>) -> Probe {
+fn probe(root: &Path, bin: &Path, kind: &str, service: Option<&Service>) -> Probe {
     let args = probe_args(kind);
-    classify_probe(kind, run::run(command(root, bin, kind, &args, dask), TIMEOUT))
+    classify_probe(kind, run::run(command(root, bin, kind, &args, service), TIMEOUT))
 }
 
 /// Classifies the outcome of a probe run.
@@ -246,9 +245,9 @@ struct CellResult {
 }
 
 /// Runs one cell and checks its output.
-fn run_cell(root: &Path, bin: &Path, cell: Cell, dask: Option<&crate::dask::Cluster>) -> CellResult {
+fn run_cell(root: &Path, bin: &Path, cell: Cell, service: Option<&Service>) -> CellResult {
     let args = cell.args();
-    let (result, ms, detail) = match run::run(command(root, bin, &cell.kind, &args, dask), TIMEOUT) {
+    let (result, ms, detail) = match run::run(command(root, bin, &cell.kind, &args, service), TIMEOUT) {
         Err(e) => (Err(format!("cannot start: {e}")), 0, Some(detail(&cell.kind, &args, Err(&e)))),
         Ok(o) => {
             let ms = o.elapsed.as_millis();
@@ -338,27 +337,24 @@ pub fn test_matrix(opts: &Options) -> ExitCode {
     let mut header_printed = false;
     for kind in &opts.kinds {
         let mut summary = KindSummary { kind: kind.clone(), passed: 0, failed: 0, ms: 0, skipped: None };
-        // The `dask` cells' cluster lives as long as they run (and on this thread).
-        let dask = match kind.as_str() {
-            "dask" => match crate::dask::Cluster::start() {
-                Ok(crate::dask::Cluster::Missing(why)) => {
-                    println!("kind dask: no Dask here, skipped ({why})");
-                    summary.skipped = Some(why);
-                    summaries.push(summary);
-                    continue;
-                }
-                Ok(c) => Some(c),
-                Err(e) => {
-                    println!("kind dask: {e}; all its cells fail");
-                    failures.push(e);
-                    summary.failed = cells(kind).len();
-                    summaries.push(summary);
-                    continue;
-                }
-            },
-            _ => None,
+        // The kind's cluster lives as long as its cells run (and on this thread).
+        let service = match Service::start(kind) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("kind {kind}: {e}; all its cells fail");
+                failures.push(e);
+                summary.failed = cells(kind).len();
+                summaries.push(summary);
+                continue;
+            }
         };
-        let probe_failure = match probe(&root, &bin, kind, dask.as_ref()) {
+        if let Some(why) = service.as_ref().and_then(Service::missing) {
+            println!("kind {kind}: no cluster here, skipped ({why})");
+            summary.skipped = Some(why.to_string());
+            summaries.push(summary);
+            continue;
+        }
+        let probe_failure = match probe(&root, &bin, kind, service.as_ref()) {
             Probe::Available => None,
             Probe::NotBuilt(reason) => {
                 println!("kind {kind}: not built, skipped ({reason})");
@@ -381,7 +377,7 @@ pub fn test_matrix(opts: &Options) -> ExitCode {
                 Some(reason) => {
                     CellResult { cell, result: Err(format!("probe failed: {reason}")), ms: 0, detail: None }
                 }
-                None => run_cell(&root, &bin, cell, dask.as_ref()),
+                None => run_cell(&root, &bin, cell, service.as_ref()),
             };
             print_row(&r);
             summary.ms += r.ms;
