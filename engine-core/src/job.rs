@@ -4,6 +4,7 @@ use crate::audit::Audit;
 use crate::batching::{batcher_for, Batcher, Batching};
 use crate::config::EngineConfig;
 use crate::error::{Error, FailureKind, ItemError, Result};
+use crate::on_progress::{Callback, ProgressUpdate};
 use crate::order::Reorder;
 use crate::plumbing::backend::{Backend, Plan, SlicePlan};
 use crate::plumbing::batch::BatchDone;
@@ -45,6 +46,7 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     item_timeout: Option<std::time::Duration>,
     workers: Option<usize>,
     slice: Option<SliceItems<'e, T>>,
+    on_progress: Option<Callback<'e>>,
 }
 
 /// How a terminal consumes its job: what `Job::start` sets up for it.
@@ -95,6 +97,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             item_timeout: None,
             workers: None,
             slice: None,
+            on_progress: None,
         }
     }
 
@@ -146,6 +149,41 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// Progress reporting of this job.
     pub fn progress(mut self, p: Progress) -> Self {
         self.progress = p;
+        self
+    }
+
+    /// Calls `f` on the driver (the thread that consumes the results) with the job's
+    /// progress: items done and failed, the length if known, the time since the start. It is
+    /// called when a batch comes back, at most once per `every` (the first batch back is
+    /// always told), and once more at the end of the job if the counts moved since, so its
+    /// last call has the final counts. Counts never go down. Besides the log lines and the bar
+    /// of [`progress`](Job::progress), for a program's own UI or metrics.
+    ///
+    /// ```
+    /// # use adparallelengine_core::*;
+    /// # use adparallelengine_core::plumbing::*;
+    /// # adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
+    /// # struct Inline;
+    /// # impl Backend for Inline {
+    /// #   fn name(&self) -> &'static str { "inline" }
+    /// #   fn max_workers(&self) -> usize { 1 }
+    /// #   fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(&'a self, p: Plan<T, I>)
+    /// #     -> Result<Box<dyn Completions<T::Output> + 'a>> { run_inline(p) }
+    /// # }
+    /// # let engine = Engine::from_backend(Inline);
+    /// let mut seen = Vec::new();
+    /// let out = engine
+    ///     .map(Sq, 0..100u64)
+    ///     .batched(10)
+    ///     .on_progress(std::time::Duration::ZERO, |p| seen.push((p.done, p.total)))
+    ///     .run()?;
+    /// assert_eq!(out.len(), 100);
+    /// assert_eq!(seen.last(), Some(&(100, Some(100))));
+    /// assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn on_progress(mut self, every: std::time::Duration, f: impl FnMut(ProgressUpdate) + 'e) -> Self {
+        self.on_progress = Some(Callback::new(every, f));
         self
     }
 
@@ -236,8 +274,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         let sink = self.stats_sink;
         let tracker = Tracker::new(self.progress, declared, backend.name());
         let mut stats = JobStats::new(self.item_stats, declared);
+        let callback = self.on_progress;
         if source.is_empty()? {
-            return Ok((Running::new(None, stats, tracker, sink), declared, None));
+            return Ok((Running::new(None, stats, tracker, sink).with_callback(callback, declared), declared, None));
         }
         let workers =
             backend.max_workers().min(self.workers.unwrap_or(usize::MAX)).min(declared.unwrap_or(usize::MAX)).max(1);
@@ -292,7 +331,8 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             (Some(items), Some(chunk)) => backend.start_slice::<T, I>(plan, SlicePlan { items, chunk })?,
             _ => backend.start::<T, I>(plan)?,
         };
-        Ok((Running::new(Some((completions, audit)), stats, tracker, sink), declared, placement))
+        let running = Running::new(Some((completions, audit)), stats, tracker, sink).with_callback(callback, declared);
+        Ok((running, declared, placement))
     }
 
     /// Runs the job and returns every output in input order. Fails fast: the first failed

@@ -2,6 +2,7 @@
 
 use crate::audit::Audit;
 use crate::error::Result;
+use crate::on_progress::{Callback, ProgressUpdate};
 use crate::plumbing::batch::BatchDone;
 use crate::plumbing::Completions;
 use crate::progress::Tracker;
@@ -18,6 +19,10 @@ pub(crate) struct Running<'a, O> {
     sink: Arc<Mutex<Option<JobStats>>>,
     /// Checks every batch the backend hands back (`None`: a job with no items).
     audit: Option<Audit<O>>,
+    /// The job's progress callback, and the counts it is told.
+    callback: Option<Callback<'a>>,
+    failed: usize,
+    total: Option<usize>,
 }
 
 impl<'a, O> Running<'a, O> {
@@ -28,7 +33,28 @@ impl<'a, O> Running<'a, O> {
         sink: Arc<Mutex<Option<JobStats>>>,
     ) -> Self {
         let (inner, audit) = inner.unzip();
-        Running { inner, stats, started: Instant::now(), tracker, sink, audit }
+        Running { inner, stats, started: Instant::now(), tracker, sink, audit, callback: None, failed: 0, total: None }
+    }
+
+    /// Calls `callback` with the job's progress as batches come back (the job's length,
+    /// if known, is `total`).
+    pub(crate) fn with_callback(mut self, callback: Option<Callback<'a>>, total: Option<usize>) -> Self {
+        self.callback = callback;
+        self.total = total;
+        self
+    }
+
+    /// Offers the callback the counts so far (`last`: the job is over).
+    fn tell(&mut self, last: bool) {
+        if let Some(cb) = self.callback.as_mut() {
+            let update = ProgressUpdate {
+                done: self.stats.items_done,
+                failed: self.failed,
+                total: self.total,
+                elapsed: self.started.elapsed(),
+            };
+            cb.offer(update, last);
+        }
     }
 
     /// The next completed batch (completion order); `None` at the end.
@@ -48,10 +74,15 @@ impl<'a, O> Running<'a, O> {
         }
         match done {
             Some(Ok(mut b)) => {
+                if self.stats.first_result.is_none() && (b.placed || !b.outputs.is_empty()) {
+                    self.stats.first_result = Some(self.started.elapsed());
+                }
                 self.stats.items_done += if b.placed { b.len } else { b.outputs.len() };
+                self.failed += b.failures.len();
                 self.stats.batches.push(BatchStat { start: b.start, len: b.len, worker: b.worker, busy: b.busy });
                 self.stats.record_items(b.start, b.item_stats.take());
                 self.tracker.advance(b.len);
+                self.tell(false);
                 Some(Ok(b))
             }
             other => {
@@ -66,6 +97,7 @@ impl<'a, O> Running<'a, O> {
         if self.inner.take().is_some() || self.stats.wall.is_zero() {
             self.stats.wall = self.started.elapsed();
             self.tracker.finish();
+            self.tell(true);
             if let Ok(mut g) = self.sink.lock() {
                 *g = Some(self.stats.clone());
             }

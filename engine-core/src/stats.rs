@@ -38,6 +38,8 @@ pub(crate) type StatsSink = std::sync::Arc<std::sync::Mutex<Option<JobStats>>>;
 pub struct JobStats {
     /// Wall time from the start of the job to its last result.
     pub wall: Duration,
+    /// Time from the start of the job to its first output back (`None`: no output came).
+    pub first_result: Option<Duration>,
     /// Items whose result came back.
     pub items_done: usize,
     /// Every batch, in completion order.

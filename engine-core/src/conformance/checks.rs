@@ -266,6 +266,85 @@ pub fn collect_results<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Progress callbacks.
+
+/// Checks one job's progress calls: at least one, counts and elapsed never going down, the
+/// last one with the final counts and the length.
+fn verify_progress(
+    scope: &Scope,
+    what: &str,
+    seen: &[crate::ProgressUpdate],
+    done: usize,
+    failed: usize,
+    total: Option<usize>,
+) -> Result<(), Failure> {
+    let Some(last) = seen.last() else {
+        return Err(scope.contract(what, "the progress callback was never called"));
+    };
+    for w in seen.windows(2) {
+        if w[1].done < w[0].done || w[1].failed < w[0].failed || w[1].elapsed < w[0].elapsed {
+            return Err(scope.contract(what, format!("progress went back: {:?} then {:?}", w[0], w[1])));
+        }
+    }
+    if (last.done, last.failed, last.total) != (done, failed, total) {
+        return Err(scope.contract(
+            what,
+            format!(
+                "the last progress call said done {}, failed {}, total {:?}; the job had done {done}, failed \
+                 {failed}, total {total:?}",
+                last.done, last.failed, last.total
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `.on_progress` is called with counts that only grow, the last call with the final counts
+/// and the length when it is known (`None` for a generator without one); failures are
+/// counted; the job's stats have the time to its first result.
+pub fn progress_callbacks<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
+    let scope = Scope::new("progress_callbacks", describe(engine));
+    let n = 40usize;
+    for b in [Batching::None, Batching::Batches(8), Batching::Auto] {
+        let what = job("run() with on_progress", n, b);
+        let mut seen = Vec::new();
+        let got = scope.ok(
+            &what,
+            engine.map(Uneven, 0..n as u64).batched(b).on_progress(Duration::ZERO, |p| seen.push(p)).run(),
+        )?;
+        scope.same(&what, &uneven_expected(&(0..n as u64).collect::<Vec<_>>()), &got)?;
+        verify_progress(&scope, &what, &seen, n, 0, Some(n))?;
+        let stats = engine.last_stats().ok_or_else(|| scope.contract(&what, "no stats after the job"))?;
+        match stats.first_result {
+            Some(t) if t <= stats.wall => {}
+            other => {
+                return Err(scope.contract(
+                    &what,
+                    format!("time to the first result {other:?}, expected some at most the job's {:?}", stats.wall),
+                ))
+            }
+        }
+    }
+    let what = "collect_results() of Mixed over a generator without length, with on_progress".to_string();
+    let mut seen = Vec::new();
+    let mut x = 0u64;
+    let items = std::iter::from_fn(move || {
+        x += 1;
+        (x <= 30).then_some(x - 1)
+    });
+    let got = scope.ok(
+        &what,
+        engine.map(Mixed, items).batched(4).on_progress(Duration::ZERO, |p| seen.push(p)).collect_results(),
+    )?;
+    let failed = got.iter().filter(|r| r.is_err()).count();
+    let want_failed = (0..30u64).filter(|&i| !matches!(mixed_fate(i), MixedFate::Ok(_))).count();
+    if failed != want_failed {
+        return Err(scope.fail(&what, Problem::Count { expected: want_failed, got: failed }));
+    }
+    verify_progress(&scope, &what, &seen, 30 - failed, failed, None)
+}
+
+// ---------------------------------------------------------------------------------------
 // Lengths.
 
 /// Runs `f`, failing if it takes longer than `limit`.
