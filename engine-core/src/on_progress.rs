@@ -48,7 +48,7 @@ impl<'a> Callback<'a> {
         };
         let counts = (update.done, update.failed);
         let moved = self.told != Some(counts);
-        if (due && moved) || (last_call && moved) {
+        if (due || last_call) && moved {
             self.last = Some(now);
             self.told = Some(counts);
             (self.f)(update);
