@@ -325,7 +325,7 @@ pub fn progress_callbacks<B: Backend>(engine: &Engine<B>) -> Result<(), Failure>
             }
         }
     }
-    let what = "collect_results() of Mixed over a generator without length, with on_progress".to_string();
+    let what = "collect_results() of Mixed over a generator without length, ChunkSize(4), with on_progress".to_string();
     let mut seen = Vec::new();
     let mut x = 0u64;
     let items = std::iter::from_fn(move || {
@@ -334,7 +334,11 @@ pub fn progress_callbacks<B: Backend>(engine: &Engine<B>) -> Result<(), Failure>
     });
     let got = scope.ok(
         &what,
-        engine.map(Mixed, items).batched(4).on_progress(Duration::ZERO, |p| seen.push(p)).collect_results(),
+        engine
+            .map(Mixed, items)
+            .batched(Batching::ChunkSize(4))
+            .on_progress(Duration::ZERO, |p| seen.push(p))
+            .collect_results(),
     )?;
     let failed = got.iter().filter(|r| r.is_err()).count();
     let want_failed = (0..30u64).filter(|&i| !matches!(mixed_fate(i), MixedFate::Ok(_))).count();
