@@ -4,6 +4,7 @@ use crate::audit::Audit;
 use crate::batching::{batcher_for, Batcher, Batching};
 use crate::config::EngineConfig;
 use crate::error::{Error, FailureKind, ItemError, Result};
+use crate::in_flight::InFlightCap;
 use crate::on_progress::{Callback, ProgressUpdate};
 use crate::order::Reorder;
 use crate::plumbing::backend::{Backend, Plan, SlicePlan};
@@ -47,6 +48,7 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     workers: Option<usize>,
     slice: Option<SliceItems<'e, T>>,
     on_progress: Option<Callback<'e>>,
+    max_in_flight: Option<usize>,
 }
 
 /// How a terminal consumes its job: what `Job::start` sets up for it.
@@ -98,6 +100,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             workers: None,
             slice: None,
             on_progress: None,
+            max_in_flight: None,
         }
     }
 
@@ -149,6 +152,47 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// Progress reporting of this job.
     pub fn progress(mut self, p: Progress) -> Self {
         self.progress = p;
+        self
+    }
+
+    /// Takes at most `n` items from the iterator that the consumer has not been given back
+    /// yet: items being batched, sent, run, or held in order behind a slower one. A stream's
+    /// consumer gets an item back when the stream yields it; `run`, `gather`, `gather_with`
+    /// and `collect_results` when it lands in order in their result. So a stream over an
+    /// endless generator never pulls more than `n` items ahead of the caller, whatever the
+    /// batching: batches are cut smaller when the cap is near (Auto batching's sizes, the
+    /// prefetch and the reorder window all give way to it). A small cap costs throughput
+    /// (batches of at most `n` items, workers idle while the consumer is slow); the default is
+    /// no cap. Jobs over a slice or a `Vec` split by index are not pulled lazily, so with a
+    /// cap they are cut like any iterator.
+    ///
+    /// ```
+    /// # use adparallelengine_core::*;
+    /// # use adparallelengine_core::plumbing::*;
+    /// # adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
+    /// # struct Inline;
+    /// # impl Backend for Inline {
+    /// #   fn name(&self) -> &'static str { "inline" }
+    /// #   fn max_workers(&self) -> usize { 1 }
+    /// #   fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(&'a self, p: Plan<T, I>)
+    /// #     -> Result<Box<dyn Completions<T::Output> + 'a>> { run_inline(p) }
+    /// # }
+    /// # let engine = Engine::from_backend(Inline);
+    /// use std::cell::Cell;
+    /// let pulled = Cell::new(0u64);
+    /// let endless = std::iter::from_fn(|| {
+    ///     pulled.set(pulled.get() + 1);
+    ///     Some(pulled.get())
+    /// });
+    /// let mut stream = engine.map(Sq, endless).max_in_flight(8).stream()?;
+    /// for taken in 1..=100u64 {
+    ///     assert_eq!(stream.next().transpose()?, Some(taken * taken));
+    ///     assert!(pulled.get() <= taken + 8);
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = Some(n.max(1));
         self
     }
 
@@ -269,7 +313,8 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             (lo, Some(hi)) if lo == hi => Some(lo),
             _ => None,
         });
-        let mut source = ItemSource::new(self.iter, declared);
+        let cap = self.max_in_flight.map(|n| Arc::new(InFlightCap::new(n)));
+        let mut source = ItemSource::new(self.iter, declared).with_cap(cap.clone());
         let cuts = source.cut_log();
         let sink = self.stats_sink;
         let tracker = Tracker::new(self.progress, declared, backend.name());
@@ -292,7 +337,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
                 backend.auto_batch_target(),
             )?,
         };
-        let slice = self.slice.filter(|s| whole && fail_fast && !self.item_stats && declared == Some(s.len()));
+        let slice = self.slice.filter(|s| {
+            whole && fail_fast && !self.item_stats && declared == Some(s.len()) && self.max_in_flight.is_none()
+        });
         let slice_chunk = slice.map(|s| {
             let n = s.len();
             match (self.batching, custom_batcher) {
@@ -331,7 +378,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             (Some(items), Some(chunk)) => backend.start_slice::<T, I>(plan, SlicePlan { items, chunk })?,
             _ => backend.start::<T, I>(plan)?,
         };
-        let running = Running::new(Some((completions, audit)), stats, tracker, sink).with_callback(callback, declared);
+        let running = Running::new(Some((completions, audit)), stats, tracker, sink)
+            .with_callback(callback, declared)
+            .with_cap(cap);
         Ok((running, declared, placement))
     }
 
@@ -425,6 +474,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         while let Some(b) = run.next_done() {
             reorder.push(b?);
             while let Some(b) = reorder.pop() {
+                run.returned(b.len);
                 let mut outputs = b.outputs.into_iter();
                 let mut failures = b.failures.into_iter().peekable();
                 for index in b.start..b.start + b.len {
@@ -478,6 +528,7 @@ fn in_order<O>(run: &mut Running<'_, O>, mut sink: impl FnMut(BatchDone<O>)) -> 
         }
         reorder.push(b);
         while let Some(b) = reorder.pop() {
+            run.returned(b.len);
             sink(b);
         }
     }

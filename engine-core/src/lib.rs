@@ -17,6 +17,7 @@ mod batching;
 mod config;
 mod engine;
 mod error;
+mod in_flight;
 mod job;
 mod on_progress;
 mod order;

@@ -2,6 +2,7 @@
 
 use crate::audit::Audit;
 use crate::error::Result;
+use crate::in_flight::InFlightCap;
 use crate::on_progress::{Callback, ProgressUpdate};
 use crate::plumbing::batch::BatchDone;
 use crate::plumbing::Completions;
@@ -23,6 +24,8 @@ pub(crate) struct Running<'a, O> {
     callback: Option<Callback<'a>>,
     failed: usize,
     total: Option<usize>,
+    /// The job's cap on items in flight, told of every item its terminal returns.
+    cap: Option<Arc<InFlightCap>>,
 }
 
 impl<'a, O> Running<'a, O> {
@@ -33,7 +36,18 @@ impl<'a, O> Running<'a, O> {
         sink: Arc<Mutex<Option<JobStats>>>,
     ) -> Self {
         let (inner, audit) = inner.unzip();
-        Running { inner, stats, started: Instant::now(), tracker, sink, audit, callback: None, failed: 0, total: None }
+        Running {
+            inner,
+            stats,
+            started: Instant::now(),
+            tracker,
+            sink,
+            audit,
+            callback: None,
+            failed: 0,
+            total: None,
+            cap: None,
+        }
     }
 
     /// Calls `callback` with the job's progress as batches come back (the job's length,
@@ -42,6 +56,20 @@ impl<'a, O> Running<'a, O> {
         self.callback = callback;
         self.total = total;
         self
+    }
+
+    /// Tells `cap` of the items the terminal returns ([`Running::returned`]).
+    pub(crate) fn with_cap(mut self, cap: Option<Arc<InFlightCap>>) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// The terminal returned `n` more items to its consumer: the source may pull as many.
+    #[inline]
+    pub(crate) fn returned(&self, n: usize) {
+        if let Some(cap) = &self.cap {
+            cap.returned(n);
+        }
     }
 
     /// Offers the callback the counts so far (`last`: the job is over).

@@ -40,6 +40,7 @@ impl<O> Iterator for ResultStream<'_, O> {
     fn next(&mut self) -> Option<Result<O>> {
         loop {
             if let Some(o) = self.current.next() {
+                self.run.returned(1);
                 return Some(Ok(o));
             }
             if self.over {
@@ -91,6 +92,7 @@ impl<O> Iterator for UnorderedStream<'_, O> {
     fn next(&mut self) -> Option<Result<(usize, O)>> {
         loop {
             if let Some(x) = self.current.next() {
+                self.run.returned(1);
                 return Some(Ok(x));
             }
             if self.over {

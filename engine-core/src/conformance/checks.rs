@@ -349,6 +349,80 @@ pub fn progress_callbacks<B: Backend>(engine: &Engine<B>) -> Result<(), Failure>
 }
 
 // ---------------------------------------------------------------------------------------
+// The cap on items in flight.
+
+/// `.max_in_flight(n)` holds: a stream (ordered or not) over an endless generator never has
+/// pulled more than `n` items beyond what its caller took, whatever the batching; `run()`
+/// under a cap is right and in order.
+pub fn max_in_flight<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let scope = Scope::new("max_in_flight", describe(engine));
+    let (cap, take) = (16usize, 200usize);
+    for b in [Batching::None, Batching::ChunkSize(10), Batching::Auto] {
+        for ordered in [true, false] {
+            let what = format!(
+                "{} over an endless generator, {}, max_in_flight({cap}), taking {take}",
+                if ordered { "stream()" } else { "stream_unordered()" },
+                crate::conformance::batched_arg(b)
+            );
+            let pulled = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&pulled);
+            let endless = std::iter::from_fn(move || Some(counter.fetch_add(1, Ordering::SeqCst) as u64));
+            let job = engine.map(Pair, endless).batched(b).max_in_flight(cap);
+            let mut got: Vec<(usize, [u64; 2])> = Vec::with_capacity(take);
+            let mut worst = 0usize;
+            if ordered {
+                let stream = scope.ok(&what, job.stream())?;
+                for r in stream.take(take) {
+                    let y = scope.ok(&what, r)?;
+                    got.push((got.len(), y));
+                    worst = worst.max(pulled.load(Ordering::SeqCst).saturating_sub(got.len()));
+                }
+            } else {
+                let stream = scope.ok(&what, job.stream_unordered())?;
+                for r in stream.take(take) {
+                    got.push(scope.ok(&what, r)?);
+                    worst = worst.max(pulled.load(Ordering::SeqCst).saturating_sub(got.len()));
+                }
+                got.sort_by_key(|(i, _)| *i);
+            }
+            if worst > cap {
+                return Err(scope.contract(
+                    &what,
+                    format!("{worst} items were pulled beyond what the caller took, over the cap of {cap}"),
+                ));
+            }
+            if ordered {
+                let want: Vec<(usize, [u64; 2])> = (0..take).map(|i| (i, [i as u64, 10 * i as u64 + 1])).collect();
+                scope.same(&what, &want, &got)?;
+            } else {
+                // Unordered: every index taken once, each with its own output.
+                for w in got.windows(2) {
+                    if w[0].0 == w[1].0 {
+                        return Err(scope.contract(&what, format!("index {} came back twice", w[0].0)));
+                    }
+                }
+                if let Some((i, y)) = got.iter().find(|(i, y)| *y != [*i as u64, 10 * *i as u64 + 1]) {
+                    return Err(scope.fail(
+                        &what,
+                        Problem::Output {
+                            index: *i,
+                            expected: format!("[{i}, {}]", 10 * i + 1),
+                            got: format!("{y:?}"),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    let items: Vec<u64> = (0..60).collect();
+    let what = job("run() with max_in_flight(5)", items.len(), Batching::Auto);
+    let got = scope.ok(&what, engine.map(Uneven, items.clone()).max_in_flight(5).run())?;
+    scope.same(&what, &uneven_expected(&items), &got)
+}
+
+// ---------------------------------------------------------------------------------------
 // Lengths.
 
 /// Runs `f`, failing if it takes longer than `limit`.

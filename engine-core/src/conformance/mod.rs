@@ -68,6 +68,7 @@
 //! | [`unordered_stream`] | engine | `stream_unordered()` yields every index exactly once |
 //! | [`map_slice`] | engine | `map_slice` gives `map`'s outputs, in order, from every terminal |
 //! | [`usable_after_failure`] | engine | after a failed job the next one on the same engine is right |
+//! | [`max_in_flight`] | engine | streams over an endless generator never pull more than the cap past what the caller took |
 //! | [`progress_callbacks`] | engine | `on_progress` counts only grow and end at the job's; failures counted; time to first result |
 //!
 //! The complete example's inputs, expected numbers and cells ([`FRAMES`], [`expected_blocks`],
@@ -84,8 +85,8 @@ mod tasks;
 pub use checks::{
     args_and_shared, collect_results, complete_cell, complete_matrix, default_workers, init_once_per_worker,
     init_once_per_worker_on, input_order, item_error, item_panic, large_payloads, length_mismatch, map_slice,
-    ordered_stream, progress_callbacks, stream_cancel_on_drop, unordered_stream, usable_after_failure, zero_items,
-    PROMPT_DROP, PROMPT_JOB,
+    max_in_flight, ordered_stream, progress_callbacks, stream_cancel_on_drop, unordered_stream, usable_after_failure,
+    zero_items, PROMPT_DROP, PROMPT_JOB,
 };
 pub use failure::{Failure, Problem};
 pub use kit::{run_all, run_all_except, Kit, Report, CHECKS};

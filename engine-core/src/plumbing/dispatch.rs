@@ -653,6 +653,10 @@ impl<I: Iterator, O, P: Parcel> Completions<O> for Dispatch<'_, I, O, P> {
                 self.shut(false);
                 return None;
             }
+            if self.outstanding == 0 && self.retry.is_empty() && self.source.room() == 0 {
+                // Nothing will come back to free room under the job's max_in_flight.
+                return self.fail(crate::plumbing::source::no_room());
+            }
             let (joined, refill_wait) = self.refill();
             if joined {
                 // A replacement joined: give it work before waiting.

@@ -40,6 +40,13 @@ impl<T: Task, I: Iterator<Item = T::Item>> Completions<T::Output> for Inline<T, 
                 self.batcher.observe(done.len, done.busy);
                 Some(Ok(done))
             }
+            Ok(None) if !self.source.is_done() => {
+                // No room under the job's max_in_flight: inline, every batch is back before
+                // the next is cut, so the consumer holds the cap's worth of items without
+                // taking them, and nothing would free it.
+                self.over = true;
+                Some(Err(crate::plumbing::source::no_room()))
+            }
             Ok(None) => {
                 self.over = true;
                 None

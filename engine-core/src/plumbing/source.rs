@@ -1,9 +1,21 @@
 //! [`ItemSource`]: cuts batches lazily from the user's iterator and checks its length.
 
 use crate::error::{Error, Result};
+use crate::in_flight::InFlightCap;
 use crate::plumbing::batch::Batch;
 use crate::plumbing::cuts::CutLog;
 use std::sync::Arc;
+
+/// The error of a job whose consumer holds its `max_in_flight` items without taking them
+/// back, with no batch in flight to free room: a loop waiting then would wait forever.
+pub(crate) fn no_room() -> Error {
+    Error::Backend {
+        backend: "engine",
+        message: "the job's max_in_flight is reached with no batch in flight: its consumer must take results \
+                  back before more items are pulled"
+            .into(),
+    }
+}
 
 /// The user's iterator, cut into batches only when a worker needs one. Never collected.
 ///
@@ -19,12 +31,41 @@ pub struct ItemSource<I: Iterator> {
     next_seq: u64,
     /// What was cut, for the engine's audit of the backend.
     log: Arc<CutLog>,
+    /// The job's bound on items pulled and not yet returned to its consumer, if any.
+    cap: Option<Arc<InFlightCap>>,
 }
 
 impl<I: Iterator> ItemSource<I> {
     /// Wraps an iterator. `declared` is the length the caller promises, if any.
     pub fn new(iter: I, declared: Option<usize>) -> Self {
-        ItemSource { iter, declared, pulled: 0, lookahead: None, exhausted: false, next_seq: 0, log: Arc::default() }
+        ItemSource {
+            iter,
+            declared,
+            pulled: 0,
+            lookahead: None,
+            exhausted: false,
+            next_seq: 0,
+            log: Arc::default(),
+            cap: None,
+        }
+    }
+
+    /// Pulls only while `cap` has room (`Job::max_in_flight`).
+    pub(crate) fn with_cap(mut self, cap: Option<Arc<InFlightCap>>) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// How many more items may be pulled from the iterator now: unbounded (`usize::MAX`)
+    /// unless the job caps its items in flight ([`Job::max_in_flight`](crate::Job::max_in_flight)),
+    /// then what the consumer has taken back frees. A loop that finds no room waits for
+    /// batches to come back instead of cutting one; [`next_batch`](ItemSource::next_batch)
+    /// cuts at most this many new items.
+    pub fn room(&self) -> usize {
+        match &self.cap {
+            None => usize::MAX,
+            Some(cap) => cap.room(self.pulled),
+        }
     }
 
     /// The declared length.
@@ -95,7 +136,8 @@ impl<I: Iterator> ItemSource<I> {
         }
     }
 
-    /// Cuts the next batch of at most `size` items; `None` when the iterator is done.
+    /// Cuts the next batch of at most `size` items (and at most [`room`](ItemSource::room) new
+    /// ones); `None` when the iterator is done, or when there is no room and no item kept.
     pub fn next_batch(&mut self, size: usize) -> Result<Option<Batch<I::Item>>> {
         let size = size.max(1);
         let start = self.cut();
@@ -107,7 +149,8 @@ impl<I: Iterator> ItemSource<I> {
         let want = match self.declared {
             Some(d) => (size - items.len()).min(d - self.pulled),
             None => size - items.len(),
-        };
+        }
+        .min(self.room());
         if want > 0 && !self.exhausted {
             let before = items.len();
             items.extend(self.iter.by_ref().take(want));
@@ -122,7 +165,8 @@ impl<I: Iterator> ItemSource<I> {
         }
         // At the declared length, look one further so "too many items" surfaces with the last
         // batch rather than after it.
-        if self.declared == Some(self.pulled) && self.lookahead.is_none() && !self.exhausted {
+        // The probe for an item past the declared length is a pull too: it waits for room.
+        if self.declared == Some(self.pulled) && self.lookahead.is_none() && !self.exhausted && self.room() > 0 {
             if let Some(x) = self.pull()? {
                 self.lookahead = Some(x);
             }
