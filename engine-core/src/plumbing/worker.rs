@@ -21,6 +21,25 @@ pub struct WorkerOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+/// Where a worker puts a batch's outputs: a vector, or memory the driver reads them from
+/// ([`crate::plumbing::plain::WriteInPlace`]).
+pub(crate) trait Outputs<O> {
+    /// Room for `n` more outputs, if that helps.
+    fn reserve(&mut self, _n: usize) {}
+    /// The next output.
+    fn push(&mut self, o: O);
+}
+
+impl<O> Outputs<O> for Vec<O> {
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n)
+    }
+    #[inline]
+    fn push(&mut self, o: O) {
+        Vec::push(self, o)
+    }
+}
+
 /// One worker's state for one job: the task's per-worker state and the job's args.
 pub struct Worker<T: Task, A: AsRef<T::Args> = Arc<<T as Task>::Args>> {
     id: usize,
@@ -48,20 +67,36 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
     /// Runs one batch. Failures are reported per item, with their index; a panic in one item
     /// does not take the worker down.
     pub fn run_batch(&mut self, batch: Batch<T::Item>) -> BatchDone<T::Output> {
-        let began = Instant::now();
         let Batch { seq, start, items } = batch;
+        let mut outputs = Vec::with_capacity(items.len());
+        let mut done = self.run_items_of(seq, start, items.into_iter(), &mut outputs);
+        done.outputs = outputs;
+        done
+    }
+
+    /// Runs the batch `seq` of `items` (consecutive from index `start`), pushing the outputs
+    /// of those that succeed to `outputs` (which the caller may reuse from batch to batch:
+    /// no fresh pages per batch); the returned record's own `outputs` is empty.
+    pub(crate) fn run_items_of(
+        &mut self,
+        seq: u64,
+        start: usize,
+        items: impl ExactSizeIterator<Item = T::Item>,
+        outputs: &mut impl Outputs<T::Output>,
+    ) -> BatchDone<T::Output> {
+        let began = Instant::now();
         let len = items.len();
-        let mut outputs = Vec::with_capacity(len);
+        outputs.reserve(len);
         let mut failures = Vec::new();
         let mut item_stats = self.opts.item_stats.then(|| Vec::with_capacity(len));
-        let mut items = items.into_iter();
+        let mut items = items;
         // Index of the item being run, kept outside the unwind boundary so a panic is pinned
         // to its item. One `catch_unwind` covers a run of items (not one per item: that would
         // cost more than a tiny item); after a panic the run resumes with the next item.
         let mut index = start;
         loop {
             let run = catch_unwind(AssertUnwindSafe(|| {
-                self.run_items(&mut items, &mut index, &mut outputs, &mut failures, item_stats.as_mut())
+                self.run_items(&mut items, &mut index, outputs, &mut failures, item_stats.as_mut())
             }));
             match run {
                 Ok(()) => break,
@@ -82,7 +117,7 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
             seq,
             start,
             len,
-            outputs,
+            outputs: Vec::new(),
             failures,
             worker: self.id,
             busy: began.elapsed(),
@@ -128,9 +163,9 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
     /// cancelled. `index` is the index of the item being run.
     fn run_items(
         &mut self,
-        items: &mut std::vec::IntoIter<T::Item>,
+        items: &mut impl Iterator<Item = T::Item>,
         index: &mut usize,
-        outputs: &mut Vec<T::Output>,
+        outputs: &mut impl Outputs<T::Output>,
         failures: &mut Vec<ItemError>,
         mut stats: Option<&mut Vec<ItemStats>>,
     ) {
