@@ -69,13 +69,21 @@ pub fn read_in_place<T: 'static>(bytes: &[u8], count: usize) -> Option<Result<In
     if Some(bytes.len()) != count.checked_mul(size) {
         return Some(Err(format!("expected {count} values of {size} bytes, got {} bytes", bytes.len())));
     }
-    Some(Ok(InPlace { chunks: bytes.chunks_exact(size), _t: std::marker::PhantomData }))
+    Some(Ok(InPlace { rest: bytes, _t: std::marker::PhantomData }))
 }
 
 /// The values of a list of plain values read in place ([`read_in_place`]).
 pub struct InPlace<'a, T> {
-    chunks: std::slice::ChunksExact<'a, u8>,
+    /// The values not read yet, as bytes: a whole number of them.
+    rest: &'a [u8],
     _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'a, T> InPlace<'a, T> {
+    /// The bytes of the values not read yet.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.rest
+    }
 }
 
 impl<T> Iterator for InPlace<'_, T> {
@@ -83,15 +91,18 @@ impl<T> Iterator for InPlace<'_, T> {
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        let c = self.chunks.next()?;
+        let size = std::mem::size_of::<T>();
+        let (c, rest) = self.rest.split_at_checked(size)?;
+        self.rest = rest;
         // SAFETY: `InPlace` is made only for a plain `T` (`read_in_place` checks), valid for
-        // every bit pattern, and each chunk is `size_of::<T>()` bytes; an unaligned read
-        // needs no alignment.
+        // every bit pattern, and `c` is `size_of::<T>()` bytes; an unaligned read needs no
+        // alignment.
         Some(unsafe { c.as_ptr().cast::<T>().read_unaligned() })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.chunks.size_hint()
+        let n = self.rest.len() / std::mem::size_of::<T>().max(1);
+        (n, Some(n))
     }
 }
 
@@ -115,6 +126,18 @@ impl<'a, T: 'static> WriteInPlace<'a, T> {
     /// Values written.
     pub(crate) fn count(&self) -> usize {
         self.count
+    }
+
+    /// The room not written yet.
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        let at = (self.count * std::mem::size_of::<T>()).min(self.bytes.len());
+        &mut self.bytes[at..]
+    }
+
+    /// `n` more values were written into [`WriteInPlace::spare`], as their bytes.
+    pub(crate) fn advance(&mut self, n: usize) {
+        let fits = self.bytes.len() / std::mem::size_of::<T>().max(1);
+        self.count = (self.count + n).min(fits);
     }
 }
 

@@ -165,7 +165,7 @@ fn serve_plain<T: Task>(
             ToWorker::Batch { seq, start, count } => match read_in_place::<T::Item>(tail, count) {
                 Some(Ok(items)) => match room.and_then(WriteInPlace::<T::Output>::new) {
                     Some(mut out) => {
-                        let done = w.run_items_of(seq, start, items, &mut out);
+                        let done = w.run_plain(seq, start, items, &mut out);
                         (done, Some(out.count()))
                     }
                     None => (w.run_items_of(seq, start, items, &mut outputs), None),
