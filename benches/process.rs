@@ -352,16 +352,4 @@ fn main() {
     if want("e") {
         bench_e();
     }
-    if only.as_deref() == Some("f") {
-        let process = quiet(Kind::Process, 2);
-        for n in [1u64, 1000, 100_000, 1_000_000] {
-            let mut v = vec![];
-            for _ in 0..200 {
-                let t0 = Instant::now();
-                process.map(Double, 0..n).batched(Batching::Auto).run().expect("run");
-                v.push(t0.elapsed());
-            }
-            println!("n={n} median {:?} min {:?}", median(v.clone()), v.iter().min().unwrap());
-        }
-    }
 }
