@@ -5,6 +5,14 @@
 //! travels) and, should the worker die, the retry on another worker (copied into that one's
 //! ring). So its space is not reused when the worker consumes it, but only once the driver
 //! drops the batch too (it was answered, or given up): the ring keeps it *held* until then.
+//!
+//! What a retry trusts: the rings are shared memory the worker can write, so a batch retried
+//! after its worker died holds whatever that worker left in its place. The items are plain
+//! numbers, for which any bytes are valid values (no undefined behaviour, and the retry's
+//! answer is checked like any other); a worker that corrupts its own items before dying can
+//! change the results no more than one that answers wrong outputs, which no driver can tell
+//! either. The driver-side bookkeeping (where a batch is, how long) is never read from the
+//! shared memory.
 
 use crate::shm::{Dir, RingWriter, Shm};
 use adparallelengine_core::plumbing::{Lender, Room};
