@@ -4,10 +4,13 @@
 //! - (b) 1,000,000 tiny items with auto batching: process vs threads;
 //! - (c) a large Arrow table shared to 2 workers that each sum one column: time to first
 //!   result and memory added per worker, vs an empty table and vs the table as a plain arg;
-//! - (d) 64 CPU-bound items of about 50 ms: speedup over serial with 2 workers.
+//! - (d) 64 CPU-bound items of about 50 ms: speedup over serial with 2 workers;
+//! - (e) `tiny_items_1M`, a criterion group: 1,000,000 tiny items (x*2) on 2 workers, bare
+//!   rayon `into_par_iter` on the same items (the baseline), process Auto, process
+//!   `ChunkSize(10_000)` and threads `map`, and the ratio of process Auto to rayon.
 //!
-//! `cargo bench --bench process` (or `cargo xtask bench`). `ADPE_BENCH_GIB` sets the table
-//! size of (c) in GiB (default 1).
+//! `cargo bench --bench process` (or `cargo xtask bench`); `cargo bench --bench process -- e`
+//! runs (e) alone. `ADPE_BENCH_GIB` sets the table size of (c) in GiB (default 1).
 
 mod common;
 
@@ -270,6 +273,64 @@ fn bench_d() {
     println!("    threads                        {t:>10.2?}   {:.2}x speedup", ratio(s, t));
 }
 
+/// (e) The criterion group: bare rayon, process Auto and ChunkSize(10_000), threads, on the
+/// same 1,000,000 items, each warm; then process Auto's speed as a fraction of rayon's, from
+/// criterion's own estimates.
+fn bench_e() {
+    use criterion::{BenchmarkId, Criterion, Throughput};
+    use rayon::prelude::*;
+    use std::hint::black_box;
+    let n = 1_000_000u64;
+    let workers = 2;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().expect("pool");
+    let process = quiet(Kind::Process, workers);
+    let threads = quiet(Kind::Threads, workers);
+    let check = |out: Vec<u64>| {
+        assert_eq!(out.len(), n as usize);
+        assert_eq!(out[n as usize - 1], 2 * (n - 1));
+    };
+    check(process.map(Double, 0..n).batched(Batching::Auto).run().expect("run"));
+    let mut c = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    let mut g = c.benchmark_group("tiny_items_1M");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function(BenchmarkId::new("rayon_into_par_iter", workers), |b| {
+        b.iter(|| pool.install(|| (0..black_box(n)).into_par_iter().map(|x| x * 2).collect::<Vec<u64>>()))
+    });
+    g.bench_function(BenchmarkId::new("process_auto", workers), |b| {
+        b.iter(|| process.map(Double, 0..black_box(n)).batched(Batching::Auto).run().expect("run"))
+    });
+    g.bench_function(BenchmarkId::new("process_chunk_10000", workers), |b| {
+        b.iter(|| process.map(Double, 0..black_box(n)).batched(Batching::ChunkSize(10_000)).run().expect("run"))
+    });
+    g.bench_function(BenchmarkId::new("threads_map_auto", workers), |b| {
+        b.iter(|| threads.map(Double, 0..black_box(n)).batched(Batching::Auto).run().expect("run"))
+    });
+    g.finish();
+    let mean = |id: &str| -> Option<f64> {
+        let path = format!("target/criterion/tiny_items_1M/{id}/{workers}/new/estimates.json");
+        let dir = std::env::var("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| "target".into());
+        let path = dir.join(path.trim_start_matches("target/"));
+        let text = std::fs::read_to_string(path).ok()?;
+        let at = text.find("\"median\"")?;
+        let rest = &text[at..];
+        let p = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+        rest[p..].split([',', '}']).next()?.trim().parse().ok()
+    };
+    if let (Some(r), Some(a), Some(c10k), Some(t)) =
+        (mean("rayon_into_par_iter"), mean("process_auto"), mean("process_chunk_10000"), mean("threads_map_auto"))
+    {
+        println!("(e) 1,000,000 tiny items (x*2), 2 workers, medians, speed as a fraction of bare rayon's");
+        println!("    rayon into_par_iter            {:>10.2?}   1.00x", Duration::from_nanos(r as u64));
+        println!("    process Auto                   {:>10.2?}   {:.2}x rayon", Duration::from_nanos(a as u64), r / a);
+        println!(
+            "    process ChunkSize(10_000)      {:>10.2?}   {:.2}x rayon",
+            Duration::from_nanos(c10k as u64),
+            r / c10k
+        );
+        println!("    threads map, Auto              {:>10.2?}   {:.2}x rayon", Duration::from_nanos(t as u64), r / t);
+    }
+}
+
 fn main() {
     if std::env::var_os(PING_ENV).is_some() {
         echo_server();
@@ -287,5 +348,8 @@ fn main() {
     }
     if want("d") {
         bench_d();
+    }
+    if want("e") {
+        bench_e();
     }
 }

@@ -119,6 +119,50 @@ struct SocketTransport {
     holding: bool,
 }
 
+impl SocketTransport {
+    /// Reads the next frame, first giving back what the last one held in the ring (its tail,
+    /// and room lent with it and not used). `None` at the end of the stream; else, for a
+    /// frame whose tail is in the ring, the head's length and the tail's place.
+    fn next_frame(&mut self) -> io::Result<Option<Option<(usize, u64, u64)>>> {
+        if let Some((w, r)) = self.rings.as_mut() {
+            if std::mem::take(&mut self.holding) {
+                r.release();
+            }
+            w.unlend();
+        }
+        match read_frame_into(&mut self.reader, LOCAL_MAX_FRAME, &mut self.buf)? {
+            None => Ok(None),
+            Some(false) => Ok(Some(None)),
+            Some(true) => {
+                if self.rings.is_none() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a tail in shared memory, but none is mapped",
+                    ));
+                }
+                let (head, at, len) = split_apart(&self.buf)?;
+                self.holding = true;
+                Ok(Some(Some((head.len(), at, len))))
+            }
+        }
+    }
+}
+
+/// The message of a frame read by [`SocketTransport::next_frame`].
+fn message<'a>(
+    buf: &'a [u8],
+    reader: Option<&'a RingReader>,
+    apart: Option<(usize, u64, u64)>,
+) -> io::Result<Incoming<'a>> {
+    match (apart, reader) {
+        (None, _) => Ok(Incoming { payload: buf, bulk: None }),
+        (Some((head, at, len)), Some(r)) => Ok(Incoming { payload: &buf[..head], bulk: Some(r.get(at, len)?) }),
+        (Some(_), None) => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, "a tail in shared memory, but none is mapped"))
+        }
+    }
+}
+
 impl Transport for SocketTransport {
     fn send(&mut self, head: &[u8], tail: &[u8]) -> io::Result<()> {
         if tail.len() >= APART_MIN {
@@ -130,26 +174,40 @@ impl Transport for SocketTransport {
     }
 
     fn recv(&mut self) -> io::Result<Option<Incoming<'_>>> {
-        if std::mem::take(&mut self.holding) {
-            if let Some((_, r)) = self.rings.as_mut() {
-                r.release();
-            }
+        let Some(apart) = self.next_frame()? else { return Ok(None) };
+        message(&self.buf, self.rings.as_ref().map(|(_, r)| r), apart).map(Some)
+    }
+
+    /// Room from [`APART_MIN`] bytes, in the ring to the driver.
+    fn recv_with_room(
+        &mut self,
+        room_for: &dyn Fn(&[u8]) -> usize,
+    ) -> io::Result<Option<(Incoming<'_>, Option<&mut [u8]>)>> {
+        let Some(apart) = self.next_frame()? else { return Ok(None) };
+        let want = room_for(&self.buf[..apart.map_or(self.buf.len(), |(head, _, _)| head)]);
+        let (writer, reader) = match self.rings.as_mut() {
+            Some((w, r)) => (Some(w), Some(&*r)),
+            None => (None, None),
+        };
+        let incoming = message(&self.buf, reader, apart)?;
+        let room = writer.filter(|_| want >= APART_MIN).and_then(|w| w.room(want)).map(|p| {
+            // SAFETY: the ring lent `want` bytes at `p`, inside the mapping; nothing on this
+            // side writes them until they are committed (`send_in_place`) or taken back (the
+            // next `recv`), both after this borrow of `self` ends, and the driver reads them
+            // only once a frame names them.
+            unsafe { std::slice::from_raw_parts_mut(p, want) }
+        });
+        Ok(Some((incoming, room)))
+    }
+
+    fn send_in_place(&mut self, head: &[u8], len: usize) -> io::Result<()> {
+        let no_room = || io::Error::new(io::ErrorKind::InvalidInput, "no room lent for this tail");
+        let (w, _) = self.rings.as_mut().ok_or_else(no_room)?;
+        if len == 0 {
+            w.unlend();
+            return write_parts(&mut self.writer, head, &[]);
         }
-        match read_frame_into(&mut self.reader, LOCAL_MAX_FRAME, &mut self.buf)? {
-            None => Ok(None),
-            Some(false) => Ok(Some(Incoming { payload: &self.buf, bulk: None })),
-            Some(true) => {
-                let Some((_, r)) = self.rings.as_ref() else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "a tail in shared memory, but none is mapped",
-                    ));
-                };
-                let (head, at, len) = split_apart(&self.buf)?;
-                let bulk = r.get(at, len)?;
-                self.holding = true;
-                Ok(Some(Incoming { payload: head, bulk: Some(bulk) }))
-            }
-        }
+        let (at, _) = w.commit(len, false).ok_or_else(no_room)?;
+        self.writer.write_all(&apart_frame(head, at, len))
     }
 }

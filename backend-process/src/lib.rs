@@ -24,6 +24,7 @@
 
 mod cleanup;
 pub mod hook;
+mod lent;
 mod pool;
 mod shm;
 mod started;

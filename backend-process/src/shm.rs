@@ -108,10 +108,37 @@ impl Shm {
         unsafe { &*self.map.as_mut_ptr().add(dir.index() * 64).cast::<AtomicU64>() }
     }
 
+    /// Bytes `at..at + len` of a ring.
+    ///
+    /// # Safety
+    ///
+    /// `at + len` is at most the ring's size, and nobody on this side writes the range while
+    /// the slice lives (the protocol gives it to one side at a time).
+    pub(crate) unsafe fn slice(&self, dir: Dir, at: usize, len: usize) -> &[u8] {
+        // SAFETY: in bounds, and not written on this side meanwhile (the caller's promise).
+        unsafe { std::slice::from_raw_parts(self.ring(dir).add(at), len) }
+    }
+
     fn ring(&self, dir: Dir) -> *mut u8 {
         // SAFETY: HEADER + 2 * RING bytes are mapped.
         unsafe { self.map.as_mut_ptr().add(HEADER + dir.index() * RING) }
     }
+}
+
+/// Where tails start in a ring: any plain number read there is aligned, whatever the sizes of
+/// the tails before it.
+pub(crate) const ALIGN: usize = 64;
+
+/// A tail the reader may still be reading, or the driver still needs.
+#[derive(Debug, Clone, Copy)]
+struct Outstanding {
+    /// Its number among the tails written (the reader consumes them in this order).
+    number: u64,
+    at: usize,
+    len: usize,
+    /// The writer's side still holds it (the driver keeps a batch's items in the ring for a
+    /// retry until the batch is answered): it is not reused even once consumed.
+    held: bool,
 }
 
 /// The sending end of one ring.
@@ -120,34 +147,89 @@ pub(crate) struct RingWriter {
     dir: Dir,
     /// Tails written so far.
     written: u64,
-    /// Tails written and not consumed yet: (number, offset, length).
-    outstanding: VecDeque<(u64, usize, usize)>,
+    /// Tails written and not free yet.
+    outstanding: VecDeque<Outstanding>,
+    /// Space lent to be written in place ([`RingWriter::room`]) and not committed yet.
+    reserved: Option<(usize, usize)>,
 }
 
 impl RingWriter {
     pub(crate) fn new(shm: Arc<Shm>, dir: Dir) -> Self {
-        RingWriter { shm, dir, written: 0, outstanding: VecDeque::new() }
+        RingWriter { shm, dir, written: 0, outstanding: VecDeque::new(), reserved: None }
+    }
+
+    /// The first place, from the start of the ring, where `len` bytes fit now.
+    fn find(&mut self, len: usize) -> Option<usize> {
+        if len == 0 || len > RING {
+            return None;
+        }
+        let consumed = self.shm.consumed(self.dir).load(Ordering::Acquire);
+        self.outstanding.retain(|o| o.number >= consumed || o.held);
+        let taken = |at: usize| {
+            self.outstanding.iter().map(|o| (o.at, o.len)).chain(self.reserved).any(|(o, l)| at < o + l && o < at + len)
+        };
+        let ends = self.outstanding.iter().map(|o| o.at + o.len).chain(self.reserved.map(|(o, l)| o + l));
+        std::iter::once(0).chain(ends).map(|at| at.next_multiple_of(ALIGN)).find(|&at| at + len <= RING && !taken(at))
+    }
+
+    fn record(&mut self, at: usize, len: usize, held: bool) -> u64 {
+        let number = self.written;
+        self.outstanding.push_back(Outstanding { number, at, len, held });
+        self.written += 1;
+        number
     }
 
     /// Copies `bytes` into the ring; returns their offset, or `None` when they do not fit now.
     pub(crate) fn put(&mut self, bytes: &[u8]) -> Option<usize> {
         let len = bytes.len();
-        if len == 0 || len > RING {
+        let at = self.find(len)?;
+        // SAFETY: [at, at + len) is inside the ring and overlaps no tail the reader may
+        // still be reading, nor space lent out (checked in `find`); the reader reads it only
+        // after our frame names it.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.shm.ring(self.dir).add(at), len) };
+        self.record(at, len, false);
+        Some(at)
+    }
+
+    /// Lends `len` bytes of the ring, aligned to [`ALIGN`], to be written in place: their
+    /// start, or `None` when they do not fit now. Until [`RingWriter::commit`] or
+    /// [`RingWriter::unlend`], nothing else is put there. One loan at a time.
+    pub(crate) fn room(&mut self, len: usize) -> Option<*mut u8> {
+        if self.reserved.is_some() {
             return None;
         }
-        let consumed = self.shm.consumed(self.dir).load(Ordering::Acquire);
-        while self.outstanding.front().is_some_and(|&(n, _, _)| n < consumed) {
-            self.outstanding.pop_front();
+        let at = self.find(len)?;
+        self.reserved = Some((at, len));
+        // SAFETY: `at + len <= RING` (checked in `find`): inside the ring.
+        Some(unsafe { self.shm.ring(self.dir).add(at) })
+    }
+
+    /// The lent space's first `len` bytes (at most what was lent) are a tail, the next one
+    /// written; returns its offset and number. `held`: the writer's side keeps it until
+    /// [`RingWriter::unhold`], consumed or not.
+    /// `None`, and the loan kept, when nothing is lent or `len` is more than was.
+    pub(crate) fn commit(&mut self, len: usize, held: bool) -> Option<(usize, u64)> {
+        let (at, _) = self.reserved.filter(|&(_, lent)| len <= lent)?;
+        self.reserved = None;
+        let number = self.record(at, len, held);
+        Some((at, number))
+    }
+
+    /// Takes back space lent and not committed.
+    pub(crate) fn unlend(&mut self) {
+        self.reserved = None;
+    }
+
+    /// The writer's side no longer needs tail `number` (see [`RingWriter::commit`]).
+    pub(crate) fn unhold(&mut self, number: u64) {
+        if let Some(o) = self.outstanding.iter_mut().find(|o| o.number == number) {
+            o.held = false;
         }
-        let free =
-            |at: usize| at + len <= RING && self.outstanding.iter().all(|&(_, o, l)| at + len <= o || o + l <= at);
-        let at = std::iter::once(0).chain(self.outstanding.iter().map(|&(_, o, l)| o + l)).find(|&at| free(at))?;
-        // SAFETY: [at, at + len) is inside the ring and overlaps no tail the reader may
-        // still be reading (checked above); the reader reads it only after our frame names it.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.shm.ring(self.dir).add(at), len) };
-        self.outstanding.push_back((self.written, at, len));
-        self.written += 1;
-        Some(at)
+    }
+
+    /// The shared memory this writer writes into.
+    pub(crate) fn shm(&self) -> &Arc<Shm> {
+        &self.shm
     }
 }
 
@@ -263,6 +345,42 @@ mod tests {
         assert_eq!(r.get(0, c.len() as u64).unwrap(), &c[..]);
         assert!(r.get(RING as u64 - 1, 2).is_err());
         assert!(r.get(u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn lent_space_is_aligned_kept_apart_and_held_until_the_writer_lets_go() {
+        let (shm, _fd) = Shm::create().unwrap();
+        let mut w = RingWriter::new(Arc::clone(&shm), Dir::ToWorker);
+        let mut r = RingReader::new(Arc::clone(&shm), Dir::ToWorker);
+        assert_eq!(w.put(&[1u8; 100]), Some(0));
+        let p = w.room(1000).unwrap();
+        let at = p as usize - shm.ring(Dir::ToWorker) as usize;
+        assert_eq!(at, 128, "after the first tail, aligned to {ALIGN}");
+        assert!(w.room(8).is_none(), "one loan at a time");
+        assert_eq!(w.put(&[2u8; 10]), Some(128 + 1024), "a put avoids the lent space");
+        // SAFETY: the loan is 1000 bytes at `p`.
+        unsafe { std::ptr::write_bytes(p, 7, 800) };
+        assert_eq!(w.commit(1001, true), None, "more than lent");
+        assert_eq!(w.commit(800, true), Some((128, 2)));
+        assert_eq!(w.commit(8, true), None, "nothing lent any more");
+        // The reader consumes all three tails; the held one still is not reused.
+        for _ in 0..3 {
+            r.release();
+        }
+        assert_eq!(w.put(&[3u8; 64]), Some(0));
+        let next = w.put(&[4u8; 64]).unwrap();
+        assert!(!(128..928).contains(&next), "held space is not reused: {next}");
+        assert_eq!(r.get(128, 800).unwrap(), &[7u8; 800][..]);
+        w.unhold(2);
+        r.release();
+        r.release();
+        assert_eq!(w.put(&[5u8; 900]), Some(0), "let go and consumed: free again");
+        // A loan dropped unwritten is taken back.
+        assert!(w.room(64).is_some());
+        w.unlend();
+        assert!(w.room(64).is_some());
+        w.unlend();
+        assert!(w.room(0).is_none() && w.room(RING + 1).is_none());
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! keeps (large batches into the ring, SIGKILL).
 
 use crate::cleanup;
+use crate::lent::Slot;
 use crate::pool::{retire, Proc, Rings};
 use crate::shm::{apart_frame, split_apart, RingWriter, APART_MIN};
 use crate::started::PidFd;
-use adparallelengine_core::plumbing::Parcel;
+use adparallelengine_core::plumbing::{Parcel, Room};
 use adparallelengine_core::remote::{encode_msg, EncodedBatch, LOCAL_MAX_FRAME};
 use adparallelengine_core::remote::{Conn, ConnHandle};
 use adparallelengine_core::remote::{Incoming, ToWorker};
@@ -118,12 +119,27 @@ impl ConnHandle for ProcHandle {
     }
 
     /// Puts a large batch's items in the worker's shared ring; the frame to send, if it fit.
+    /// A batch cut straight into this ring (see [`crate::lent`]) is already there: only its
+    /// place is sent.
     fn apart(&self, parcel: &EncodedBatch) -> Result<Option<Vec<u8>>> {
+        let Some(ring) = self.ring.as_ref() else { return Ok(None) };
+        let head = || encode_msg(&ToWorker::Batch { seq: parcel.seq(), start: parcel.start(), count: parcel.len() });
+        let in_ring = parcel.holder().as_any().and_then(|h| h.downcast_ref::<Slot>()).and_then(|s| s.place_in(ring));
+        if let Some((at, len)) = in_ring {
+            return Ok(Some(apart_frame(&head()?, at, len)));
+        }
         let items = parcel.item_bytes();
-        let Some(ring) = self.ring.as_ref().filter(|_| items.len() >= APART_MIN) else { return Ok(None) };
+        if items.len() < APART_MIN {
+            return Ok(None);
+        }
         let Some(at) = ring.lock().ok().and_then(|mut r| r.put(items)) else { return Ok(None) };
-        let head = encode_msg(&ToWorker::Batch { seq: parcel.seq(), start: parcel.start(), count: parcel.len() })?;
-        Ok(Some(apart_frame(&head, at, items.len())))
+        Ok(Some(apart_frame(&head()?, at, items.len())))
+    }
+
+    /// Batches from [`APART_MIN`] bytes are cut straight into the worker's ring.
+    fn room(&self, bytes: usize) -> Option<Room> {
+        let ring = self.ring.as_ref().filter(|_| bytes >= APART_MIN)?;
+        crate::lent::room(ring, bytes)
     }
 
     fn kill(&self) {

@@ -46,7 +46,18 @@ pub trait WorkerLink<P>: Send {
     fn kill(&mut self) {
         self.cancel()
     }
+    /// Memory of the worker's own (shared with it) that the next batch's items, `bytes` of
+    /// them as plain numbers, may be written straight into; the parcel then made of them
+    /// ([`Dispatch::with_rooms`]) is sent to this link next. `None` (the default): the batch
+    /// is cut into a vector and prepared as usual.
+    fn room(&mut self, _bytes: usize) -> Option<super::room::Room> {
+        None
+    }
 }
+
+/// Makes the parcel of a batch cut into a link's [`Room`](super::room::Room): its sequence
+/// number, first index, length and where its items are; `None` when they cannot be one.
+pub type PlaceParcel<P> = fn(u64, usize, usize, std::sync::Arc<dyn crate::remote::ItemBytes>) -> Option<P>;
 
 /// Starts a replacement worker in a slot whose worker died.
 pub type Respawn<'a, P> = Box<dyn FnMut(usize) -> Result<Box<dyn WorkerLink<P> + 'a>> + 'a>;
@@ -141,6 +152,9 @@ pub struct Dispatch<'a, I: Iterator, O, P: Parcel> {
     pump: Option<Box<dyn FnMut() + 'a>>,
     /// When slots left without a worker are next offered a replacement.
     next_refill: Instant,
+    /// Makes parcels of batches cut into links' rooms, when the items are plain numbers
+    /// ([`Dispatch::with_rooms`]).
+    place: Option<PlaceParcel<P>>,
     over: bool,
 }
 
@@ -178,6 +192,46 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
     pub fn with_pump(mut self, pump: Box<dyn FnMut() + 'a>) -> Self {
         self.pump = Some(pump);
         self
+    }
+
+    /// Cuts batches of plain-number items straight into memory their link lends
+    /// ([`WorkerLink::room`]), one pass from the iterator, and makes their parcels with
+    /// `place` (e.g. [`EncodedBatch::in_place`](crate::remote::EncodedBatch::in_place));
+    /// batches of any other item type, or for links that lend nothing, are cut into vectors
+    /// and prepared as usual.
+    pub fn with_rooms(mut self, place: PlaceParcel<P>) -> Self
+    where
+        I::Item: 'static,
+    {
+        let plain = crate::plumbing::plain::is_plain::<I::Item>();
+        self.place = plain.then_some(place);
+        self
+    }
+
+    /// Cuts the next batch, of at most `size` items, into worker `w`'s room: `None` when it
+    /// lends none (cut it into a vector then), `Some(None)` when the iterator is done.
+    fn cut_in_room(&mut self, w: usize, size: usize) -> Result<Option<Option<P>>> {
+        let Some(place) = self.place else { return Ok(None) };
+        let item = std::mem::size_of::<I::Item>();
+        let size = size.max(1).min(self.source.remaining().unwrap_or(usize::MAX).max(1));
+        let Some(bytes) = size.checked_mul(item) else { return Ok(None) };
+        let Some(room) = self.slots[w].link.as_mut().and_then(|l| l.room(bytes)) else { return Ok(None) };
+        if room.capacity() < bytes || (room.ptr() as usize) % std::mem::align_of::<I::Item>() != 0 {
+            return Ok(None);
+        }
+        // SAFETY: the room is valid for writes of `bytes` = `size` items and aligned for them
+        // (checked above; see `Room::new`), and `I::Item` is a plain number (`with_rooms`
+        // sets `place` only then), which has no drop glue.
+        let cut = unsafe { self.source.next_batch_into(size, room.ptr().cast::<I::Item>()) }?;
+        let Some((seq, start, count)) = cut else { return Ok(Some(None)) };
+        let held = room.filled(count * item);
+        match place(seq, start, count, held) {
+            Some(p) => Ok(Some(Some(p))),
+            None => Err(Error::Backend {
+                backend: self.backend,
+                message: format!("batch {seq} was cut into a worker's memory but cannot be sent from there"),
+            }),
+        }
     }
 
     /// Polls the pump until an event arrives or `wait` runs out (`None`: no limit).
@@ -236,6 +290,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
             last_wait: Duration::ZERO,
             next_refill: Instant::now(),
             pump: None,
+            place: None,
             over: false,
         }
     }
@@ -296,12 +351,18 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                     continue;
                 }
                 let size = self.batcher.next_size(self.source.remaining());
-                let Some(batch) = self.source.next_batch(size)? else {
-                    continue;
+                let parcel = match self.cut_in_room(w, size)? {
+                    Some(Some(parcel)) => parcel,
+                    Some(None) => continue,
+                    None => {
+                        let Some(batch) = self.source.next_batch(size)? else {
+                            continue;
+                        };
+                        (self.prepare)(batch)?
+                    }
                 };
                 self.done_flags.push_back(false);
                 self.outstanding += 1;
-                let parcel = (self.prepare)(batch)?;
                 // What this batch costs the driver until it is consumed: its items as sent
                 // (kept for a retry) and its outputs. Bounds Auto batches in bytes.
                 let n = parcel.len();

@@ -58,6 +58,104 @@ pub fn from_bytes<T: 'static>(bytes: &[u8], count: usize) -> Option<Result<Vec<T
     Some(Ok(out))
 }
 
+/// The `count` plain values held in `bytes`, read where they lie, one by one (no vector, no
+/// copy of the whole list first); `None` when `T` is not plain, an error message when the byte
+/// count does not match. The bytes need no alignment.
+pub fn read_in_place<T: 'static>(bytes: &[u8], count: usize) -> Option<Result<InPlace<'_, T>, String>> {
+    if !is_plain::<T>() {
+        return None;
+    }
+    let size = std::mem::size_of::<T>();
+    if Some(bytes.len()) != count.checked_mul(size) {
+        return Some(Err(format!("expected {count} values of {size} bytes, got {} bytes", bytes.len())));
+    }
+    Some(Ok(InPlace { rest: bytes, _t: std::marker::PhantomData }))
+}
+
+/// The values of a list of plain values read in place ([`read_in_place`]).
+pub struct InPlace<'a, T> {
+    /// The values not read yet, as bytes: a whole number of them.
+    rest: &'a [u8],
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'a, T> InPlace<'a, T> {
+    /// The bytes of the values not read yet.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
+impl<T> Iterator for InPlace<'_, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        let size = std::mem::size_of::<T>();
+        let (c, rest) = self.rest.split_at_checked(size)?;
+        self.rest = rest;
+        // SAFETY: `InPlace` is made only for a plain `T` (`read_in_place` checks), valid for
+        // every bit pattern, and `c` is `size_of::<T>()` bytes; an unaligned read needs no
+        // alignment.
+        Some(unsafe { c.as_ptr().cast::<T>().read_unaligned() })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.rest.len() / std::mem::size_of::<T>().max(1);
+        (n, Some(n))
+    }
+}
+
+impl<T> ExactSizeIterator for InPlace<'_, T> {}
+
+/// Plain values written one after the other, as their bytes, into memory the reader reads
+/// them from (a transport's room: see [`crate::remote::Transport::recv_with_room`]). Values
+/// past the room's end are dropped; a batch never has more outputs than its room was sized for.
+pub(crate) struct WriteInPlace<'a, T> {
+    bytes: &'a mut [u8],
+    count: usize,
+    _t: std::marker::PhantomData<fn(T)>,
+}
+
+impl<'a, T: 'static> WriteInPlace<'a, T> {
+    /// Writes into `bytes`; `None` when `T` is not plain.
+    pub(crate) fn new(bytes: &'a mut [u8]) -> Option<Self> {
+        is_plain::<T>().then_some(WriteInPlace { bytes, count: 0, _t: std::marker::PhantomData })
+    }
+
+    /// Values written.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The room not written yet.
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        let at = (self.count * std::mem::size_of::<T>()).min(self.bytes.len());
+        &mut self.bytes[at..]
+    }
+
+    /// `n` more values were written into [`WriteInPlace::spare`], as their bytes.
+    pub(crate) fn advance(&mut self, n: usize) {
+        let fits = self.bytes.len() / std::mem::size_of::<T>().max(1);
+        self.count = (self.count + n).min(fits);
+    }
+}
+
+impl<T> crate::plumbing::worker::Outputs<T> for WriteInPlace<'_, T> {
+    #[inline]
+    fn push(&mut self, value: T) {
+        let size = std::mem::size_of::<T>();
+        let at = self.count * size;
+        if let Some(dst) = self.bytes.get_mut(at..at + size) {
+            // SAFETY: `dst` is `size_of::<T>()` writable bytes (an unaligned write needs no
+            // alignment), and `T` is plain (checked in `new`): its bytes are all initialized
+            // and it needs no drop, so writing it as bytes loses nothing.
+            unsafe { dst.as_mut_ptr().cast::<T>().write_unaligned(value) };
+            self.count += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +171,32 @@ mod tests {
         assert!(from_bytes::<f64>(b, 2).unwrap().is_err());
         assert!(from_bytes::<f64>(b, usize::MAX).unwrap().is_err());
         assert!(as_bytes(&["a".to_string()]).is_none());
+    }
+
+    #[test]
+    fn values_are_read_in_place_from_any_offset_and_short_lists_are_refused() {
+        let v = [7u64, u64::MAX, 0];
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(as_bytes(&v).unwrap());
+        let got: Vec<u64> = read_in_place(&shifted[1..], 3).unwrap().unwrap().collect();
+        assert_eq!(got, v, "unaligned bytes read right, in order");
+        assert!(read_in_place::<u64>(&shifted[1..], 4).unwrap().is_err(), "a count the bytes do not hold");
+        assert!(read_in_place::<u64>(&shifted[..20], 3).unwrap().is_err(), "a short list");
+        assert!(read_in_place::<u64>(&shifted[1..], usize::MAX).unwrap().is_err());
+        assert!(read_in_place::<String>(&shifted, 1).is_none(), "not plain");
+    }
+
+    #[test]
+    fn values_are_written_in_place_and_never_past_the_room() {
+        use crate::plumbing::worker::Outputs;
+        let mut room = [0u8; 17];
+        let mut w = WriteInPlace::<u64>::new(&mut room[1..]).unwrap();
+        w.push(3);
+        w.push(u64::MAX);
+        w.push(9);
+        assert_eq!(w.count(), 2, "the third does not fit");
+        assert_eq!(&room[1..9], &3u64.to_le_bytes());
+        assert_eq!(&room[9..], &u64::MAX.to_le_bytes());
+        assert!(WriteInPlace::<String>::new(&mut room).is_none());
     }
 }

@@ -140,27 +140,67 @@ impl<I: Iterator> ItemSource<I> {
     /// ones); `None` when the iterator is done, or when there is no room and no item kept.
     pub fn next_batch(&mut self, size: usize) -> Result<Option<Batch<I::Item>>> {
         let size = size.max(1);
-        let start = self.cut();
         let mut items = Vec::with_capacity(size.min(self.remaining().unwrap_or(size)).max(1));
-        if let Some(x) = self.lookahead.take() {
-            items.push(x);
-        }
         // Bulk pull: `extend` over `take` is a memcpy for slice and range iterators.
+        let cut = self.cut_with(size, |first, iter, want| {
+            items.extend(first);
+            items.extend(iter.by_ref().take(want));
+            items.len()
+        })?;
+        Ok(cut.map(|(seq, start, _)| Batch { seq, start, items }))
+    }
+
+    /// Cuts the next batch of at most `size` items straight into `dst` (one pass, no
+    /// vector): its sequence number, first index and length; `None` when the iterator is done.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `size` items and aligned for them. The items written
+    /// are not dropped here: call this only for items without drop glue (plain numbers).
+    pub(crate) unsafe fn next_batch_into(
+        &mut self,
+        size: usize,
+        dst: *mut I::Item,
+    ) -> Result<Option<(u64, usize, usize)>> {
+        let size = size.max(1);
+        self.cut_with(size, |first, iter, want| {
+            let mut n = 0;
+            let mut put = |x| {
+                // SAFETY: at most `size` items are written (`first` and `want` together are
+                // at most `size`: see `cut_with`), which `dst` has room for (the caller's promise).
+                unsafe { dst.add(n).write(x) };
+                n += 1;
+            };
+            first.into_iter().for_each(&mut put);
+            iter.by_ref().take(want).for_each(&mut put);
+            n
+        })
+    }
+
+    /// The bookkeeping of a cut: `pull` receives the lookahead item (if any), the iterator
+    /// and how many more items to take from it, and returns how many items it holds in all
+    /// (at most `size`).
+    fn cut_with(
+        &mut self,
+        size: usize,
+        pull: impl FnOnce(Option<I::Item>, &mut I, usize) -> usize,
+    ) -> Result<Option<(u64, usize, usize)>> {
+        let start = self.cut();
+        let first = self.lookahead.take();
+        let had = usize::from(first.is_some());
         let want = match self.declared {
-            Some(d) => (size - items.len()).min(d - self.pulled),
-            None => size - items.len(),
+            Some(d) => (size - had).min(d - self.pulled),
+            None => size - had,
         }
         .min(self.room());
-        if want > 0 && !self.exhausted {
-            let before = items.len();
-            items.extend(self.iter.by_ref().take(want));
-            let got = items.len() - before;
-            self.pulled += got;
-            if got < want {
-                self.exhausted = true;
-                if let Some(d) = self.declared {
-                    return Err(Error::LengthMismatch { declared: d, actual: self.pulled.to_string() });
-                }
+        let want = if self.exhausted { 0 } else { want };
+        let len = pull(first, &mut self.iter, want);
+        let got = len - had;
+        self.pulled += got;
+        if got < want {
+            self.exhausted = true;
+            if let Some(d) = self.declared {
+                return Err(Error::LengthMismatch { declared: d, actual: self.pulled.to_string() });
             }
         }
         // At the declared length, look one further so "too many items" surfaces with the last
@@ -174,13 +214,13 @@ impl<I: Iterator> ItemSource<I> {
         if self.is_done() {
             self.log.finish();
         }
-        if items.is_empty() {
+        if len == 0 {
             return Ok(None);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.log.record(start, items.len());
-        Ok(Some(Batch { seq, start, items }))
+        self.log.record(start, len);
+        Ok(Some((seq, start, len)))
     }
 
     /// Whether every item has been cut.
@@ -209,6 +249,26 @@ mod tests {
         assert_eq!((b.seq, b.start, b.items), (2, 8, vec![8, 9]));
         assert!(s.next_batch(4).unwrap().is_none());
         assert!(s.is_done());
+    }
+
+    #[test]
+    fn cuts_straight_into_memory_like_into_vectors() {
+        let mut s = ItemSource::new(0..10u64, Some(10));
+        assert!(!s.is_empty().unwrap(), "the first item waits as lookahead");
+        let mut buf = [0u64; 4];
+        // SAFETY: room for 4 aligned u64s.
+        let cut = unsafe { s.next_batch_into(4, buf.as_mut_ptr()) }.unwrap();
+        assert_eq!((cut, buf), (Some((0, 0, 4)), [0, 1, 2, 3]));
+        assert_eq!(s.next_batch(4).unwrap().unwrap().items, vec![4, 5, 6, 7]);
+        // SAFETY: as above.
+        let cut = unsafe { s.next_batch_into(4, buf.as_mut_ptr()) }.unwrap();
+        assert_eq!((cut, &buf[..2]), (Some((2, 8, 2)), &[8, 9][..]));
+        // SAFETY: as above.
+        assert_eq!(unsafe { s.next_batch_into(4, buf.as_mut_ptr()) }.unwrap(), None);
+        assert!(s.is_done());
+        let mut short = ItemSource::new(0..3u64, Some(5));
+        // SAFETY: as above.
+        assert!(unsafe { short.next_batch_into(4, buf.as_mut_ptr()) }.is_err(), "fewer items than declared");
     }
 
     #[test]

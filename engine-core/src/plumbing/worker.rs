@@ -21,6 +21,25 @@ pub struct WorkerOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+/// Where a worker puts a batch's outputs: a vector, or memory the driver reads them from
+/// ([`crate::plumbing::plain::WriteInPlace`]).
+pub(crate) trait Outputs<O> {
+    /// Room for `n` more outputs, if that helps.
+    fn reserve(&mut self, _n: usize) {}
+    /// The next output.
+    fn push(&mut self, o: O);
+}
+
+impl<O> Outputs<O> for Vec<O> {
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n)
+    }
+    #[inline]
+    fn push(&mut self, o: O) {
+        Vec::push(self, o)
+    }
+}
+
 /// One worker's state for one job: the task's per-worker state and the job's args.
 pub struct Worker<T: Task, A: AsRef<T::Args> = Arc<<T as Task>::Args>> {
     id: usize,
@@ -48,20 +67,36 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
     /// Runs one batch. Failures are reported per item, with their index; a panic in one item
     /// does not take the worker down.
     pub fn run_batch(&mut self, batch: Batch<T::Item>) -> BatchDone<T::Output> {
-        let began = Instant::now();
         let Batch { seq, start, items } = batch;
+        let mut outputs = Vec::with_capacity(items.len());
+        let mut done = self.run_items_of(seq, start, items.into_iter(), &mut outputs);
+        done.outputs = outputs;
+        done
+    }
+
+    /// Runs the batch `seq` of `items` (consecutive from index `start`), pushing the outputs
+    /// of those that succeed to `outputs` (which the caller may reuse from batch to batch:
+    /// no fresh pages per batch); the returned record's own `outputs` is empty.
+    pub(crate) fn run_items_of(
+        &mut self,
+        seq: u64,
+        start: usize,
+        items: impl ExactSizeIterator<Item = T::Item>,
+        outputs: &mut impl Outputs<T::Output>,
+    ) -> BatchDone<T::Output> {
+        let began = Instant::now();
         let len = items.len();
-        let mut outputs = Vec::with_capacity(len);
+        outputs.reserve(len);
         let mut failures = Vec::new();
         let mut item_stats = self.opts.item_stats.then(|| Vec::with_capacity(len));
-        let mut items = items.into_iter();
+        let mut items = items;
         // Index of the item being run, kept outside the unwind boundary so a panic is pinned
         // to its item. One `catch_unwind` covers a run of items (not one per item: that would
         // cost more than a tiny item); after a panic the run resumes with the next item.
         let mut index = start;
         loop {
             let run = catch_unwind(AssertUnwindSafe(|| {
-                self.run_items(&mut items, &mut index, &mut outputs, &mut failures, item_stats.as_mut())
+                self.run_items(&mut items, &mut index, outputs, &mut failures, item_stats.as_mut())
             }));
             match run {
                 Ok(()) => break,
@@ -82,11 +117,91 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
             seq,
             start,
             len,
-            outputs,
+            outputs: Vec::new(),
             failures,
             worker: self.id,
             busy: began.elapsed(),
             item_stats,
+            placed: false,
+        }
+    }
+
+    /// [`Worker::run_items_of`] for plain items given as their bytes (`items`, checked by
+    /// [`read_in_place`](crate::plumbing::plain::read_in_place)) and plain outputs written to
+    /// `out`. A first pass runs the items while they succeed, with nothing per item but the
+    /// call, the read and the write (a loop of tiny items compiles to a few instructions each,
+    /// vectorised where the task allows: the general loop's bookkeeping cost more than `x * 2`);
+    /// from a failure or a panic on, the general loop runs the rest.
+    pub(crate) fn run_plain(
+        &mut self,
+        seq: u64,
+        start: usize,
+        items: crate::plumbing::plain::InPlace<'_, T::Item>,
+        out: &mut crate::plumbing::plain::WriteInPlace<'_, T::Output>,
+    ) -> BatchDone<T::Output>
+    where
+        T::Item: 'static,
+    {
+        if self.opts.item_stats || self.opts.cancel.is_some() {
+            return self.run_items_of(seq, start, items, out);
+        }
+        let began = Instant::now();
+        let (isize, osize) = (std::mem::size_of::<T::Item>(), std::mem::size_of::<T::Output>());
+        let items = items.bytes();
+        let len = items.len() / isize;
+        // Items run and written, kept outside the unwind boundary: a panic is the next one's.
+        let mut ran = 0usize;
+        let first = {
+            let (args, state) = (self.args.as_ref(), &mut self.state);
+            let room = out.spare();
+            catch_unwind(AssertUnwindSafe(|| {
+                for (src, dst) in items.chunks_exact(isize).zip(room.chunks_exact_mut(osize)) {
+                    // SAFETY: `items` holds plain `T::Item`s (`InPlace` is made only for a
+                    // plain type), each chunk is one of them, valid for every bit pattern, and
+                    // an unaligned read needs no alignment.
+                    let x = unsafe { src.as_ptr().cast::<T::Item>().read_unaligned() };
+                    match T::run(x, args, state) {
+                        // SAFETY: `dst` is `size_of::<T::Output>()` writable bytes and the
+                        // output is plain (`WriteInPlace` is made only for a plain type): no
+                        // padding, no drop.
+                        Ok(o) => unsafe { dst.as_mut_ptr().cast::<T::Output>().write_unaligned(o) },
+                        Err(e) => return Some(e),
+                    }
+                    ran += 1;
+                }
+                None
+            }))
+        };
+        out.advance(ran);
+        let mut failures = Vec::new();
+        let index = start.saturating_add(ran);
+        let resume = match first {
+            Ok(None) => ran,
+            Ok(Some(e)) => {
+                failures.push(ItemError { index, kind: FailureKind::Error, message: e.to_string() });
+                ran + 1
+            }
+            Err(p) => {
+                failures.push(ItemError { index, kind: FailureKind::Panic, message: panic_message(&*p) });
+                ran + 1
+            }
+        };
+        let stopped = self.opts.fail_fast && !failures.is_empty();
+        if resume < len && !stopped {
+            let rest = crate::plumbing::plain::read_in_place::<T::Item>(&items[resume * isize..], len - resume);
+            if let Some(Ok(rest)) = rest {
+                failures.extend(self.run_items_of(seq, start.saturating_add(resume), rest, out).failures);
+            }
+        }
+        BatchDone {
+            seq,
+            start,
+            len,
+            outputs: Vec::new(),
+            failures,
+            worker: self.id,
+            busy: began.elapsed(),
+            item_stats: None,
             placed: false,
         }
     }
@@ -128,9 +243,9 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
     /// cancelled. `index` is the index of the item being run.
     fn run_items(
         &mut self,
-        items: &mut std::vec::IntoIter<T::Item>,
+        items: &mut impl Iterator<Item = T::Item>,
         index: &mut usize,
-        outputs: &mut Vec<T::Output>,
+        outputs: &mut impl Outputs<T::Output>,
         failures: &mut Vec<ItemError>,
         mut stats: Option<&mut Vec<ItemStats>>,
     ) {
@@ -216,6 +331,47 @@ mod tests {
             x
         }
     );
+
+    crate::try_task!(
+        ErrsAtThree = |x: u64| -> u32 {
+            if x % 4 == 3 {
+                return Err("three".into());
+            }
+            Ok(x as u32 * 10)
+        }
+    );
+
+    #[test]
+    fn plain_batches_run_in_place_like_any_batch_failures_and_panics_included() {
+        use crate::plumbing::plain::{as_bytes, read_in_place, WriteInPlace};
+        let items: Vec<u64> = (0..10).collect();
+        let bytes = as_bytes(&items).unwrap();
+        for fail_fast in [false, true] {
+            let opts = WorkerOptions { fail_fast, item_stats: false, cancel: None };
+            // Errors, in the fast first pass and in the general loop after it.
+            let mut w = Worker::<ErrsAtThree>::start(0, &(), Arc::new(()), opts.clone()).unwrap();
+            let want = w.run_batch(Batch { seq: 4, start: 100, items: items.clone() });
+            let mut room = [0u8; 40];
+            let mut out = WriteInPlace::<u32>::new(&mut room).unwrap();
+            let done = w.run_plain(4, 100, read_in_place(bytes, 10).unwrap().unwrap(), &mut out);
+            let n = out.count();
+            let got: Vec<u32> = read_in_place(&room[..n * 4], n).unwrap().unwrap().collect();
+            assert_eq!(got, want.outputs, "fail_fast {fail_fast}");
+            let idx = |d: &BatchDone<u32>| d.failures.iter().map(|f| (f.index, f.kind)).collect::<Vec<_>>();
+            assert_eq!(idx(&done), idx(&want));
+            assert_eq!((done.seq, done.start, done.len), (4, 100, 10));
+            // A panic.
+            let mut w = Worker::<Fails>::start(0, &(), Arc::new(()), opts).unwrap();
+            let want = w.run_batch(Batch { seq: 0, start: 0, items: items.clone() });
+            let mut room = [0u8; 80];
+            let mut out = WriteInPlace::<u64>::new(&mut room).unwrap();
+            let done = w.run_plain(0, 0, read_in_place(bytes, 10).unwrap().unwrap(), &mut out);
+            let n = out.count();
+            assert_eq!(read_in_place::<u64>(&room[..n * 8], n).unwrap().unwrap().collect::<Vec<_>>(), want.outputs);
+            assert_eq!(done.failures[0].kind, FailureKind::Panic);
+            assert_eq!(done.failures.iter().map(|f| f.index).collect::<Vec<_>>(), vec![1]);
+        }
+    }
 
     #[test]
     fn a_batch_that_starts_near_the_end_of_usize_does_not_overflow() {

@@ -50,6 +50,6 @@ pub use sent::SentBatches;
 pub use serve::{serve_connection, LocalStore, OpenStore};
 pub use transport::{Incoming, Transport};
 pub use wire::{
-    encode_items, encode_msg, read_frame_into, split_frame, write_parts, ByteBuf, EncodedBatch, DEFAULT_MAX_FRAME,
-    LOCAL_MAX_FRAME, TAIL_APART,
+    encode_items, encode_msg, read_frame_into, split_frame, write_parts, ByteBuf, EncodedBatch, ItemBytes,
+    DEFAULT_MAX_FRAME, LOCAL_MAX_FRAME, TAIL_APART,
 };

@@ -16,6 +16,30 @@ pub trait Transport {
     /// the transport reuses for every message, so a worker does not fault in fresh pages for
     /// every batch.
     fn recv(&mut self) -> std::io::Result<Option<Incoming<'_>>>;
+
+    /// [`recv`](Self::recv), and with the message room for the tail of the next message sent,
+    /// in the transport's own memory (memory shared with the peer, which reads the tail where
+    /// it lies): `room_for` gets the message's payload and says how many bytes (`0`: none).
+    /// A worker writes a batch's plain outputs straight into the room while it reads the
+    /// batch's items where they arrived, then sends them with
+    /// [`send_in_place`](Self::send_in_place). The room is `None` (the default) when the
+    /// transport has no such memory, or not that much free now: send the tail with `send`.
+    #[allow(clippy::type_complexity)]
+    fn recv_with_room(
+        &mut self,
+        room_for: &dyn Fn(&[u8]) -> usize,
+    ) -> std::io::Result<Option<(Incoming<'_>, Option<&mut [u8]>)>> {
+        let _ = room_for;
+        Ok(self.recv()?.map(|m| (m, None)))
+    }
+
+    /// Sends `head` with the first `len` bytes of the room lent with the last message
+    /// received ([`recv_with_room`](Self::recv_with_room)) as its tail. An error when no room
+    /// was lent (the default) or `len` is more than it.
+    fn send_in_place(&mut self, head: &[u8], len: usize) -> std::io::Result<()> {
+        let _ = (head, len);
+        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "this transport lends no room for tails"))
+    }
 }
 
 /// A message as a [`Transport`] received it.

@@ -249,10 +249,17 @@ fn split_items<I: Serialize + serde::de::DeserializeOwned + 'static>(
     items.into_iter().map(|i| held(vec![i])).collect()
 }
 
-/// The encoded items of a batch, whatever holds them.
+/// The encoded items of a batch, whatever holds them: a vector, or the place in a
+/// transport's shared memory where they were cut straight into (see
+/// [`WorkerLink::room`](crate::plumbing::WorkerLink::room)).
 pub trait ItemBytes: Send + Sync {
     /// The bytes.
     fn bytes(&self) -> &[u8];
+    /// What holds them, for a transport that recognises its own memory (and then sends
+    /// only where the items are); `None` (the default) for anything else.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 impl ItemBytes for Vec<u8> {
@@ -321,9 +328,34 @@ impl EncodedBatch {
         })
     }
 
+    /// A batch of `count` plain items of type `I` already written, as their bytes, where
+    /// `bytes` holds them (a link's shared memory: see
+    /// [`WorkerLink::room`](crate::plumbing::WorkerLink::room)). `None` when `I` is not plain
+    /// or the bytes are not `count` items.
+    pub fn in_place<I: Serialize + serde::de::DeserializeOwned + 'static>(
+        seq: u64,
+        start: usize,
+        count: usize,
+        bytes: Arc<dyn ItemBytes>,
+    ) -> Option<Self> {
+        let whole = count.checked_mul(std::mem::size_of::<I>()) == Some(bytes.bytes().len());
+        (crate::plumbing::plain::is_plain::<I>() && whole).then_some(EncodedBatch {
+            seq,
+            start,
+            count,
+            bytes,
+            split: split_items::<I>,
+        })
+    }
+
     /// The encoded items, as [`encode_items`] wrote them.
     pub fn item_bytes(&self) -> &[u8] {
         self.bytes.bytes()
+    }
+
+    /// What holds the encoded items.
+    pub fn holder(&self) -> &dyn ItemBytes {
+        &*self.bytes
     }
 }
 

@@ -47,6 +47,13 @@ impl<H: ConnHandle> WorkerLink<EncodedBatch> for ConnLink<H> {
         sent.map_err(|e| self.gone(e))
     }
 
+    /// The worker's side channel lends room only while the worker is there to be sent to:
+    /// a batch cut into it must be the next frame on the connection.
+    fn room(&mut self, bytes: usize) -> Option<crate::plumbing::Room> {
+        self.outbox.as_ref()?;
+        self.handle.room(bytes)
+    }
+
     /// Ends the job on this worker; the connection stays open, for the worker's next job.
     fn close(&mut self) {
         if let Some(out) = self.outbox.take() {

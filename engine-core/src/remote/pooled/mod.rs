@@ -85,6 +85,14 @@ pub trait ConnHandle: Send + 'static {
         Ok(None)
     }
 
+    /// Memory of the connection's side channel that the next batch's items (`bytes` of
+    /// them) may be cut straight into; that batch's parcel is the next one given to
+    /// [`apart`](Self::apart), which then sends only where its items are. `None` (the
+    /// default): batches are cut into vectors.
+    fn room(&self, _bytes: usize) -> Option<crate::plumbing::Room> {
+        None
+    }
+
     /// Stops the worker (an item overran its time limit, or its job was cancelled).
     fn kill(&self);
 

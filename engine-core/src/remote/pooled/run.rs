@@ -143,7 +143,8 @@ pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
         respawn: Some(respawn),
         events: events_rx,
         config: plan.dispatch,
-    });
+    })
+    .with_rooms(EncodedBatch::in_place::<T::Item>);
     Ok(Box::new(PooledJob { dispatch: Some(Box::new(dispatch)), threads }))
 }
 
