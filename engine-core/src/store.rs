@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 
 /// The content address of a stored value: a hash of its bytes, as 32 hex digits.
@@ -21,33 +22,9 @@ impl ShareKey {
     /// assert_eq!(ShareKey::of(b"").as_str().len(), 32);
     /// ```
     pub fn of(bytes: &[u8]) -> Self {
-        const P1: u64 = 0x9E37_79B9_7F4A_7C15;
-        const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
-        fn mix(x: u64) -> u64 {
-            // splitmix64's finaliser.
-            let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            x ^ (x >> 31)
-        }
-        let word = |c: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        };
-        let (mut a, mut b) = (P1, P2);
-        let mut chunks = bytes.chunks_exact(16);
-        for c in &mut chunks {
-            a = (a ^ word(&c[..8])).wrapping_mul(P2).rotate_left(29);
-            b = (b ^ word(&c[8..])).wrapping_mul(P1).rotate_left(31);
-        }
-        let rest = chunks.remainder();
-        let (r1, r2) = rest.split_at(rest.len().min(8));
-        a = (a ^ word(r1)).wrapping_mul(P2);
-        b = (b ^ word(r2)).wrapping_mul(P1);
-        let len = bytes.len() as u64;
-        let hi = mix(a ^ mix(b ^ len));
-        let lo = mix(b ^ mix(a.wrapping_add(len)));
-        ShareKey(format!("{hi:016x}{lo:016x}"))
+        let mut hasher = KeyHasher::new();
+        hasher.update(bytes);
+        hasher.finish()
     }
 
     /// The key as text (safe as a file name).
@@ -66,6 +43,113 @@ impl ShareKey {
     pub fn parse(text: &str) -> Option<Self> {
         let ok = text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| ShareKey(text.to_string()))
+    }
+}
+
+const P1: u64 = 0x9E37_79B9_7F4A_7C15;
+const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+
+/// splitmix64's finaliser.
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A little-endian word of up to 8 bytes, zero-padded.
+fn word(c: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..c.len()].copy_from_slice(c);
+    u64::from_le_bytes(w)
+}
+
+/// [`ShareKey::of`] computed over bytes given piece by piece, for stores that hash a value as
+/// it is written (see [`SharedStore::put_with`]): however the bytes are cut, the key is the
+/// one `ShareKey::of` gives for all of them at once.
+///
+/// ```
+/// use adparallelengine_core::{KeyHasher, ShareKey};
+/// let mut h = KeyHasher::new();
+/// h.update(b"big ");
+/// h.update(b"table");
+/// assert_eq!(h.finish(), ShareKey::of(b"big table"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct KeyHasher {
+    a: u64,
+    b: u64,
+    /// Bytes not yet hashed: always fewer than one 16-byte block.
+    pending: [u8; 16],
+    pending_len: usize,
+    len: u64,
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        KeyHasher::new()
+    }
+}
+
+impl KeyHasher {
+    /// A hasher that has seen no bytes.
+    pub fn new() -> Self {
+        KeyHasher { a: P1, b: P2, pending: [0; 16], pending_len: 0, len: 0 }
+    }
+
+    /// Number of bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no byte was hashed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    fn block(&mut self, c: &[u8]) {
+        self.a = (self.a ^ word(&c[..8])).wrapping_mul(P2).rotate_left(29);
+        self.b = (self.b ^ word(&c[8..16])).wrapping_mul(P1).rotate_left(31);
+    }
+
+    /// Hashes the next `bytes`.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.pending_len > 0 {
+            let take = (16 - self.pending_len).min(bytes.len());
+            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&bytes[..take]);
+            self.pending_len += take;
+            bytes = &bytes[take..];
+            if self.pending_len < 16 {
+                return;
+            }
+            let block = self.pending;
+            self.block(&block);
+            self.pending_len = 0;
+        }
+        let mut chunks = bytes.chunks_exact(16);
+        // Locals, not fields, in the hot loop: the two lanes stay in registers.
+        let (mut a, mut b) = (self.a, self.b);
+        for c in &mut chunks {
+            a = (a ^ word(&c[..8])).wrapping_mul(P2).rotate_left(29);
+            b = (b ^ word(&c[8..])).wrapping_mul(P1).rotate_left(31);
+        }
+        (self.a, self.b) = (a, b);
+        let rest = chunks.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.pending_len = rest.len();
+    }
+
+    /// The key of every byte given to [`update`](Self::update).
+    pub fn finish(&self) -> ShareKey {
+        let rest = &self.pending[..self.pending_len];
+        let (r1, r2) = rest.split_at(rest.len().min(8));
+        let a = (self.a ^ word(r1)).wrapping_mul(P2);
+        let b = (self.b ^ word(r2)).wrapping_mul(P1);
+        let len = self.len;
+        let hi = mix(a ^ mix(b ^ len));
+        let lo = mix(b ^ mix(a.wrapping_add(len)));
+        ShareKey(format!("{hi:016x}{lo:016x}"))
     }
 }
 
@@ -93,6 +177,19 @@ pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 pub trait SharedStore: Send + Sync {
     /// Stores `bytes` (once per content) and returns their key.
     fn put(&self, bytes: &[u8]) -> Result<ShareKey>;
+    /// Stores the bytes that `write` writes to the sink it is given, and returns their key:
+    /// the same key and the same stored value as [`put`](Self::put) of those bytes at once.
+    ///
+    /// This is how the engine stores shared values (an Arrow table's IPC file, a serde
+    /// encoding), so that a store that can write as the bytes come (`DirStore` streams them
+    /// into its file while hashing them) never needs the whole encoding in memory. If `write`
+    /// fails, nothing is stored and its error is returned. The default collects the bytes in
+    /// memory and calls `put`, so a store that only implements `put` works unchanged.
+    fn put_with(&self, write: &mut dyn FnMut(&mut dyn io::Write) -> Result<()>) -> Result<ShareKey> {
+        let mut bytes = Vec::new();
+        write(&mut bytes)?;
+        self.put(&bytes)
+    }
     /// The bytes stored under `key`.
     fn get(&self, key: &ShareKey) -> Result<SharedBytes>;
     /// Whether `key` is stored.
