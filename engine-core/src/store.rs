@@ -10,7 +10,7 @@ use std::sync::Arc;
 pub struct ShareKey(String);
 
 impl ShareKey {
-    /// The key of these bytes: a 128-bit hash of the content (two multiply-rotate lanes over
+    /// The key of these bytes: a 128-bit hash of the content (four multiply-rotate lanes over
     /// 8-byte words, several GB/s), so equal values share one entry and a changed value gets a
     /// new key. Not cryptographic: the store trusts its own driver.
     ///
@@ -76,13 +76,19 @@ fn word(c: &[u8]) -> u64 {
 /// ```
 #[derive(Clone, Debug)]
 pub struct KeyHasher {
-    a: u64,
-    b: u64,
-    /// Bytes not yet hashed: always fewer than one 16-byte block.
-    pending: [u8; 16],
+    lanes: [u64; LANES],
+    /// Bytes not yet hashed: always fewer than one block.
+    pending: [u8; BLOCK],
     pending_len: usize,
     len: u64,
 }
+
+/// Independent multiply-rotate lanes: four chains of dependent multiplies keep a core's
+/// multiplier busy (one lane per 8 bytes of a 32-byte block), where one chain would leave it
+/// waiting on its own latency.
+const LANES: usize = 4;
+const BLOCK: usize = 8 * LANES;
+const ROTATIONS: [u32; LANES] = [29, 31, 27, 33];
 
 impl Default for KeyHasher {
     fn default() -> Self {
@@ -93,7 +99,7 @@ impl Default for KeyHasher {
 impl KeyHasher {
     /// A hasher that has seen no bytes.
     pub fn new() -> Self {
-        KeyHasher { a: P1, b: P2, pending: [0; 16], pending_len: 0, len: 0 }
+        KeyHasher { lanes: [P1, P2, P1 ^ P2, P1.rotate_left(32)], pending: [0; BLOCK], pending_len: 0, len: 0 }
     }
 
     /// Number of bytes hashed so far.
@@ -107,48 +113,56 @@ impl KeyHasher {
     }
 
     #[inline(always)]
-    fn block(&mut self, c: &[u8]) {
-        self.a = (self.a ^ word(&c[..8])).wrapping_mul(P2).rotate_left(29);
-        self.b = (self.b ^ word(&c[8..16])).wrapping_mul(P1).rotate_left(31);
+    fn blocks(lanes: &mut [u64; LANES], bytes: &[u8]) {
+        // Locals in the hot loop: the lanes stay in registers.
+        let [mut a, mut b, mut c, mut d] = *lanes;
+        for blk in bytes.chunks_exact(BLOCK) {
+            a = (a ^ word(&blk[..8])).wrapping_mul(P2).rotate_left(ROTATIONS[0]);
+            b = (b ^ word(&blk[8..16])).wrapping_mul(P1).rotate_left(ROTATIONS[1]);
+            c = (c ^ word(&blk[16..24])).wrapping_mul(P2).rotate_left(ROTATIONS[2]);
+            d = (d ^ word(&blk[24..32])).wrapping_mul(P1).rotate_left(ROTATIONS[3]);
+        }
+        *lanes = [a, b, c, d];
     }
 
     /// Hashes the next `bytes`.
     pub fn update(&mut self, mut bytes: &[u8]) {
         self.len += bytes.len() as u64;
         if self.pending_len > 0 {
-            let take = (16 - self.pending_len).min(bytes.len());
+            let take = (BLOCK - self.pending_len).min(bytes.len());
             self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&bytes[..take]);
             self.pending_len += take;
             bytes = &bytes[take..];
-            if self.pending_len < 16 {
+            if self.pending_len < BLOCK {
                 return;
             }
             let block = self.pending;
-            self.block(&block);
+            Self::blocks(&mut self.lanes, &block);
             self.pending_len = 0;
         }
-        let mut chunks = bytes.chunks_exact(16);
-        // Locals, not fields, in the hot loop: the two lanes stay in registers.
-        let (mut a, mut b) = (self.a, self.b);
-        for c in &mut chunks {
-            a = (a ^ word(&c[..8])).wrapping_mul(P2).rotate_left(29);
-            b = (b ^ word(&c[8..])).wrapping_mul(P1).rotate_left(31);
-        }
-        (self.a, self.b) = (a, b);
-        let rest = chunks.remainder();
+        let whole = bytes.len() - bytes.len() % BLOCK;
+        Self::blocks(&mut self.lanes, &bytes[..whole]);
+        let rest = &bytes[whole..];
         self.pending[..rest.len()].copy_from_slice(rest);
         self.pending_len = rest.len();
     }
 
     /// The key of every byte given to [`update`](Self::update).
     pub fn finish(&self) -> ShareKey {
-        let rest = &self.pending[..self.pending_len];
-        let (r1, r2) = rest.split_at(rest.len().min(8));
-        let a = (self.a ^ word(r1)).wrapping_mul(P2);
-        let b = (self.b ^ word(r2)).wrapping_mul(P1);
+        let mut lanes = self.lanes;
+        // The last, partial block: up to 8 bytes per lane, zero-padded (the length tells
+        // "ab" from "ab\0").
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let from = (8 * i).min(self.pending_len);
+            let to = (8 * i + 8).min(self.pending_len);
+            *lane = (*lane ^ word(&self.pending[from..to])).wrapping_mul(if i % 2 == 0 { P2 } else { P1 });
+        }
+        let [a, b, c, d] = lanes;
         let len = self.len;
-        let hi = mix(a ^ mix(b ^ len));
-        let lo = mix(b ^ mix(a.wrapping_add(len)));
+        let x = mix(a ^ mix(c ^ len));
+        let y = mix(b ^ mix(d.wrapping_add(len)));
+        let hi = mix(x ^ y.rotate_left(32));
+        let lo = mix(y ^ x.wrapping_mul(P1));
         ShareKey(format!("{hi:016x}{lo:016x}"))
     }
 }
@@ -205,4 +219,42 @@ pub trait SharedStore: Send + Sync {
     /// Removes everything this store holds (files included). Also done on drop by stores that
     /// own files.
     fn clear(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_does_not_depend_on_how_the_bytes_are_cut() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        for len in [0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 999, 1000] {
+            let whole = ShareKey::of(&bytes[..len]);
+            for cut in 0..=len.min(70) {
+                for step in [1, 3, 32, 1000] {
+                    let mut h = KeyHasher::new();
+                    h.update(&bytes[..cut]);
+                    for piece in bytes[cut..len].chunks(step) {
+                        h.update(piece);
+                    }
+                    assert_eq!(h.finish(), whole, "len {len}, cut at {cut}, then pieces of {step}");
+                    assert_eq!(h.len(), len as u64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_differ_for_every_byte_changed_and_every_length() {
+        let base = vec![0u8; 100];
+        let mut seen = std::collections::HashSet::new();
+        for len in 0..=100 {
+            assert!(seen.insert(ShareKey::of(&base[..len])), "length {len} collides");
+        }
+        for i in 0..100 {
+            let mut v = base.clone();
+            v[i] = 1;
+            assert!(seen.insert(ShareKey::of(&v)), "byte {i} changed collides");
+        }
+    }
 }

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 /// is copied into the file.
 const PIECE: usize = 1 << 20;
 
+/// Writes at least this large (an Arrow column of a big table) are hashed on another thread
+/// while they are written, rather than piece by piece in turn.
+const OVERLAP: usize = 8 << 20;
+
 /// A temporary file that is removed when dropped, unless [`persist`](Self::persist)ed: an
 /// error, a panic or an early return while writing leaves nothing behind.
 pub(crate) struct TempFile {
@@ -88,6 +92,34 @@ impl<'a> HashingWriter<'a> {
         Ok(())
     }
 
+    /// Hashes `bytes` on a second thread while this one copies them into the file: the put
+    /// then costs the slower of the two, not their sum.
+    fn hash_while_writing(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let file = &mut *self.file;
+        let mut hasher = self.hasher.clone();
+        let (hashed, written) = std::thread::scope(|s| {
+            let hashing = std::thread::Builder::new().name("share-hash".into()).spawn_scoped(s, move || {
+                hasher.update(bytes);
+                hasher
+            });
+            let written = file.write_all(bytes);
+            (hashing.map(|h| h.join()), written)
+        });
+        written?;
+        match hashed {
+            Ok(Ok(h)) => {
+                self.hasher = h;
+                Ok(())
+            }
+            Ok(Err(_)) => Err(io::Error::other("the thread hashing the shared value panicked")),
+            // No thread to spare: hash here, after the write.
+            Err(_) => {
+                self.hasher.update(bytes);
+                Ok(())
+            }
+        }
+    }
+
     /// Writes what is buffered and returns the key of every byte written, and their number.
     pub(crate) fn finish(mut self) -> io::Result<(ShareKey, u64)> {
         self.drain()?;
@@ -102,6 +134,10 @@ impl Write for HashingWriter<'_> {
     }
 
     fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if bytes.len() >= OVERLAP {
+            self.drain()?;
+            return self.hash_while_writing(bytes);
+        }
         if self.buf.len() + bytes.len() <= PIECE {
             self.buf.extend_from_slice(bytes);
             return Ok(());
@@ -155,9 +191,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("share-store-staging-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let bytes: Vec<u8> = (0..3 * PIECE + 12_345).map(|i| (i * 31 % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..3 * PIECE + OVERLAP + 12_345).map(|i| (i * 31 % 251) as u8).collect();
         // Cuts around the piece and buffer boundaries, and single bytes.
-        let cuts: [&[usize]; 5] = [&[], &[1, 2, 3], &[PIECE - 1, PIECE + 1], &[7, 2 * PIECE + 3], &[PIECE, 15, 16, 17]];
+        let cuts: [&[usize]; 6] =
+            [&[], &[1, 2, 3], &[PIECE - 1, PIECE + 1], &[7, 2 * PIECE + 3], &[PIECE, 15, 16, 17], &[3, OVERLAP + 5]];
         for (n, cut) in cuts.iter().enumerate() {
             let mut tmp = TempFile::create(dir.join(format!("t{n}"))).unwrap();
             let path = tmp.path().to_path_buf();
