@@ -7,6 +7,8 @@
 //!   baseline, what the disk (its page cache) takes at best;
 //! - `hash_only`: the content key of a buffer of that size ([`ShareKey::of`]), for how much of
 //!   a put is hashing;
+//! - `ipc_to_file`: `write_ipc_file` into a plain buffered file, no hashing, no store: the cost
+//!   of the encoding on the way to the disk;
 //! - `streamed_put`: `DirStore::put_with(write_ipc_file)`, what the engine does since 0.x: the
 //!   IPC encoding streamed into the store file while it is hashed;
 //! - `in_memory_put`: `to_ipc_file` then `DirStore::put`, what it did before (the file built in
@@ -86,6 +88,14 @@ fn writes(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::from_parameter("hash_only"), |b| b.iter(|| ShareKey::of(&plain)));
         drop(plain);
+        g.bench_function(BenchmarkId::from_parameter("ipc_to_file"), |b| {
+            b.iter(|| {
+                let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).expect("create"));
+                write_ipc_file(&batch, &mut file).expect("write");
+                drop(file);
+                std::fs::remove_file(&path).expect("remove");
+            })
+        });
         let store = DirStore::create(Some(&dir)).expect("store");
         g.bench_function(BenchmarkId::from_parameter("streamed_put"), |b| {
             b.iter(|| {
