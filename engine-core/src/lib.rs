@@ -48,7 +48,7 @@ pub use progress::{Progress, ProgressBar};
 pub use remote::registry::{is_registered, registered_names};
 pub use shared::Shared;
 pub use stats::{BatchStat, CountingAllocator, ItemStats, JobStats};
-pub use store::{ShareKey, SharedBytes, SharedStore};
+pub use store::{KeyHasher, ShareKey, SharedBytes, SharedStore};
 pub use stream::{ResultStream, UnorderedStream};
 pub use task::{Payload, Task};
 

@@ -2,9 +2,11 @@
 
 use crate::share_ctx;
 use crate::store::ShareKey;
+use crate::Error;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::io;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
@@ -102,15 +104,47 @@ impl<T: Serialize> Serialize for Shared<T> {
         let key = match self.0.key.get() {
             Some(k) if store.contains(k) => k.clone(),
             _ => {
-                let bytes = share_ctx::enter_shared(Arc::clone(&store), || postcard::to_allocvec(&*self.0.value))
+                let value = &*self.0.value;
+                let key = store
+                    .put_with(&mut |out| share_ctx::enter_shared(Arc::clone(&store), || encode_into(value, out)))
                     .map_err(serde::ser::Error::custom)?;
-                let key = store.put(&bytes).map_err(serde::ser::Error::custom)?;
                 let _ = self.0.key.set(key.clone());
                 key
             }
         };
         serializer.serialize_newtype_variant("Shared", 1, "Stored", &key)
     }
+}
+
+/// Writes the postcard encoding of `value` to `out` as it is made (for a store that streams it
+/// into a file, no copy of the encoding in memory).
+fn encode_into<T: Serialize>(value: &T, out: &mut dyn io::Write) -> crate::Result<()> {
+    /// Keeps the first I/O error, which postcard's writer flavour replaces by its own.
+    struct Keep<'a> {
+        out: &'a mut dyn io::Write,
+        error: Option<io::Error>,
+    }
+    impl io::Write for Keep<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.out.write(buf).inspect_err(|e| {
+                self.error.get_or_insert_with(|| io::Error::new(e.kind(), e.to_string()));
+            })
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.out.flush().inspect_err(|e| {
+                self.error.get_or_insert_with(|| io::Error::new(e.kind(), e.to_string()));
+            })
+        }
+    }
+    let mut keep = Keep { out, error: None };
+    // Postcard writes small values byte by byte: a buffer in front makes those plain stores.
+    let written = postcard::to_io(value, io::BufWriter::with_capacity(64 << 10, &mut keep))
+        .map_err(|e| e.to_string())
+        .and_then(|w| w.into_inner().map(|_| ()).map_err(|e| e.error().to_string()));
+    written.map_err(|e| match keep.error.take() {
+        Some(io) => Error::Store(format!("cannot write the shared value: {io}")),
+        None => Error::Store(format!("cannot encode the shared value: {e}")),
+    })
 }
 
 #[derive(Deserialize)]

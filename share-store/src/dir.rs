@@ -1,6 +1,7 @@
 //! [`DirStore`]: content-addressed files in a private directory, mapped read-only on `get`.
 
 use crate::leftovers::{self, Owner, Role};
+use crate::staging::{HashingWriter, TempFile};
 use adparallelengine_core::{Error, Result, ShareKey, SharedBytes, SharedStore};
 use memmap2::Mmap;
 use std::collections::HashSet;
@@ -111,24 +112,6 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(not(unix))]
     {
         fs::create_dir(dir)
-    }
-}
-
-/// Creates the new file `path` (failing if it exists), readable by its owner only.
-fn create_private_file(path: &Path) -> io::Result<File> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(0o600);
-        let file = options.open(path)?;
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        Ok(file)
-    }
-    #[cfg(not(unix))]
-    {
-        options.open(path)
     }
 }
 
@@ -331,27 +314,36 @@ impl DirStore {
         Ok(Claim { store: self, key: key.clone() })
     }
 
-    /// Writes `bytes` to a temporary file of the directory, then renames it to `path`.
-    fn write_atomically(&self, key: &ShareKey, path: &Path, bytes: &[u8]) -> Result<()> {
+    /// A new temporary file of the directory, for the value being written under `what` (a
+    /// key, or `stream` while the key is not known yet).
+    fn temp_file(&self, what: &str) -> Result<TempFile> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let tmp = self.dir.join(format!(
-            "{TMP_PREFIX}{key}-{}-{}",
+            "{TMP_PREFIX}{what}-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = create_private_file(&tmp)
-            .map_err(|e| io_error("cannot create the temporary file", &tmp, e))
-            .and_then(|mut file| {
-                file.write_all(bytes).map_err(|e| io_error("cannot write the temporary file", &tmp, e))
-            })
-            .and_then(|()| {
-                fs::rename(&tmp, path)
-                    .map_err(|e| Error::Store(format!("cannot rename {} to {}: {e}", tmp.display(), path.display())))
-            });
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
+        TempFile::create(tmp.clone()).map_err(|e| io_error("cannot create the temporary file", &tmp, e))
+    }
+
+    /// Whether `<key>.bin` already holds the `len` bytes of `key` (then nothing is written).
+    fn holds(&self, key: &ShareKey, len: u64) -> Result<bool> {
+        let path = self.file_path(key);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.is_file() && meta.len() == len),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error("cannot inspect the shared value", &path, e)),
         }
-        written
+    }
+
+    /// Renames the complete temporary file `tmp` to the value's name `<key>.bin`.
+    fn persist(&self, tmp: TempFile, key: &ShareKey) -> Result<()> {
+        let path = self.file_path(key);
+        let from = tmp.path().to_path_buf();
+        tmp.persist(&path)
+            .map_err(|e| Error::Store(format!("cannot rename {} to {}: {e}", from.display(), path.display())))?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -362,18 +354,45 @@ impl SharedStore for DirStore {
             return Err(self.read_only("put a value"));
         }
         let key = ShareKey::of(bytes);
-        let path = self.file_path(&key);
         let _directory = self.directory()?;
         let _claim = self.claim(&key)?;
-        match fs::metadata(&path) {
-            Ok(meta) if meta.is_file() && meta.len() == bytes.len() as u64 => return Ok(key),
-            // A file of another length is not this value: replace it.
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("cannot inspect the shared value", &path, e)),
+        // A file of another length is not this value: it is replaced.
+        if self.holds(&key, bytes.len() as u64)? {
+            return Ok(key);
         }
-        self.write_atomically(&key, &path, bytes)?;
-        self.writes.fetch_add(1, Ordering::Relaxed);
+        let mut tmp = self.temp_file(key.as_str())?;
+        tmp.file().write_all(bytes).map_err(|e| io_error("cannot write the temporary file", tmp.path(), e))?;
+        self.persist(tmp, &key)?;
+        Ok(key)
+    }
+
+    /// Streams what `write` writes into a temporary file of the directory, hashing it on the
+    /// way (in pieces of 1 MiB, large writes straight from the caller's memory), then renames
+    /// the file to `<key>.bin` — or removes it if that file is already there: the value is
+    /// never held in memory, and a reader never sees a partial file. The temporary file is
+    /// removed whatever happens before the rename (an error of `write` or of the disk, a
+    /// panic).
+    fn put_with(&self, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<ShareKey> {
+        if !self.owned {
+            return Err(self.read_only("put a value"));
+        }
+        // The directory is held only to make the file and to rename it, not while `write`
+        // runs: an Arrow table inside a shared value is put from within the outer value's
+        // `write`, and holding a read lock twice in one thread deadlocks behind a waiting
+        // `clear`. A `clear` in between removes the file; the rename then fails.
+        let mut tmp = {
+            let _directory = self.directory()?;
+            self.temp_file("stream")?
+        };
+        let mut out = HashingWriter::new(tmp.file());
+        write(&mut out)?;
+        let (key, len) = out.finish().map_err(|e| io_error("cannot write the temporary file", tmp.path(), e))?;
+        let _directory = self.directory()?;
+        let _claim = self.claim(&key)?;
+        if self.holds(&key, len)? {
+            return Ok(key);
+        }
+        self.persist(tmp, &key)?;
         Ok(key)
     }
 

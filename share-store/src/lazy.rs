@@ -81,6 +81,9 @@ impl SharedStore for LazyDirStore {
     fn put(&self, bytes: &[u8]) -> Result<ShareKey> {
         self.get_or_create()?.put(bytes)
     }
+    fn put_with(&self, write: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>) -> Result<ShareKey> {
+        self.get_or_create()?.put_with(write)
+    }
     fn get(&self, key: &ShareKey) -> Result<SharedBytes> {
         match self.existing() {
             Some(s) => s.get(key),

@@ -33,6 +33,7 @@ mod dir;
 mod lazy;
 mod leftovers;
 mod memory;
+mod staging;
 
 pub use dial_in::dial_in_worker;
 pub use dir::{DirStore, MappedFile};

@@ -1,8 +1,9 @@
 //! Arrow IPC files through the store: decoded from the mapped file without copying columns.
 #![cfg(feature = "arrow")]
 
+use adparallelengine_core::ShareKey;
 use adparallelengine_core::{Error, SharedBytes, SharedStore};
-use adparallelengine_store::arrow::{map_ipc_file, to_ipc_file};
+use adparallelengine_store::arrow::{map_ipc_file, to_ipc_file, write_ipc_file};
 use adparallelengine_store::{DirStore, MemoryStore};
 use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray};
@@ -182,4 +183,43 @@ fn bytes_that_are_not_an_ipc_file_are_an_error_not_a_panic() {
         let e = store_message(map_ipc_file(Arc::new(bytes) as SharedBytes));
         assert!(!e.is_empty(), "{what}");
     }
+}
+
+#[test]
+fn a_streamed_put_writes_the_in_memory_encoding_byte_for_byte_and_maps_back() {
+    let dict: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::from_iter((0..1000).map(|i| ["a", "b", "c"][i % 3])));
+    let strings: ArrayRef = Arc::new(StringArray::from_iter((0..1000).map(|i| (i % 5 != 0).then(|| format!("s{i}")))));
+    let cases: Vec<(&str, Vec<RecordBatch>)> = vec![
+        ("16 MiB batch", vec![big_batch()]),
+        // A slice: Arrow's writer cuts its buffers (and copies offset buffers) as it goes.
+        ("sliced batch", vec![big_batch().slice(12_345, 300_000)]),
+        ("strings and a dictionary", vec![RecordBatch::try_from_iter([("s", strings), ("d", dict)]).unwrap(); 3]),
+    ];
+    let store = DirStore::create(None).unwrap();
+    for (what, batches) in cases {
+        let in_memory = to_ipc_file(&batches).unwrap();
+        let key = store.put_with(&mut |out| write_ipc_file(&batches, out)).unwrap();
+        assert_eq!(key, ShareKey::of(&in_memory), "{what}");
+        let on_disk = std::fs::read(store.file_path(&key)).unwrap();
+        assert!(on_disk == in_memory, "{what}: the streamed file differs from the in-memory encoding");
+        let bytes = store.get(&key).unwrap();
+        let mapped = range(&bytes);
+        let back = map_ipc_file(bytes).unwrap();
+        assert_eq!(back, batches, "{what}");
+        if what == "16 MiB batch" {
+            assert_inside(&back[0], &mapped);
+        }
+        // The same table again: one file.
+        assert_eq!(store.put_with(&mut |out| write_ipc_file(&batches, out)).unwrap(), key);
+    }
+    assert_eq!(store.len(), 3);
+    assert_eq!(store.writes(), 3, "a second put of the same table writes no file");
+}
+
+#[test]
+fn a_streamed_put_of_no_batch_is_an_error_and_leaves_no_file() {
+    let store = DirStore::create(None).unwrap();
+    let e = store_message(store.put_with(&mut |out| write_ipc_file(&[], out)));
+    assert!(e.contains("no batch"), "{e}");
+    assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0);
 }

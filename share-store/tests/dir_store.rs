@@ -354,3 +354,101 @@ fn another_process_reads_through_a_view() {
     );
     assert!(store.file_path(&k).is_file(), "the child's view removed nothing");
 }
+
+/// A `put_with` writer that writes `bytes` in pieces of `piece` bytes.
+fn writes_in_pieces(
+    bytes: &[u8],
+    piece: usize,
+) -> impl FnMut(&mut dyn std::io::Write) -> adparallelengine_core::Result<()> + '_ {
+    move |out| {
+        for p in bytes.chunks(piece.max(1)) {
+            out.write_all(p).map_err(|e| Error::Store(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_streamed_put_stores_what_put_stores_under_the_same_key() {
+    let store = DirStore::create(Some(&parent("stream-same"))).unwrap();
+    let value: Vec<u8> = (0..3_000_017u32).map(|i| (i % 253) as u8).collect();
+    let key = store.put_with(&mut writes_in_pieces(&value, 4093)).unwrap();
+    assert_eq!(key, ShareKey::of(&value));
+    assert!(fs::read(store.file_path(&key)).unwrap() == value, "the file holds other bytes");
+    assert_eq!(names(store.path()), vec![format!("{key}.bin")], "one file, no temporary file");
+    // The same content, streamed or at once, gives the one file.
+    assert_eq!(store.put_with(&mut writes_in_pieces(&value, 1 << 20)).unwrap(), key);
+    assert_eq!(store.put(&value).unwrap(), key);
+    assert_eq!(store.writes(), 1);
+    assert_eq!(names(store.path()), vec![format!("{key}.bin")]);
+    // Empty streams are values too.
+    let empty = store.put_with(&mut |_| Ok(())).unwrap();
+    assert_eq!(empty, ShareKey::of(b""));
+    assert_eq!(store.len(), 2);
+}
+
+#[test]
+fn a_failing_or_panicking_writer_leaves_no_file() {
+    let store = DirStore::create(Some(&parent("stream-fail"))).unwrap();
+    let value = vec![5u8; 5 << 20];
+    let err = store
+        .put_with(&mut |out| {
+            out.write_all(&value).map_err(|e| Error::Store(e.to_string()))?;
+            Err(Error::Store("the encoder gave up".into()))
+        })
+        .unwrap_err();
+    assert!(store_message(Err::<(), _>(err)).contains("the encoder gave up"));
+    assert_eq!(names(store.path()), Vec::<String>::new(), "a failed put leaves a file behind");
+    assert!(store.is_empty());
+
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.put_with(&mut |out| {
+            out.write_all(&value).map_err(|e| Error::Store(e.to_string()))?;
+            panic!("the encoder panicked")
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(names(store.path()), Vec::<String>::new(), "a panicking put leaves a file behind");
+    assert_eq!(store.writes(), 0);
+    // The store still works.
+    let key = store.put_with(&mut writes_in_pieces(&value, 1000)).unwrap();
+    assert_eq!((*store.get(&key).unwrap()).as_ref(), &value[..]);
+}
+
+#[test]
+fn a_streamed_put_into_a_read_only_view_is_an_error_and_writes_nothing() {
+    let store = DirStore::create(Some(&parent("stream-view"))).unwrap();
+    let view = DirStore::open(store.path()).unwrap();
+    let mut called = false;
+    let e = view
+        .put_with(&mut |_| {
+            called = true;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(store_message(Err::<(), _>(e)).contains("read-only"));
+    assert!(!called, "the writer runs only when there is somewhere to write");
+    assert_eq!(names(store.path()), Vec::<String>::new());
+}
+
+#[test]
+fn concurrent_streamed_puts_of_the_same_bytes_leave_one_file() {
+    let store = Arc::new(DirStore::create(Some(&parent("stream-race"))).unwrap());
+    let value: Arc<Vec<u8>> = Arc::new((0..2_000_000u32).map(|i| (i % 241) as u8).collect());
+    let barrier = Arc::new(Barrier::new(4));
+    let keys: Vec<ShareKey> = (0..4)
+        .map(|t| {
+            let (store, value, barrier) = (Arc::clone(&store), Arc::clone(&value), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                store.put_with(&mut writes_in_pieces(&value, 1000 + t)).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert!(keys.iter().all(|k| *k == keys[0]));
+    assert_eq!(names(store.path()), vec![format!("{}.bin", keys[0])], "one file, no temporary file");
+    assert!(fs::read(store.file_path(&keys[0])).unwrap() == *value);
+}

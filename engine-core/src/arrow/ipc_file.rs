@@ -1,6 +1,6 @@
 //! Arrow IPC files for the store, decoded from mapped bytes without copying column data.
 //!
-//! [`to_ipc_file`] writes record batches in the Arrow IPC **file** format, whose buffers are
+//! [`to_ipc_file`] (in memory) and [`write_ipc_file`] (to any writer, as it encodes) write record batches in the Arrow IPC **file** format, whose buffers are
 //! aligned (to 64 bytes by default) from the start of the file. [`map_ipc_file`] decodes such a
 //! file from [`SharedBytes`] — typically a file mapped by the share store (`DirStore`), whose
 //! start is page-aligned — by pointing the
@@ -29,6 +29,7 @@ use arrow_ipc::reader::{read_footer_length, FileDecoder};
 use arrow_ipc::writer::FileWriter;
 use arrow_ipc::Block;
 use arrow_schema::ArrowError;
+use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -51,31 +52,39 @@ fn invalid(why: impl std::fmt::Display) -> Error {
 /// Writes `batches` as one Arrow IPC file (the format [`map_ipc_file`] maps without copying).
 ///
 /// All batches must have the schema of the first; an empty slice is an error, since the file
-/// would have no schema.
+/// would have no schema. The bytes are [`write_ipc_file`]'s, collected in memory.
 pub fn to_ipc_file(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let capacity = batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() + 4096;
+    let mut out = Vec::with_capacity(capacity);
+    write_ipc_file(batches, &mut out)?;
+    Ok(out)
+}
+
+/// Writes `batches` as one Arrow IPC file to `out`, as it encodes them: the column buffers go
+/// to `out` straight from the arrays (Arrow's writer does not copy them into a message body
+/// first), so a share store that streams them into its file holds no copy of the table.
+/// The bytes are [`to_ipc_file`]'s, exactly.
+///
+/// `out` receives many small writes (message headers, padding) between the large ones: give
+/// it a buffer if it has none.
+pub fn write_ipc_file(batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
     let first = batches
         .first()
         .ok_or_else(|| Error::Store("cannot write an Arrow IPC file of no batch: it would have no schema".into()))?;
     let schema = first.schema();
-    let capacity = batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() + 4096;
-    let mut out = Vec::with_capacity(capacity);
-    {
-        let mut writer =
-            FileWriter::try_new(&mut out, &schema).map_err(arrow_error("cannot start the Arrow IPC file"))?;
-        for (i, batch) in batches.iter().enumerate() {
-            if batch.schema() != schema {
-                return Err(Error::Store(format!(
-                    "cannot write batch {i} to the Arrow IPC file: its schema {} differs from \
-                     the first batch's {}",
-                    batch.schema(),
-                    schema
-                )));
-            }
-            writer.write(batch).map_err(arrow_error("cannot write a batch to the Arrow IPC file"))?;
+    let mut writer = FileWriter::try_new(out, &schema).map_err(arrow_error("cannot start the Arrow IPC file"))?;
+    for (i, batch) in batches.iter().enumerate() {
+        if batch.schema() != schema {
+            return Err(Error::Store(format!(
+                "cannot write batch {i} to the Arrow IPC file: its schema {} differs from \
+                 the first batch's {}",
+                batch.schema(),
+                schema
+            )));
         }
-        writer.finish().map_err(arrow_error("cannot finish the Arrow IPC file"))?;
+        writer.write(batch).map_err(arrow_error("cannot write a batch to the Arrow IPC file"))?;
     }
-    Ok(out)
+    writer.finish().map_err(arrow_error("cannot finish the Arrow IPC file"))
 }
 
 /// An Arrow buffer over all of `bytes`, keeping them alive, without copying them.

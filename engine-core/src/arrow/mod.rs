@@ -129,8 +129,10 @@ enum Repr {
 fn serialize_batch<S: Serializer>(name: &'static str, batch: &RecordBatch, s: S) -> Result<S::Ok, S::Error> {
     if share_ctx::inside_shared() {
         if let Some(store) = share_ctx::current() {
-            let file = ipc_file::to_ipc_file(std::slice::from_ref(batch)).map_err(serde::ser::Error::custom)?;
-            let key = store.put(&file).map_err(serde::ser::Error::custom)?;
+            // Streamed into the store as it is encoded: no copy of the table in memory.
+            let key = store
+                .put_with(&mut |out| ipc_file::write_ipc_file(std::slice::from_ref(batch), out))
+                .map_err(serde::ser::Error::custom)?;
             return s.serialize_newtype_variant(name, 1, "Stored", &key);
         }
     }
