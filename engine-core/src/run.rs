@@ -3,6 +3,7 @@
 use crate::audit::Audit;
 use crate::error::Result;
 use crate::plumbing::batch::BatchDone;
+use crate::plumbing::indexed_job::ChunkReport;
 use crate::plumbing::Completions;
 use crate::progress::Tracker;
 use crate::stats::{BatchStat, JobStats};
@@ -18,6 +19,9 @@ pub(crate) struct Running<'a, O> {
     sink: Arc<Mutex<Option<JobStats>>>,
     /// Checks every batch the backend hands back (`None`: a job with no items).
     audit: Option<Audit<O>>,
+    /// An indexed job's chunks, which stand for its one batch in the stats (their workers
+    /// advance the progress themselves).
+    chunks: Option<Arc<ChunkReport>>,
 }
 
 impl<'a, O> Running<'a, O> {
@@ -28,7 +32,13 @@ impl<'a, O> Running<'a, O> {
         sink: Arc<Mutex<Option<JobStats>>>,
     ) -> Self {
         let (inner, audit) = inner.unzip();
-        Running { inner, stats, started: Instant::now(), tracker, sink, audit }
+        Running { inner, stats, started: Instant::now(), tracker, sink, audit, chunks: None }
+    }
+
+    /// An indexed job, whose chunks its workers report to `chunks`.
+    pub(crate) fn with_chunks(mut self, chunks: Arc<ChunkReport>) -> Self {
+        self.chunks = Some(chunks);
+        self
     }
 
     /// The next completed batch (completion order); `None` at the end.
@@ -49,7 +59,15 @@ impl<'a, O> Running<'a, O> {
         match done {
             Some(Ok(mut b)) => {
                 self.stats.items_done += if b.placed { b.len } else { b.outputs.len() };
-                self.stats.batches.push(BatchStat { start: b.start, len: b.len, worker: b.worker, busy: b.busy });
+                match &self.chunks {
+                    Some(chunks) => self.stats.batches.extend(chunks.take_batches()),
+                    None => self.stats.batches.push(BatchStat {
+                        start: b.start,
+                        len: b.len,
+                        worker: b.worker,
+                        busy: b.busy,
+                    }),
+                }
                 self.stats.record_items(b.start, b.item_stats.take());
                 self.tracker.advance(b.len);
                 Some(Ok(b))
@@ -66,6 +84,9 @@ impl<'a, O> Running<'a, O> {
         if self.inner.take().is_some() || self.stats.wall.is_zero() {
             self.stats.wall = self.started.elapsed();
             self.tracker.finish();
+            if let Some(chunks) = &self.chunks {
+                chunks.finish();
+            }
             if let Ok(mut g) = self.sink.lock() {
                 *g = Some(self.stats.clone());
             }
