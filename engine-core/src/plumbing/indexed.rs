@@ -205,12 +205,15 @@ impl<T: Task, I: Iterator<Item = T::Item>> IndexedItems<'_, T, I> {
             }
             Src::Seek { iter, dup } => {
                 // SAFETY: `dup` was stored by `recognize` for exactly this `I`.
-                let mut it = unsafe { dup(iter) };
+                let it = unsafe { dup(iter) };
+                // Zipped with a range, the two move to the chunk's start in O(1): std's `Zip`
+                // of random-access iterators (slice iterators, `Copied`, `Cloned`, ranges)
+                // skips by index, where `Cloned`'s own `nth` would clone every item it passes.
+                let mut it = it.zip(0..self.len);
                 if r.start > 0 {
-                    // O(1) for the types recognized; the item it returns is a copy.
                     let _ = it.nth(r.start - 1);
                 }
-                worker.run_chunk(claim, it.take(r.len()))
+                worker.run_chunk(claim, it.take(r.len()).map(|(x, _)| x))
             }
             Src::Slice { slice, run } => run(worker, claim, &slice[r]),
         }

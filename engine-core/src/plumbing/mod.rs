@@ -8,7 +8,11 @@
 //! [`WorkerLink`]s and hands them to [`Dispatch`], which owns pull scheduling, prefetch, the
 //! reorder window, per-item timeouts and retries; its workers run [`serve_worker`] (or a
 //! [`Worker`] by hand). A backend that runs batches in the calling thread can return
-//! [`run_inline`]. Out-of-process backends add the wire protocol of [`crate::remote`].
+//! [`run_inline`]. A backend whose workers share the driver's memory may also say
+//! [`Backend::splits_by_index`] and run [`IndexedJob`]s (`map` over a `Vec`, a range or a slice
+//! iterator, `map_slice`): its threads claim chunks of the index range and write outputs in
+//! place, with no batch cut or sent. Out-of-process backends add the wire protocol of
+//! [`crate::remote`].
 //!
 //! # The contract
 //!
