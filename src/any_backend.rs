@@ -1,7 +1,7 @@
 //! [`AnyBackend`]: the built-in backends behind one type, chosen at run time from a [`Kind`].
 
 use crate::kind::Kind;
-use adparallelengine_core::plumbing::{Backend, BackendFactory, Completions, Plan, SlicePlan};
+use adparallelengine_core::plumbing::{Backend, BackendFactory, Completions, IndexedJob, Plan};
 use adparallelengine_core::{EngineConfig, Result, Task};
 use std::time::Duration;
 
@@ -91,12 +91,14 @@ impl Backend for AnyBackend {
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
         each!(self, b => b.start(plan))
     }
-    fn start_slice<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+    fn splits_by_index(&self) -> bool {
+        each!(self, b => b.splits_by_index())
+    }
+    fn start_indexed<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
         &'a self,
-        plan: Plan<T, I>,
-        slice: SlicePlan<'a, T>,
+        job: IndexedJob<'a, T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        each!(self, b => b.start_slice(plan, slice))
+        each!(self, b => b.start_indexed(job))
     }
 }
 

@@ -15,10 +15,10 @@
 //! ```
 #![warn(missing_docs)]
 
-mod slice;
+mod indexed;
 
 use adparallelengine_core::plumbing::{serve_worker, WorkerOptions};
-use adparallelengine_core::plumbing::{Backend, Completions, Plan, SlicePlan};
+use adparallelengine_core::plumbing::{Backend, Completions, IndexedJob, Plan};
 use adparallelengine_core::plumbing::{Batch, Event};
 use adparallelengine_core::plumbing::{Dispatch, WorkerLink};
 use adparallelengine_core::{Error, Result, Task};
@@ -110,12 +110,15 @@ impl Backend for ThreadsBackend {
         Ok(Box::new(Dispatch::new("threads", plan.source, plan.batcher, links, events_rx, plan.dispatch)))
     }
 
-    fn start_slice<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+    fn splits_by_index(&self) -> bool {
+        true
+    }
+
+    fn start_indexed<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
         &'a self,
-        plan: Plan<T, I>,
-        slice: SlicePlan<'a, T>,
+        job: IndexedJob<'a, T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        tracing::debug!(workers = plan.workers, chunk = slice.chunk, "threads slice job started");
-        Ok(Box::new(slice::SliceRun { pool: &self.pool, plan: Some(plan), slice }))
+        tracing::debug!(workers = job.workers(), items = job.len(), "threads indexed job started");
+        Ok(Box::new(indexed::IndexedRun { pool: &self.pool, job: Some(job) }))
     }
 }

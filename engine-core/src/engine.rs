@@ -4,7 +4,7 @@ use crate::batching::Batching;
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::job::Job;
-use crate::plumbing::items::SliceItems;
+use crate::plumbing::indexed::IndexedItems;
 use crate::plumbing::{Backend, BackendFactory};
 use crate::progress::Progress;
 use crate::stats::JobStats;
@@ -59,7 +59,7 @@ impl<B: Backend> Engine<B> {
         T::Item: Clone + Sync,
     {
         Job::new(&self.backend, &self.config, Arc::clone(&self.last_stats), task, items.iter().cloned())
-            .with_slice(SliceItems::new(items))
+            .with_slice(IndexedItems::slice(items))
     }
 
     /// The most workers a job uses.

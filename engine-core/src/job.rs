@@ -7,10 +7,12 @@ use crate::error::{Error, FailureKind, ItemError, Result};
 use crate::in_flight::InFlightCap;
 use crate::on_progress::{Callback, ProgressUpdate};
 use crate::order::Reorder;
-use crate::plumbing::backend::{Backend, Plan, SlicePlan};
+use crate::plumbing::backend::{Backend, Plan};
 use crate::plumbing::batch::BatchDone;
+use crate::plumbing::cuts::CutLog;
 use crate::plumbing::dispatch::DispatchConfig;
-use crate::plumbing::items::SliceItems;
+use crate::plumbing::indexed::IndexedItems;
+use crate::plumbing::indexed_job::{ChunkReport, Chunks, IndexedJob};
 use crate::plumbing::placement::Placement;
 use crate::plumbing::source::ItemSource;
 use crate::plumbing::worker::WorkerOptions;
@@ -46,7 +48,8 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     max_retries: usize,
     item_timeout: Option<std::time::Duration>,
     workers: Option<usize>,
-    slice: Option<SliceItems<'e, T>>,
+    /// `map_slice`'s items (whose `Clone + Sync` bound is known only there).
+    slice: Option<IndexedItems<'e, T, I>>,
     on_progress: Option<Callback<'e>>,
     max_in_flight: Option<usize>,
 }
@@ -104,7 +107,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         }
     }
 
-    pub(crate) fn with_slice(mut self, slice: SliceItems<'e, T>) -> Self {
+    pub(crate) fn with_slice(mut self, slice: IndexedItems<'e, T, I>) -> Self {
         self.slice = Some(slice);
         self
     }
@@ -272,8 +275,6 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         self
     }
 
-    /// Starts the job. `whole`: the terminal keeps every result (so a slice may be split by
-    /// index); `bounded`: an ordered stream, whose reorder window is bounded.
     /// Starts the job: its running batches, its declared length, and (with `place`, when the
     /// backend and the output type allow it) the [`Placement`] its outputs land in.
     #[allow(clippy::type_complexity)]
@@ -309,50 +310,87 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         };
         let backend = self.backend;
         let hint = self.iter.size_hint();
-        let declared = self.length.or(match hint {
+        let exact = match hint {
             (lo, Some(hi)) if lo == hi => Some(lo),
             _ => None,
-        });
-        let cap = self.max_in_flight.map(|n| Arc::new(InFlightCap::new(n)));
-        let mut source = ItemSource::new(self.iter, declared).with_cap(cap.clone());
-        let cuts = source.cut_log();
+        };
+        let declared = self.length.or(exact);
+        // Split by index when the terminal keeps every result in order, the backend can, and
+        // the items are reachable by index (a `Vec`, a range, a slice iterator, `map_slice`).
+        let by_index = whole
+            && fail_fast
+            && !self.item_stats
+            && backend.splits_by_index()
+            && declared.is_some_and(|n| n > 0)
+            && exact == declared
+            // A cap on items in flight needs the lazy path, which pulls only with room.
+            && self.max_in_flight.is_none();
+        let (iter, indexed) = match (by_index, self.slice) {
+            (true, Some(items)) => (None, Some(items)),
+            (true, None) => match IndexedItems::recognize(self.iter) {
+                Ok(items) => (None, Some(items)),
+                Err(iter) => (Some(iter), None),
+            },
+            (false, _) => (Some(self.iter), None),
+        };
         let sink = self.stats_sink;
-        let tracker = Tracker::new(self.progress, declared, backend.name());
+        let mut tracker = Tracker::new(self.progress, declared, backend.name());
         let mut stats = JobStats::new(self.item_stats, declared);
         let callback = self.on_progress;
+        let workers_cap = self.workers.unwrap_or(usize::MAX);
+        let workers = |n: Option<usize>| backend.max_workers().min(workers_cap).min(n.unwrap_or(usize::MAX)).max(1);
+        let custom_batcher = self.batcher.is_some();
+        let make_batcher = |batcher: Option<Box<dyn Batcher>>, workers: usize| match batcher {
+            Some(b) => Ok(b),
+            None => {
+                batcher_for(self.batching, declared, workers, self.config.batch_multiplier, backend.auto_batch_target())
+            }
+        };
+        let iter = match (iter, indexed) {
+            (_, Some(items)) => {
+                let n = items.len();
+                let workers = workers(Some(n));
+                // Checked as on the ordinary path (a bad batching mode is an error on both).
+                make_batcher(self.batcher, workers)?;
+                // Chunks as the ordinary path cuts batches, so stats and progress look alike.
+                let chunks = match (self.batching, custom_batcher) {
+                    (Batching::None, false) => Chunks::Size(1),
+                    (Batching::PerWorker, false) => Chunks::Even(workers * self.config.batch_multiplier.max(1)),
+                    (Batching::Batches(k), false) => Chunks::Even(k.max(1)),
+                    (Batching::ChunkSize(c), false) => Chunks::Size(c.max(1)),
+                    // Sixteen chunks per worker balance uneven items; the cap keeps chunks of
+                    // tiny items small enough to claim often without costing anything.
+                    (Batching::Auto, _) | (_, true) => Chunks::Size(n.div_ceil(workers * 16).clamp(1, 1 << 15)),
+                };
+                let options = WorkerOptions { fail_fast, item_stats: false, cancel: None };
+                // The workers advance the progress as their chunks end; the job's own tracker
+                // only sees the one batch at the end, so it stays quiet.
+                let quiet = Tracker::new(Progress::quiet(), declared, backend.name());
+                let report = Arc::new(ChunkReport::new(std::mem::replace(&mut tracker, quiet)));
+                let job =
+                    IndexedJob::new(backend.name(), items, chunks, workers, init, args, options, Arc::clone(&report));
+                stats.workers = job.workers();
+                let audit = Audit::new(backend.name(), Arc::new(CutLog::default()), Some(n), fail_fast, None);
+                let completions = backend.start_indexed::<T, I>(job)?;
+                let running = Running::new(Some((completions, audit)), stats, tracker, sink)
+                    .with_chunks(report)
+                    .with_callback(callback, declared);
+                return Ok((running, declared, None));
+            }
+            (Some(iter), None) => iter,
+            (None, None) => {
+                return Err(Error::Backend { backend: "engine", message: "a job lost its items".into() });
+            }
+        };
+        let cap = self.max_in_flight.map(|n| Arc::new(InFlightCap::new(n)));
+        let mut source = ItemSource::new(iter, declared).with_cap(cap.clone());
+        let cuts = source.cut_log();
         if source.is_empty()? {
             return Ok((Running::new(None, stats, tracker, sink).with_callback(callback, declared), declared, None));
         }
-        let workers =
-            backend.max_workers().min(self.workers.unwrap_or(usize::MAX)).min(declared.unwrap_or(usize::MAX)).max(1);
+        let workers = workers(declared);
         stats.workers = workers;
-        let custom_batcher = self.batcher.is_some();
-        let batcher = match self.batcher {
-            Some(b) => b,
-            None => batcher_for(
-                self.batching,
-                declared,
-                workers,
-                self.config.batch_multiplier,
-                backend.auto_batch_target(),
-            )?,
-        };
-        let slice = self.slice.filter(|s| {
-            whole && fail_fast && !self.item_stats && declared == Some(s.len()) && self.max_in_flight.is_none()
-        });
-        let slice_chunk = slice.map(|s| {
-            let n = s.len();
-            match (self.batching, custom_batcher) {
-                (Batching::None, false) => 1,
-                (Batching::PerWorker, false) => n.div_ceil(workers * self.config.batch_multiplier.max(1)),
-                (Batching::Batches(k), false) => n.div_ceil(k.max(1)),
-                (Batching::ChunkSize(c), false) => c,
-                // Sixteen chunks per worker balance uneven items; the cap keeps chunks of tiny
-                // items small enough to claim often without costing anything.
-                (Batching::Auto, _) | (_, true) => n.div_ceil(workers * 16).min(1 << 15),
-            }
-            .max(1)
-        });
+        let batcher = make_batcher(self.batcher, workers)?;
         let max_ahead = bounded.then(|| self.reorder_window.unwrap_or(4 * workers * self.prefetch));
         let placement = match (place && fail_fast && backend.places_outputs(), declared) {
             (true, Some(n)) => Placement::new(n),
@@ -373,11 +411,8 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             },
             placement: placement.clone(),
         };
-        let audit = Audit::new(backend.name(), cuts, slice.map(|s| s.len()), fail_fast, placement.clone());
-        let completions = match (slice, slice_chunk) {
-            (Some(items), Some(chunk)) => backend.start_slice::<T, I>(plan, SlicePlan { items, chunk })?,
-            _ => backend.start::<T, I>(plan)?,
-        };
+        let audit = Audit::new(backend.name(), cuts, None, fail_fast, placement.clone());
+        let completions = backend.start::<T, I>(plan)?;
         let running = Running::new(Some((completions, audit)), stats, tracker, sink)
             .with_callback(callback, declared)
             .with_cap(cap);

@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::in_flight::InFlightCap;
 use crate::on_progress::{Callback, ProgressUpdate};
 use crate::plumbing::batch::BatchDone;
+use crate::plumbing::indexed_job::ChunkReport;
 use crate::plumbing::Completions;
 use crate::progress::Tracker;
 use crate::stats::{BatchStat, JobStats};
@@ -26,6 +27,9 @@ pub(crate) struct Running<'a, O> {
     total: Option<usize>,
     /// The job's cap on items in flight, told of every item its terminal returns.
     cap: Option<Arc<InFlightCap>>,
+    /// An indexed job's chunks, which stand for its one batch in the stats (their workers
+    /// advance the progress themselves).
+    chunks: Option<Arc<ChunkReport>>,
 }
 
 impl<'a, O> Running<'a, O> {
@@ -47,6 +51,7 @@ impl<'a, O> Running<'a, O> {
             failed: 0,
             total: None,
             cap: None,
+            chunks: None,
         }
     }
 
@@ -85,6 +90,12 @@ impl<'a, O> Running<'a, O> {
         }
     }
 
+    /// An indexed job, whose chunks its workers report to `chunks`.
+    pub(crate) fn with_chunks(mut self, chunks: Arc<ChunkReport>) -> Self {
+        self.chunks = Some(chunks);
+        self
+    }
+
     /// The next completed batch (completion order); `None` at the end.
     pub(crate) fn next_done(&mut self) -> Option<Result<BatchDone<O>>> {
         let inner = self.inner.as_mut()?;
@@ -107,7 +118,15 @@ impl<'a, O> Running<'a, O> {
                 }
                 self.stats.items_done += if b.placed { b.len } else { b.outputs.len() };
                 self.failed += b.failures.len();
-                self.stats.batches.push(BatchStat { start: b.start, len: b.len, worker: b.worker, busy: b.busy });
+                match &self.chunks {
+                    Some(chunks) => self.stats.batches.extend(chunks.take_batches()),
+                    None => self.stats.batches.push(BatchStat {
+                        start: b.start,
+                        len: b.len,
+                        worker: b.worker,
+                        busy: b.busy,
+                    }),
+                }
                 self.stats.record_items(b.start, b.item_stats.take());
                 self.tracker.advance(b.len);
                 self.tell(false);
@@ -125,6 +144,9 @@ impl<'a, O> Running<'a, O> {
         if self.inner.take().is_some() || self.stats.wall.is_zero() {
             self.stats.wall = self.started.elapsed();
             self.tracker.finish();
+            if let Some(chunks) = &self.chunks {
+                chunks.finish();
+            }
             self.tell(true);
             if let Ok(mut g) = self.sink.lock() {
                 *g = Some(self.stats.clone());

@@ -1,6 +1,6 @@
 //! [`SharedBackend`]: one backend behind every engine the kit makes.
 
-use crate::plumbing::{Backend, Completions, Plan, SlicePlan};
+use crate::plumbing::{Backend, Completions, IndexedJob, Plan};
 use crate::{Engine, Result, Task};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,11 +57,13 @@ impl<B: Backend> Backend for SharedBackend<B> {
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
         self.backend.start(plan)
     }
-    fn start_slice<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+    fn splits_by_index(&self) -> bool {
+        self.backend.splits_by_index()
+    }
+    fn start_indexed<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
         &'a self,
-        plan: Plan<T, I>,
-        slice: SlicePlan<'a, T>,
+        job: IndexedJob<'a, T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        self.backend.start_slice(plan, slice)
+        self.backend.start_indexed(job)
     }
 }

@@ -5,7 +5,7 @@ use super::completions::Completions;
 use crate::batching::Batcher;
 use crate::error::Result;
 use crate::plumbing::dispatch::DispatchConfig;
-use crate::plumbing::items::SliceItems;
+use crate::plumbing::indexed_job::IndexedJob;
 use crate::plumbing::source::ItemSource;
 use crate::plumbing::worker::WorkerOptions;
 use crate::task::Task;
@@ -31,14 +31,6 @@ pub struct Plan<T: Task, I: Iterator<Item = T::Item>> {
     /// Where outputs may be written straight to their place, when the backend asked for it
     /// ([`Backend::places_outputs`]) and the job is a `run` of plain-number outputs.
     pub placement: Option<crate::plumbing::Placement<T::Output>>,
-}
-
-/// The items of a slice job and the chunk size its batching mode asks for.
-pub struct SlicePlan<'a, T: Task> {
-    /// The items.
-    pub items: SliceItems<'a, T>,
-    /// Items per chunk (at least 1).
-    pub chunk: usize,
 }
 
 /// An engine backend.
@@ -68,17 +60,28 @@ pub trait Backend: Send + Sync {
         plan: Plan<T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>>;
 
-    /// Starts a job over a slice (`Engine::map_slice`) whose every result is kept in order
-    /// (`run`, `gather`, `gather_with`), fail-fast, without per-item stats. A backend whose
-    /// workers share the driver's memory can split the slice by index and write outputs in
-    /// place; the default walks `plan.source` (the same items) like any other job.
-    fn start_slice<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
+    /// Whether this backend's workers share the driver's memory and can split a job's items
+    /// by index ([`start_indexed`](Self::start_indexed)). Default `false`: every job comes
+    /// through [`start`](Self::start).
+    fn splits_by_index(&self) -> bool {
+        false
+    }
+
+    /// Starts a job whose items are reached by index (`map` over a `Vec`, a range or a slice
+    /// iterator, and `map_slice`) and whose every result is kept in order (`run`, `gather`,
+    /// `gather_with`), fail-fast, without per-item stats. Called only when
+    /// [`splits_by_index`](Self::splits_by_index) says so: run [`IndexedJob::work`] on up to
+    /// [`IndexedJob::workers`] threads, then return [`IndexedJob::finish`] as the job's only
+    /// batch. The default refuses.
+    fn start_indexed<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(
         &'a self,
-        plan: Plan<T, I>,
-        slice: SlicePlan<'a, T>,
+        job: IndexedJob<'a, T, I>,
     ) -> Result<Box<dyn Completions<T::Output> + 'a>> {
-        let _ = slice;
-        self.start(plan)
+        drop(job);
+        Err(crate::error::Error::Backend {
+            backend: self.name(),
+            message: "this backend does not split jobs by index".into(),
+        })
     }
 }
 

@@ -8,7 +8,11 @@
 //! [`WorkerLink`]s and hands them to [`Dispatch`], which owns pull scheduling, prefetch, the
 //! reorder window, per-item timeouts and retries; its workers run [`serve_worker`] (or a
 //! [`Worker`] by hand). A backend that runs batches in the calling thread can return
-//! [`run_inline`]. Out-of-process backends add the wire protocol of [`crate::remote`].
+//! [`run_inline`]. A backend whose workers share the driver's memory may also say
+//! [`Backend::splits_by_index`] and run [`IndexedJob`]s (`map` over a `Vec`, a range or a slice
+//! iterator, `map_slice`): its threads claim chunks of the index range and write outputs in
+//! place, with no batch cut or sent. Out-of-process backends add the wire protocol of
+//! [`crate::remote`].
 //!
 //! # The contract
 //!
@@ -45,8 +49,9 @@ pub(crate) mod batch;
 pub(crate) mod completions;
 pub(crate) mod cuts;
 pub(crate) mod dispatch;
+pub(crate) mod indexed;
+pub(crate) mod indexed_job;
 pub(crate) mod inline;
-pub(crate) mod items;
 pub(crate) mod parcel;
 pub(crate) mod placement;
 pub(crate) mod plain;
@@ -57,13 +62,14 @@ pub(crate) mod worker;
 
 pub use crate::batching::Batcher;
 pub use crate::config::EngineConfig;
-pub use backend::{Backend, BackendFactory, Plan, SlicePlan};
+pub use backend::{Backend, BackendFactory, Plan};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchDone, Event};
 pub use completions::Completions;
 pub use dispatch::{Dispatch, DispatchConfig, DispatchParts, Respawn, WorkerLink};
+pub use indexed::IndexedItems;
+pub use indexed_job::IndexedJob;
 pub use inline::run_inline;
-pub use items::SliceItems;
 pub use parcel::Parcel;
 pub use placement::Placement;
 pub use room::{Lender, Room};

@@ -5,15 +5,16 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// `n` output slots cut into chunks of `chunk`; workers [`claim`](Self::claim) chunks (each
-/// exactly once) and fill them in place, so results land in input order with no reassembly
-/// and no copy.
+/// `n` output slots cut into chunks (of a fixed size, or a number of nearly equal ones);
+/// workers [`claim`](Self::claim) chunks (each exactly once, in order) and fill them in place,
+/// so results land in input order with no reassembly and no copy.
 pub struct ChunkedOutput<O> {
     buf: Vec<O>,
     /// `buf.as_mut_ptr()`, taken once: claims write through it while the owner holds `&self`.
     base: *mut O,
     n: usize,
-    chunk: usize,
+    /// Items per chunk, or `None`: `chunks` nearly equal chunks.
+    chunk: Option<usize>,
     next: AtomicUsize,
     done: Box<[AtomicBool]>,
     stop: AtomicBool,
@@ -37,7 +38,16 @@ impl<O> ChunkedOutput<O> {
     /// Slots for `n` outputs in chunks of `chunk` (at least 1).
     pub fn new(n: usize, chunk: usize) -> Self {
         let chunk = chunk.max(1);
-        let chunks = n.div_ceil(chunk);
+        Self::with_layout(n, Some(chunk), n.div_ceil(chunk))
+    }
+
+    /// Slots for `n` outputs in `chunks` chunks (at least 1, at most `n`) whose sizes differ
+    /// by at most one, as [`Batching::Batches`](crate::Batching::Batches) cuts batches.
+    pub fn even(n: usize, chunks: usize) -> Self {
+        Self::with_layout(n, None, chunks.clamp(1, n.max(1)).min(n))
+    }
+
+    fn with_layout(n: usize, chunk: Option<usize>, chunks: usize) -> Self {
         let mut buf = Vec::with_capacity(n);
         let base = buf.as_mut_ptr();
         ChunkedOutput {
@@ -56,6 +66,16 @@ impl<O> ChunkedOutput<O> {
         self.done.len()
     }
 
+    /// Items of chunk `c` (`c <= chunks`; chunk `chunks` is the empty range at `n`).
+    fn bounds(&self, c: usize) -> Range<usize> {
+        let at = |c: usize| match self.chunk {
+            Some(chunk) => c.saturating_mul(chunk).min(self.n),
+            // Widened: `c * n` can pass `usize::MAX` for huge jobs cut into many chunks.
+            None => ((c as u128 * self.n as u128) / self.done.len().max(1) as u128) as usize,
+        };
+        at(c)..at(c + 1)
+    }
+
     /// The next unclaimed chunk, or `None` when all are claimed or [`stop`](Self::stop) was
     /// called.
     pub fn claim(&self) -> Option<Claim<'_, O>> {
@@ -66,13 +86,19 @@ impl<O> ChunkedOutput<O> {
         if c >= self.done.len() {
             return None;
         }
-        let start = c * self.chunk;
-        let end = (start + self.chunk).min(self.n);
+        let Range { start, end } = self.bounds(c);
         // SAFETY: chunk `c` is handed out once, so `start..end` is borrowed by this claim only;
         // it lies within the buffer's capacity (`n`), and `MaybeUninit` needs no init.
         let slots =
             unsafe { std::slice::from_raw_parts_mut((self.base as *mut MaybeUninit<O>).add(start), end - start) };
         Some(Claim { start, slots, done: &self.done[c] })
+    }
+
+    /// End of the claimed prefix of the items: chunks are claimed in order, so items
+    /// `0..claimed_end()` belong to chunks that were handed out.
+    pub fn claimed_end(&self) -> usize {
+        let claimed = self.next.load(Ordering::Acquire).min(self.done.len());
+        self.bounds(claimed).start
     }
 
     /// No more claims (a chunk failed): the others finish the chunk they hold and stop.
@@ -102,8 +128,7 @@ impl<O> Drop for ChunkedOutput<O> {
         let base = self.base;
         for (c, d) in self.done.iter().enumerate() {
             if d.load(Ordering::Acquire) {
-                let start = c * self.chunk;
-                let end = (start + self.chunk).min(self.n);
+                let Range { start, end } = self.bounds(c);
                 // SAFETY: a set flag means `start..end` was fully written and not moved out.
                 unsafe { std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(base.add(start), end - start)) };
             }
@@ -176,6 +201,23 @@ mod tests {
         }
         let v = out.into_vec().unwrap();
         assert_eq!(v, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn even_chunks_differ_by_at_most_one() {
+        let out = ChunkedOutput::<u8>::even(100, 16);
+        assert_eq!(out.chunks(), 16);
+        let mut sizes = vec![];
+        let mut next = 0;
+        while let Some(c) = out.claim() {
+            assert_eq!(c.range().start, next);
+            next = c.range().end;
+            sizes.push(c.range().len());
+            assert_eq!(out.claimed_end(), next);
+        }
+        assert_eq!(next, 100);
+        assert!(sizes.iter().all(|s| *s == 6 || *s == 7), "{sizes:?}");
+        assert_eq!(ChunkedOutput::<u8>::even(3, 16).chunks(), 3);
     }
 
     #[test]

@@ -206,19 +206,20 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         }
     }
 
-    /// Runs the items of a claimed chunk of a slice job (`items` is that chunk of the slice),
+    /// Runs the items of a claimed chunk of an indexed job (`items` yields that chunk's items),
     /// writing each output in its place. Fail-fast: the first failure leaves the chunk empty
     /// and is returned.
-    pub fn run_chunk_cloned(&mut self, claim: Claim<'_, T::Output>, items: &[T::Item]) -> Result<(), ItemError>
-    where
-        T::Item: Clone,
-    {
+    pub fn run_chunk(
+        &mut self,
+        claim: Claim<'_, T::Output>,
+        items: impl Iterator<Item = T::Item>,
+    ) -> Result<(), ItemError> {
         let args = self.args.as_ref();
         let state = &mut self.state;
         let start = claim.range().start;
         let mut failure = None;
         let written = std::cell::Cell::new(0);
-        let outputs = items.iter().map_while(|item| match T::run(item.clone(), args, state) {
+        let outputs = items.map_while(|item| match T::run(item, args, state) {
             Ok(o) => Some(o),
             Err(e) => {
                 failure = Some(e.to_string());
