@@ -65,13 +65,16 @@ struct Terminal {
     bounded: bool,
     /// Plain-number outputs may be written in place by the backend (`run`).
     place: bool,
+    /// A stream: its consumer takes results one by one, so by default it starts slowly.
+    stream: bool,
 }
 
 impl Terminal {
-    const RUN: Terminal = Terminal { fail_fast: true, whole: true, bounded: false, place: true };
+    const RUN: Terminal = Terminal { fail_fast: true, whole: true, bounded: false, place: true, stream: false };
     const GATHER: Terminal = Terminal { place: false, ..Terminal::RUN };
-    const COLLECT_RESULTS: Terminal = Terminal { fail_fast: false, whole: false, bounded: false, place: false };
-    const STREAM: Terminal = Terminal { fail_fast: true, whole: false, bounded: true, place: false };
+    const COLLECT_RESULTS: Terminal =
+        Terminal { fail_fast: false, whole: false, bounded: false, place: false, stream: false };
+    const STREAM: Terminal = Terminal { fail_fast: true, whole: false, bounded: true, place: false, stream: true };
     const STREAM_UNORDERED: Terminal = Terminal { bounded: false, ..Terminal::STREAM };
 }
 
@@ -165,8 +168,12 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// endless generator never pulls more than `n` items ahead of the caller, whatever the
     /// batching: batches are cut smaller when the cap is near (Auto batching's sizes, the
     /// prefetch and the reorder window all give way to it). A small cap costs throughput
-    /// (batches of at most `n` items, workers idle while the consumer is slow); the default is
-    /// no cap. Jobs over a slice or a `Vec` split by index are not pulled lazily, so with a
+    /// (batches of at most `n` items, workers idle while the consumer is slow). The default:
+    /// no cap for `run`, `gather`, `gather_with` and `collect_results`; a slow start for
+    /// streams, which pull at most 4,096 items ahead at first and then at most as many as
+    /// their consumer has taken (so a stream's first results do not wait behind tens of
+    /// thousands of items pulled for batches Auto grew meanwhile, and a long stream soon runs
+    /// as fast as uncapped). Jobs over a slice or a `Vec` split by index are not pulled lazily, so with a
     /// cap they are cut like any iterator.
     ///
     /// ```
@@ -286,7 +293,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         'e: 's,
         I: 's,
     {
-        let Terminal { fail_fast, whole, bounded, place } = terminal;
+        let Terminal { fail_fast, whole, bounded, place, stream } = terminal;
         registry::check::<T>()?;
         let args = match self.args.or_else(unit_default::<T::Args>) {
             Some(a) => a,
@@ -382,7 +389,12 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
                 return Err(Error::Backend { backend: "engine", message: "a job lost its items".into() });
             }
         };
-        let cap = self.max_in_flight.map(|n| Arc::new(InFlightCap::new(n)));
+        // Streams start slowly unless told otherwise (see `InFlightCap::slow_start`).
+        let cap = match (self.max_in_flight, stream) {
+            (Some(n), _) => Some(Arc::new(InFlightCap::new(n))),
+            (None, true) => Some(Arc::new(InFlightCap::slow_start())),
+            (None, false) => None,
+        };
         let mut source = ItemSource::new(iter, declared).with_cap(cap.clone());
         let cuts = source.cut_log();
         if source.is_empty()? {

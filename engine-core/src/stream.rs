@@ -14,11 +14,13 @@ pub struct ResultStream<'a, O> {
     reorder: Reorder<O>,
     current: std::vec::IntoIter<O>,
     over: bool,
+    /// Items the caller took since the job's cap was last told.
+    taken: usize,
 }
 
 impl<'a, O> ResultStream<'a, O> {
     pub(crate) fn new(run: Running<'a, O>) -> Self {
-        ResultStream { run, reorder: Reorder::default(), current: Vec::new().into_iter(), over: false }
+        ResultStream { run, reorder: Reorder::default(), current: Vec::new().into_iter(), over: false, taken: 0 }
     }
 
     /// Batches finished but held back behind an unfinished earlier one (for tests of the
@@ -40,7 +42,7 @@ impl<O> Iterator for ResultStream<'_, O> {
     fn next(&mut self) -> Option<Result<O>> {
         loop {
             if let Some(o) = self.current.next() {
-                self.run.returned(1);
+                self.taken += 1;
                 return Some(Ok(o));
             }
             if self.over {
@@ -50,6 +52,9 @@ impl<O> Iterator for ResultStream<'_, O> {
                 self.current = b.outputs.into_iter();
                 continue;
             }
+            // Items are pulled only inside `next_done`: what the caller took is told then, once
+            // per batch rather than once per item.
+            self.run.returned(std::mem::take(&mut self.taken));
             match self.run.next_done() {
                 None => {
                     self.over = true;
@@ -78,11 +83,13 @@ pub struct UnorderedStream<'a, O> {
     run: Running<'a, O>,
     current: std::iter::Zip<std::ops::RangeFrom<usize>, std::vec::IntoIter<O>>,
     over: bool,
+    /// Items the caller took since the job's cap was last told.
+    taken: usize,
 }
 
 impl<'a, O> UnorderedStream<'a, O> {
     pub(crate) fn new(run: Running<'a, O>) -> Self {
-        UnorderedStream { run, current: (0..).zip(Vec::new()), over: false }
+        UnorderedStream { run, current: (0..).zip(Vec::new()), over: false, taken: 0 }
     }
 }
 
@@ -92,12 +99,15 @@ impl<O> Iterator for UnorderedStream<'_, O> {
     fn next(&mut self) -> Option<Result<(usize, O)>> {
         loop {
             if let Some(x) = self.current.next() {
-                self.run.returned(1);
+                self.taken += 1;
                 return Some(Ok(x));
             }
             if self.over {
                 return None;
             }
+            // Items are pulled only inside `next_done`: what the caller took is told then, once
+            // per batch rather than once per item.
+            self.run.returned(std::mem::take(&mut self.taken));
             match self.run.next_done() {
                 None => {
                     self.over = true;
