@@ -52,6 +52,7 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     slice: Option<IndexedItems<'e, T, I>>,
     on_progress: Option<Callback<'e>>,
     max_in_flight: Option<usize>,
+    retry_errors: crate::RetryErrors,
 }
 
 /// How a terminal consumes its job: what `Job::start` sets up for it.
@@ -107,6 +108,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             slice: None,
             on_progress: None,
             max_in_flight: None,
+            retry_errors: crate::RetryErrors::default(),
         }
     }
 
@@ -158,6 +160,63 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// Progress reporting of this job.
     pub fn progress(mut self, p: Progress) -> Self {
         self.progress = p;
+        self
+    }
+
+    /// Runs an item whose task returned `Err` or panicked again, up to `n` more times, before
+    /// it fails as it would without (then its [`ItemError`]'s message ends with "(after k
+    /// attempts)"). For transient failures: a network read, a busy service. The item is
+    /// retried on the worker where it failed, with that worker's state, from a copy encoded
+    /// before its first attempt (the task consumed the first); keeping the copy costs an
+    /// encoding per item while retries are on, and such jobs are not split by index on
+    /// threads. Pauses between attempts with [`retry_backoff`](Job::retry_backoff). Crashed or
+    /// killed workers are [`retries`](Job::retries)' business. Not built yet: a predicate
+    /// choosing which errors to retry.
+    ///
+    /// ```
+    /// # use adparallelengine_core::*;
+    /// # use adparallelengine_core::plumbing::*;
+    /// # struct Inline;
+    /// # impl Backend for Inline {
+    /// #   fn name(&self) -> &'static str { "inline" }
+    /// #   fn max_workers(&self) -> usize { 1 }
+    /// #   fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(&'a self, p: Plan<T, I>)
+    /// #     -> Result<Box<dyn Completions<T::Output> + 'a>> { run_inline(p) }
+    /// # }
+    /// # let engine = Engine::from_backend(Inline);
+    /// /// Fails every item's first attempt (the worker's state remembers it).
+    /// struct Flaky;
+    /// impl Task for Flaky {
+    ///     type Item = u64;
+    ///     type Output = u64;
+    ///     type Args = ();
+    ///     type Init = ();
+    ///     type State = std::collections::HashSet<u64>;
+    ///     fn init(_: &(), _: &()) -> std::result::Result<Self::State, BoxError> {
+    ///         Ok(Default::default())
+    ///     }
+    ///     fn run(x: u64, _: &(), seen: &mut Self::State) -> std::result::Result<u64, BoxError> {
+    ///         match seen.insert(x) {
+    ///             true => Err("a transient failure".into()),
+    ///             false => Ok(x),
+    ///         }
+    ///     }
+    /// }
+    /// register_task!(Flaky);
+    /// assert_eq!(engine.map(Flaky, 0..5u64).retry_errors(1).run()?, vec![0, 1, 2, 3, 4]);
+    /// let err = engine.map(Flaky, 10..15u64).run().unwrap_err().to_string();
+    /// assert!(err.contains("item 0") && err.contains("transient"), "{err}");
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn retry_errors(mut self, n: u32) -> Self {
+        self.retry_errors.retries = n;
+        self
+    }
+
+    /// The pause before an item's second attempt under [`retry_errors`](Job::retry_errors),
+    /// doubled before each next one, at most a minute (default: none).
+    pub fn retry_backoff(mut self, first: std::time::Duration) -> Self {
+        self.retry_errors.backoff = first;
         self
     }
 
@@ -330,8 +389,10 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             && backend.splits_by_index()
             && declared.is_some_and(|n| n > 0)
             && exact == declared
-            // A cap on items in flight needs the lazy path, which pulls only with room.
-            && self.max_in_flight.is_none();
+            // A cap on items in flight needs the lazy path, which pulls only with room; so do
+            // retries of failing items (the worker loop keeps a copy of each item to retry).
+            && self.max_in_flight.is_none()
+            && self.retry_errors.retries == 0;
         let (iter, indexed) = match (by_index, self.slice) {
             (true, Some(items)) => (None, Some(items)),
             (true, None) => match IndexedItems::recognize(self.iter) {
@@ -369,7 +430,8 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
                     // tiny items small enough to claim often without costing anything.
                     (Batching::Auto, _) | (_, true) => Chunks::Size(n.div_ceil(workers * 16).clamp(1, 1 << 15)),
                 };
-                let options = WorkerOptions { fail_fast, item_stats: false, cancel: None };
+                let options =
+                    WorkerOptions { fail_fast, item_stats: false, cancel: None, retry_errors: self.retry_errors };
                 // The workers advance the progress as their chunks end; the job's own tracker
                 // only sees the one batch at the end, so it stays quiet.
                 let quiet = Tracker::new(Progress::quiet(), declared, backend.name());
@@ -414,7 +476,12 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             args,
             init,
             workers,
-            options: WorkerOptions { fail_fast, item_stats: self.item_stats, cancel: None },
+            options: WorkerOptions {
+                fail_fast,
+                item_stats: self.item_stats,
+                cancel: None,
+                retry_errors: self.retry_errors,
+            },
             dispatch: DispatchConfig {
                 prefetch: self.prefetch,
                 max_ahead,

@@ -5,8 +5,8 @@
 use super::failure::{short, Failure, Problem, Scope};
 use super::matrix::{compare_blocks, MatrixCell, Table, FLOAT, FRAMES, SERIES};
 use super::tasks::{
-    frame, mixed_fate, table_of, Big, FailAt, InitToken, KitArgs, Method, MethodArgs, Mixed, MixedFate, Pair, PanicAt,
-    Slow, Stuff, Uneven, WithArgs,
+    frame, mixed_fate, table_of, Big, FailAt, FailsFirst, InitToken, KitArgs, Method, MethodArgs, Mixed, MixedFate,
+    Pair, PanicAt, Slow, Stuff, Uneven, WithArgs,
 };
 use crate::arrow::Series;
 use crate::plumbing::Backend;
@@ -346,6 +346,51 @@ pub fn progress_callbacks<B: Backend>(engine: &Engine<B>) -> Result<(), Failure>
         return Err(scope.fail(&what, Problem::Count { expected: want_failed, got: failed }));
     }
     verify_progress(&scope, &what, &seen, 30 - failed, failed, None)
+}
+
+// ---------------------------------------------------------------------------------------
+// Retries of failing items.
+
+/// `.retry_errors(n)`: items that fail their first attempt (an `Err` or a panic) succeed on
+/// the retry, every result right and in order, from `run` and `collect_results`; without
+/// retries they fail as before; an item that always fails still fails, naming its index and
+/// "(after 3 attempts)" with `retry_errors(2)`.
+pub fn retry_errors<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
+    let scope = Scope::new("retry_errors", describe(engine));
+    let n = 24u64;
+    let want: Vec<u64> = (1..=n).collect();
+    for (panics, b) in [(false, Batching::Batches(4)), (true, Batching::Auto), (false, Batching::None)] {
+        let what = format!(
+            "run() of FailsFirst ({}) with retry_errors(1), {}",
+            if panics { "panics" } else { "Err" },
+            crate::conformance::batched_arg(b)
+        );
+        let got = scope.ok(&what, engine.map(FailsFirst, 0..n).args(panics).batched(b).retry_errors(1).run())?;
+        scope.same(&what, &want, &got)?;
+    }
+    let what = "collect_results() of FailsFirst with retry_errors(1)".to_string();
+    let got = scope.ok(&what, engine.map(FailsFirst, 0..n).args(false).batched(3).retry_errors(1).collect_results())?;
+    if let Some((i, r)) = got.iter().enumerate().find(|(i, r)| r.as_ref().ok() != Some(&(*i as u64 + 1))) {
+        return Err(
+            scope.fail(&what, Problem::Output { index: i, expected: format!("Ok({})", i + 1), got: format!("{r:?}") })
+        );
+    }
+    let what = "run() of FailsFirst without retries".to_string();
+    match engine.map(FailsFirst, 0..n).args(false).run() {
+        Err(Error::Item(e)) if e.kind == FailureKind::Error && e.message.contains("first attempt") => {}
+        other => {
+            return Err(scope.fail(
+                &what,
+                Problem::WrongError {
+                    expected: "Error::Item of kind Error, \"fails on its first attempt\"".into(),
+                    got: format!("{:?}", other.map(|v| short(&v))),
+                },
+            ))
+        }
+    }
+    let what = "run() of FailAt(7) with retry_errors(2)".to_string();
+    let r = engine.map(FailAt, 0..n).args(7).batched(4).retry_errors(2).run();
+    expect_item_failure(&scope, &what, r, 7, FailureKind::Error, "(after 3 attempts)")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The name of every check, in the order [`Kit::run`] runs them. Each is also a public
 /// function of this module with the same name.
-pub const CHECKS: [&str; 17] = [
+pub const CHECKS: [&str; 18] = [
     "complete_matrix",
     "input_order",
     "item_error",
@@ -28,12 +28,13 @@ pub const CHECKS: [&str; 17] = [
     "usable_after_failure",
     "progress_callbacks",
     "max_in_flight",
+    "retry_errors",
 ];
 
 /// The checks that take one engine, run on each engine of [`Kit::workers`].
 type EngineCheck<B> = fn(&Engine<B>) -> Result<(), Failure>;
 
-fn engine_checks<B: Backend>() -> [(&'static str, EngineCheck<B>); 15] {
+fn engine_checks<B: Backend>() -> [(&'static str, EngineCheck<B>); 16] {
     [
         ("input_order", checks::input_order::<B>),
         ("item_error", checks::item_error::<B>),
@@ -50,6 +51,7 @@ fn engine_checks<B: Backend>() -> [(&'static str, EngineCheck<B>); 15] {
         ("usable_after_failure", checks::usable_after_failure::<B>),
         ("progress_callbacks", checks::progress_callbacks::<B>),
         ("max_in_flight", checks::max_in_flight::<B>),
+        ("retry_errors", checks::retry_errors::<B>),
     ]
 }
 

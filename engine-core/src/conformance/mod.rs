@@ -69,6 +69,7 @@
 //! | [`map_slice`] | engine | `map_slice` gives `map`'s outputs, in order, from every terminal |
 //! | [`usable_after_failure`] | engine | after a failed job the next one on the same engine is right |
 //! | [`max_in_flight`] | engine | streams over an endless generator never pull more than the cap past what the caller took |
+//! | [`retry_errors`] | engine | items failing their first attempt (`Err` or panic) succeed on a retry; one that always fails names its attempts |
 //! | [`progress_callbacks`] | engine | `on_progress` counts only grow and end at the job's; failures counted; time to first result |
 //!
 //! The complete example's inputs, expected numbers and cells ([`FRAMES`], [`expected_blocks`],
@@ -85,8 +86,8 @@ mod tasks;
 pub use checks::{
     args_and_shared, collect_results, complete_cell, complete_matrix, default_workers, init_once_per_worker,
     init_once_per_worker_on, input_order, item_error, item_panic, large_payloads, length_mismatch, map_slice,
-    max_in_flight, ordered_stream, progress_callbacks, stream_cancel_on_drop, unordered_stream, usable_after_failure,
-    zero_items, PROMPT_DROP, PROMPT_JOB,
+    max_in_flight, ordered_stream, progress_callbacks, retry_errors, stream_cancel_on_drop, unordered_stream,
+    usable_after_failure, zero_items, PROMPT_DROP, PROMPT_JOB,
 };
 pub use failure::{Failure, Problem};
 pub use kit::{run_all, run_all_except, Kit, Report, CHECKS};

@@ -135,6 +135,36 @@ impl Task for InitToken {
 }
 crate::register_task!(InitToken);
 
+/// Fails the first attempt at every item it has not seen on this worker: with `Err` when
+/// its args are `false`, with a panic when `true`; succeeds (`x + 1`) on a second attempt,
+/// which a retry runs on the same worker, with the same state.
+pub(crate) struct FailsFirst;
+
+impl Task for FailsFirst {
+    type Item = u64;
+    type Output = u64;
+    /// Panic (`true`) or return `Err` (`false`) on a first attempt.
+    type Args = bool;
+    type Init = ();
+    /// The items this worker has seen.
+    type State = std::collections::HashSet<u64>;
+
+    fn init(_: &(), _: &bool) -> Result<Self::State, BoxError> {
+        Ok(Default::default())
+    }
+
+    fn run(x: u64, panics: &bool, seen: &mut Self::State) -> Result<u64, BoxError> {
+        if seen.insert(x) {
+            if *panics {
+                panic!("conformance kit: item {x} panics on its first attempt");
+            }
+            return Err(format!("conformance kit: item {x} fails on its first attempt").into());
+        }
+        Ok(x + 1)
+    }
+}
+crate::register_task!(FailsFirst);
+
 /// Args of [`WithArgs`]: a plain value, a string and a shared table.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct KitArgs {

@@ -19,6 +19,8 @@ pub struct WorkerOptions {
     pub item_stats: bool,
     /// Set by the driver to stop a job early: checked before every item.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Retries of items whose task returned `Err` or panicked (default: none).
+    pub retry_errors: crate::RetryErrors,
 }
 
 /// Where a worker puts a batch's outputs: a vector, or memory the driver reads them from
@@ -142,7 +144,7 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
     where
         T::Item: 'static,
     {
-        if self.opts.item_stats || self.opts.cancel.is_some() {
+        if self.opts.item_stats || self.opts.cancel.is_some() || self.opts.retry_errors.retries > 0 {
             return self.run_items_of(seq, start, items, out);
         }
         let began = Instant::now();
@@ -257,6 +259,25 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return;
             }
+            if self.opts.retry_errors.retries > 0 {
+                // Each attempt under its own catch_unwind: a panic is retried too.
+                let res = crate::retry::run_retrying::<T>(item, args, state, self.opts.retry_errors);
+                if let Some(stats) = stats.as_deref_mut() {
+                    stats.push(ItemStats { time: Default::default(), peak_alloc: None });
+                }
+                match res {
+                    Ok(out) => outputs.push(out),
+                    Err((kind, message)) => {
+                        failures.push(ItemError { index: *index, kind, message });
+                        if self.opts.fail_fast {
+                            *index = index.saturating_add(1);
+                            return;
+                        }
+                    }
+                }
+                *index = index.saturating_add(1);
+                continue;
+            }
             let res = match stats.as_deref_mut() {
                 None => T::run(item, args, state),
                 Some(stats) => {
@@ -348,7 +369,7 @@ mod tests {
         let items: Vec<u64> = (0..10).collect();
         let bytes = as_bytes(&items).unwrap();
         for fail_fast in [false, true] {
-            let opts = WorkerOptions { fail_fast, item_stats: false, cancel: None };
+            let opts = WorkerOptions { fail_fast, item_stats: false, cancel: None, retry_errors: Default::default() };
             // Errors, in the fast first pass and in the general loop after it.
             let mut w = Worker::<ErrsAtThree>::start(0, &(), Arc::new(()), opts.clone()).unwrap();
             let want = w.run_batch(Batch { seq: 4, start: 100, items: items.clone() });
@@ -376,7 +397,8 @@ mod tests {
 
     #[test]
     fn a_batch_that_starts_near_the_end_of_usize_does_not_overflow() {
-        let opts = WorkerOptions { fail_fast: false, item_stats: false, cancel: None };
+        let opts =
+            WorkerOptions { fail_fast: false, item_stats: false, cancel: None, retry_errors: Default::default() };
         let mut w = Worker::<Fails>::start(0, &(), Arc::new(()), opts).expect("a worker");
         let done = w.run_batch(Batch { seq: 0, start: usize::MAX - 1, items: vec![0, 1, 2, 3] });
         assert_eq!(done.outputs, vec![0, 2, 3]);

@@ -56,6 +56,8 @@ pub struct JobSpec {
     pub fail_fast: bool,
     /// Per-item stats.
     pub item_stats: bool,
+    /// Retries of items that fail.
+    pub retry_errors: crate::RetryErrors,
     /// Where the job's shared values are stored (a directory, a URL...), for the worker's
     /// store opener.
     pub share_dir: Option<String>,
@@ -90,6 +92,7 @@ impl JobSpec {
             init,
             fail_fast: plan.options.fail_fast,
             item_stats: plan.options.item_stats,
+            retry_errors: plan.options.retry_errors,
             share_dir: if shipped { None } else { share_dir() },
             shipped,
         })

@@ -27,7 +27,12 @@ pub fn serve_job<T: Task>(
     spec: JobSpec,
     store: Option<Arc<dyn SharedStore>>,
 ) -> std::result::Result<(), String> {
-    let opts = WorkerOptions { fail_fast: spec.fail_fast, item_stats: spec.item_stats, cancel: None };
+    let opts = WorkerOptions {
+        fail_fast: spec.fail_fast,
+        item_stats: spec.item_stats,
+        cancel: None,
+        retry_errors: spec.retry_errors,
+    };
     let decode_args = || {
         let args = decode_value::<T::Args>("args", &spec.args.0)?;
         let init = decode_value::<T::Init>("init argument", &spec.init.0)?;

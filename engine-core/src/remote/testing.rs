@@ -17,6 +17,7 @@ pub fn job_spec<T: Task>(shipped: bool) -> JobSpec {
         init: ByteBuf(encode_msg(&()).unwrap_or_default()),
         fail_fast: true,
         item_stats: false,
+        retry_errors: Default::default(),
         share_dir: None,
         shipped,
     }
