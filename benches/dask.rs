@@ -10,27 +10,12 @@
 //!
 //! `cargo bench --bench dask --features dask` (or `cargo xtask bench`).
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 
 use adparallelengine::backends::dask::DaskBuilder;
-use adparallelengine::backends::ProcessBackend;
-use adparallelengine::Engine;
 use adparallelengine_test_support::dask::{dask_python, DaskCluster};
-use common::{median, ratio, Echo, Spin};
-use std::time::{Duration, Instant};
-
-fn round_trip<B: adparallelengine::plumbing::Backend>(engine: &Engine<B>, n: usize) -> Duration {
-    engine.map(Echo, 0..64u64).batched(false).run().expect("warm-up");
-    median(
-        (0..5)
-            .map(|_| {
-                let t0 = Instant::now();
-                engine.map(Echo, 0..n as u64).batched(false).prefetch(1).run().expect("run");
-                t0.elapsed() / n as u32
-            })
-            .collect(),
-    )
-}
 
 fn main() {
     if dask_python().is_none() {
@@ -39,51 +24,12 @@ fn main() {
     }
     let cluster = DaskCluster::start(2).expect("a local Dask cluster");
     let exe = std::env::current_exe().expect("exe");
-    let dask = |workers: usize| {
+    cluster::print_figures("Dask", "dask worker", |workers: usize| {
         DaskBuilder::new(workers)
             .scheduler(cluster.address())
             .python(cluster.python())
             .program_path(&exe)
             .build()
             .expect("dask backend")
-    };
-
-    let t0 = Instant::now();
-    let one = Engine::from_backend(dask(1));
-    one.map(Echo, 0..1u64).run().expect("first job");
-    let first = t0.elapsed();
-    let t0 = Instant::now();
-    one.map(Echo, 0..1u64).run().expect("second job");
-    let second = t0.elapsed();
-    println!("(c) a new Dask engine's first result {first:.2?}; its second job's {second:.2?}");
-
-    let n = 5_000;
-    let over_dask = round_trip(&one, n);
-    drop(one);
-    let process = Engine::from_backend(ProcessBackend::new(1).expect("process backend"));
-    let over_process = round_trip(&process, n);
-    drop(process);
-    println!("(a) per-item round trip, unbatched, prefetch 1, 1 worker, {n} items");
-    println!("    process backend (socket pair)  {over_process:>10.2?}   1.00x");
-    println!(
-        "    dask (TCP, loopback)           {over_dask:>10.2?}   {:.2}x the process backend",
-        ratio(over_dask, over_process)
-    );
-
-    let serial = Engine::from_backend(adparallelengine::backends::SerialBackend);
-    let two = Engine::from_backend(dask(2));
-    two.map(Echo, 0..8u64).run().expect("warm-up");
-    let (mut s, mut d) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let t0 = Instant::now();
-        let a = serial.map(Spin, 0..64u64).run().expect("serial");
-        s.push(t0.elapsed());
-        let t0 = Instant::now();
-        let b = two.map(Spin, 0..64u64).run().expect("dask");
-        d.push(t0.elapsed());
-        // Spin's value depends on how far it got in its 50 ms: only the count is checked.
-        assert_eq!((a.len(), b.len()), (64, 64));
-    }
-    let (s, d) = (median(s), median(d));
-    println!("(b) 64 x 50 ms CPU-bound items: serial {s:.2?}, 2 Dask workers {d:.2?}: {:.2}x speedup", ratio(s, d));
+    });
 }
