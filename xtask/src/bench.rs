@@ -6,18 +6,118 @@ use crate::matrix;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
-/// A bench target, its criterion group, and the function that is the group's baseline.
-struct Group {
-    bench: &'static str,
+/// One line of the ratio table: a criterion measurement of ours and its baseline, from the
+/// same group of the same run, and the goal the ratio is held to (issue 13).
+struct Pair {
+    /// What is measured.
+    work: &'static str,
+    /// The criterion group (its directory under `target/criterion`).
     group: &'static str,
+    /// Our function in the group.
+    ours: &'static str,
+    /// The baseline's function in the group.
     baseline: &'static str,
+    /// The least `baseline time / our time` we aim at.
+    goal: f64,
 }
 
-const GROUPS: &[Group] = &[Group { bench: "threads_vs_rayon", group: "tiny_items_1M", baseline: "rayon_par_iter" }];
+/// Every ratio `cargo xtask bench` prints, in order.
+const PAIRS: &[Pair] = &[
+    Pair {
+        work: "threads map(vec), 100k",
+        group: "tiny_items_100k",
+        ours: "engine_vec",
+        baseline: "rayon_vec",
+        goal: 0.8,
+    },
+    Pair { work: "threads map(vec), 1M", group: "tiny_items_1M", ours: "engine_vec", baseline: "rayon_vec", goal: 0.8 },
+    Pair {
+        work: "threads map(0..n), 100k",
+        group: "tiny_items_100k",
+        ours: "engine_range",
+        baseline: "rayon_range",
+        goal: 0.8,
+    },
+    Pair {
+        work: "threads map(0..n), 1M",
+        group: "tiny_items_1M",
+        ours: "engine_range",
+        baseline: "rayon_range",
+        goal: 0.8,
+    },
+    Pair {
+        work: "threads map(iter().copied()), 1M",
+        group: "tiny_items_1M",
+        ours: "engine_copied",
+        baseline: "rayon_copied",
+        goal: 0.8,
+    },
+    Pair {
+        work: "threads map(from_fn) vs par_bridge, 1M",
+        group: "tiny_items_1M",
+        ours: "engine_from_fn",
+        baseline: "rayon_par_bridge",
+        goal: 0.5,
+    },
+    Pair {
+        work: "first job of a fresh engine, 100k",
+        group: "first_job_100k",
+        ours: "engine_fresh",
+        baseline: "rayon_fresh_pool",
+        goal: 0.5,
+    },
+    Pair {
+        work: "process Auto, 1M",
+        group: "tiny_items_1M",
+        ours: "process_auto",
+        baseline: "rayon_into_par_iter",
+        goal: 0.25,
+    },
+    Pair {
+        work: "1 GiB share written vs fs::write",
+        group: "share_write_1GiB",
+        ours: "streamed_put",
+        baseline: "fs_write",
+        goal: 0.0,
+    },
+];
+
+/// The criterion benches the table reads, with their features.
+const CRITERION: &[(&str, &[&str])] =
+    &[("threads_vs_rayon", &["--features", "threads"]), ("share_write", &["--features", "process,arrow"])];
 
 /// Benches with their own timing, that print their own ratio tables (their baselines need
-/// processes of their own: a raw socket ping-pong, a serial run).
-const OWN_TIMING: &[&str] = &["process"];
+/// processes of their own: a raw socket ping-pong, a serial run). `process` also measures
+/// the criterion group `tiny_items_1M`'s process functions.
+const OWN_TIMING: &[(&str, &[&str])] = &[("process", &[]), ("stream_memory", &["--features", "process"])];
+
+/// The mean (ns) of `function` in `group`, under its one parameter directory.
+fn measured(criterion: &Path, group: &str, function: &str) -> Option<f64> {
+    let dir = criterion.join(group).join(function);
+    if dir.join("new").is_dir() {
+        // A function without a parameter (`BenchmarkId::from_parameter`).
+        return mean_ns(&dir);
+    }
+    let mut params: Vec<_> = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).collect();
+    params.retain(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "report"));
+    params.sort();
+    params.first().and_then(|p| mean_ns(p))
+}
+
+/// The ratio table: one row per [`PAIRS`] entry found under `criterion`.
+fn table(criterion: &Path) -> String {
+    let mut out = format!("{:<42} {:>12} {:>12} {:>16} {:>6}\n", "work", "ours", "baseline", "baseline / ours", "goal");
+    for p in PAIRS {
+        let (ours, base) = (measured(criterion, p.group, p.ours), measured(criterion, p.group, p.baseline));
+        let (o, b, r) = match (ours, base) {
+            (Some(o), Some(b)) => (human(o), human(b), format!("{:.2}", b / o)),
+            (o, b) => (o.map(human).unwrap_or("-".into()), b.map(human).unwrap_or("-".into()), "-".into()),
+        };
+        let goal = if p.goal > 0.0 { format!("{:.2}", p.goal) } else { "-".into() };
+        out.push_str(&format!("{:<42} {o:>12} {b:>12} {r:>16} {goal:>6}\n", p.work));
+    }
+    out
+}
 
 /// The mean point estimate (ns) of one criterion measurement, read from its `estimates.json`.
 fn mean_ns(dir: &Path) -> Option<f64> {
@@ -37,51 +137,31 @@ fn human(ns: f64) -> String {
     }
 }
 
-/// Runs every bench group (extra arguments go to criterion) and prints the ratio table.
+/// Runs every bench (extra arguments go to the criterion ones) and prints the ratio table.
 pub fn bench(extra: &[String]) -> ExitCode {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = matrix::workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR").map(|d| root.join(d)).unwrap_or_else(|| root.join("target"));
+    let criterion = target.join("criterion");
+    // Stale results (of renamed functions, of an earlier run) must not show up in the table.
+    for p in PAIRS {
+        let _ = std::fs::remove_dir_all(criterion.join(p.group));
+    }
     let mut ok = true;
-    for g in GROUPS {
-        let dir = target.join("criterion").join(g.group);
-        // Stale results of renamed functions must not show up in the table.
-        let _ = std::fs::remove_dir_all(&dir);
-        let status =
-            Command::new(&cargo).current_dir(&root).args(["bench", "--bench", g.bench, "--"]).args(extra).status();
+    for (bench, features) in CRITERION {
+        let status = Command::new(&cargo)
+            .current_dir(&root)
+            .args(["bench", "--bench", bench])
+            .args(*features)
+            .arg("--")
+            .args(extra)
+            .status();
         if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("bench {} failed: {status:?}", g.bench);
+            eprintln!("bench {bench} failed: {status:?}");
             ok = false;
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            eprintln!("no criterion results under {}", dir.display());
-            ok = false;
-            continue;
-        };
-        // criterion lays results out as GROUP/FUNCTION/PARAMETER/new/estimates.json.
-        let mut rows = vec![];
-        for f in entries.flatten().filter(|e| e.path().is_dir() && e.file_name() != "report") {
-            for p in std::fs::read_dir(f.path()).into_iter().flatten().flatten() {
-                if let Some(ns) = mean_ns(&p.path()) {
-                    rows.push((
-                        f.file_name().to_string_lossy().into_owned(),
-                        p.file_name().to_string_lossy().into_owned(),
-                        ns,
-                    ));
-                }
-            }
-        }
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let base = rows.iter().find(|r| r.0 == g.baseline).map(|r| r.2);
-        println!("\n{} (baseline: {})", g.group, g.baseline);
-        println!("{:<32} {:>8} {:>12} {:>22}", "function", "param", "mean", "baseline / this");
-        for (f, p, ns) in &rows {
-            let ratio = base.map(|b| format!("{:.2}", b / ns)).unwrap_or_else(|| "-".into());
-            println!("{f:<32} {p:>8} {:>12} {ratio:>22}", human(*ns));
         }
     }
-    let mut own: Vec<(&str, Vec<&str>)> = OWN_TIMING.iter().map(|b| (*b, vec![])).collect();
+    let mut own: Vec<(&str, Vec<&str>)> = OWN_TIMING.iter().map(|(b, f)| (*b, f.to_vec())).collect();
     // The MPI bench re-launches itself under `mpirun -n 3`, when MPI is installed here.
     match crate::mpi::build_with_mpi() {
         Ok(true) => own.push(("mpi", vec!["--features", "mpi"])),
@@ -103,9 +183,41 @@ pub fn bench(extra: &[String]) -> ExitCode {
             ok = false;
         }
     }
+    println!("\nratios, each against its baseline in the same run (rayon, fs::write):");
+    print!("{}", table(&criterion));
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn estimate(dir: &Path, ns: f64) {
+        std::fs::create_dir_all(dir.join("new")).unwrap();
+        let json =
+            format!("{{\"mean\":{{\"confidence_interval\":{{}},\"point_estimate\":{ns},\"standard_error\":1.0}}}}");
+        std::fs::write(dir.join("new").join("estimates.json"), json).unwrap();
+    }
+
+    #[test]
+    fn the_table_divides_each_baseline_by_ours() {
+        let root = std::env::temp_dir().join(format!("adpe-bench-table-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        estimate(&root.join("tiny_items_1M/engine_range/2"), 2_000_000.0);
+        estimate(&root.join("tiny_items_1M/rayon_range/2"), 1_000_000.0);
+        estimate(&root.join("share_write_1GiB/streamed_put"), 4e9);
+        estimate(&root.join("share_write_1GiB/fs_write"), 1e9);
+        let t = table(&root);
+        let row = |work: &str| t.lines().find(|l| l.starts_with(work)).unwrap_or_default().to_string();
+        let range = row("threads map(0..n), 1M");
+        assert!(range.contains("2.000 ms") && range.contains("1.000 ms") && range.contains(" 0.50 "), "{t}");
+        assert!(row("1 GiB share written").contains(" 0.25 "), "{t}");
+        // Not measured: dashes, never a made-up figure.
+        assert!(row("process Auto, 1M").contains(" - "), "{t}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -38,8 +38,8 @@ commands:
         and check its output. Kinds: serial, threads, process, mpi, k8s, dask, slurm (default: all);
         kinds not built in this version are skipped. Exits non-zero if any cell fails.
   bench [CRITERION ARGS]
-        Run the criterion benches and print each result with its ratio to the baseline of
-        its group (bare rayon, ...), measured in the same run.
+        Run every bench, then print one table: each tracked criterion figure divided into
+        its baseline (bare rayon, fs::write) from the same group of the same run.
   ci    Everything CI checks: cargo fmt --check, clippy -D warnings, every test (unit,
         integration, doc), benches build, then the test matrix.
   with-cluster dask|slurm -- COMMAND...
