@@ -17,6 +17,10 @@ pub fn launcher(ranks: usize) -> Command {
     cmd.args(["-n", &ranks.to_string()]);
     if openmpi {
         cmd.arg("--oversubscribe");
+        // When a rank dies, mpirun sends the others SIGTERM, then SIGKILL after this many
+        // seconds (default 1): on a loaded machine the driver's SIGTERM handler, which reports
+        // the items lost with the rank, did not always print within the default.
+        cmd.env("OMPI_MCA_odls_base_sigkill_timeout", "5");
     }
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     cmd
