@@ -104,6 +104,25 @@ pub enum Error {
     /// A shared-store operation failed.
     #[error("shared store: {0}")]
     Store(String),
+    /// A results journal could not be used: unreadable, locked by another job, damaged, a
+    /// write failed, or the file is not a journal.
+    #[error("journal {}: {message}", path.display())]
+    Journal {
+        /// The journal's file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A results journal belongs to another job: nothing in it was used. Delete it, or pass
+    /// [`Journal::discard_mismatched`](crate::Journal::discard_mismatched) to start over.
+    #[error("journal {} belongs to another job: {}; delete it, or pass `.discard_mismatched()` to start over", path.display(), differences.join("; "))]
+    JournalMismatch {
+        /// The journal's file.
+        path: std::path::PathBuf,
+        /// What differs, in words (the task, its version, the types, args, init, shared
+        /// values, the length).
+        differences: Vec<String>,
+    },
 }
 
 impl Error {

@@ -5,6 +5,9 @@ use crate::batching::{batcher_for, Batcher, Batching};
 use crate::config::EngineConfig;
 use crate::error::{Error, FailureKind, ItemError, Result};
 use crate::in_flight::InFlightCap;
+use crate::journal::layer::Opened;
+use crate::journal::skip::Skip;
+use crate::journal::Journal;
 use crate::on_progress::{Callback, ProgressUpdate};
 use crate::order::Reorder;
 use crate::plumbing::backend::{Backend, Plan};
@@ -53,6 +56,7 @@ pub struct Job<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> {
     on_progress: Option<Callback<'e>>,
     max_in_flight: Option<usize>,
     retry_errors: crate::RetryErrors,
+    journal: Option<Journal>,
 }
 
 /// How a terminal consumes its job: what `Job::start` sets up for it.
@@ -68,15 +72,19 @@ struct Terminal {
     place: bool,
     /// A stream: its consumer takes results one by one, so by default it starts slowly.
     stream: bool,
+    /// Results go out in input order (all but `stream_unordered`).
+    ordered: bool,
 }
 
 impl Terminal {
-    const RUN: Terminal = Terminal { fail_fast: true, whole: true, bounded: false, place: true, stream: false };
+    const RUN: Terminal =
+        Terminal { fail_fast: true, whole: true, bounded: false, place: true, stream: false, ordered: true };
     const GATHER: Terminal = Terminal { place: false, ..Terminal::RUN };
     const COLLECT_RESULTS: Terminal =
-        Terminal { fail_fast: false, whole: false, bounded: false, place: false, stream: false };
-    const STREAM: Terminal = Terminal { fail_fast: true, whole: false, bounded: true, place: false, stream: true };
-    const STREAM_UNORDERED: Terminal = Terminal { bounded: false, ..Terminal::STREAM };
+        Terminal { fail_fast: false, whole: false, bounded: false, place: false, stream: false, ordered: true };
+    const STREAM: Terminal =
+        Terminal { fail_fast: true, whole: false, bounded: true, place: false, stream: true, ordered: true };
+    const STREAM_UNORDERED: Terminal = Terminal { bounded: false, ordered: false, ..Terminal::STREAM };
 }
 
 /// `Arc::new(())` as an `Arc<X>` when `X` is `()`, so tasks without args need no `.args(())`.
@@ -109,6 +117,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             on_progress: None,
             max_in_flight: None,
             retry_errors: crate::RetryErrors::default(),
+            journal: None,
         }
     }
 
@@ -217,6 +226,58 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// doubled before each next one, at most a minute (default: none).
     pub fn retry_backoff(mut self, first: std::time::Duration) -> Self {
         self.retry_errors.backoff = first;
+        self
+    }
+
+    /// Appends every finished item's output to a results journal as it comes back, and skips
+    /// the items the journal holds already: rerun after a crash (or run again after it
+    /// finished), the job walks its iterator (a generator cannot seek) but sends only the
+    /// items the journal lacks, and returns every result, old and new, in input order, as an
+    /// uninterrupted run would — streams too; `stream_unordered` gives the journal's first.
+    /// `JobStats::resumed` counts the items read back.
+    ///
+    /// The journal's header identifies the job: the task's name, its item and output types,
+    /// a [`version`](Journal::version) you may give, hashes of the args, the init argument
+    /// and the shared values (their content), and the length when known. A journal of
+    /// another job is [`Error::JournalMismatch`], naming what differs (or emptied, with
+    /// [`Journal::discard_mismatched`]); a file that is not a journal is never touched; a
+    /// journal in use by another job is an error. Args are hashed through their encoding:
+    /// a `HashMap` in them encodes in another order in every process, use a `BTreeMap`.
+    ///
+    /// Each batch's outputs are one write (postcard; Arrow data as IPC), checksummed, so a
+    /// crash tears at most the last record, which the next run ignores. Failed items are
+    /// not journaled: a rerun runs them again. Forced to disk per [`JournalSync`](crate::JournalSync)
+    /// (default: at most once a second). A journaled job is not split by index nor written
+    /// in place (its outputs go through the journal).
+    ///
+    /// ```
+    /// # use adparallelengine_core::*;
+    /// # use adparallelengine_core::plumbing::*;
+    /// # adparallelengine_core::task!(Sq = |x: u64| -> u64 { x * x });
+    /// # struct Inline;
+    /// # impl Backend for Inline {
+    /// #   fn name(&self) -> &'static str { "inline" }
+    /// #   fn max_workers(&self) -> usize { 1 }
+    /// #   fn start<'a, T: Task, I: Iterator<Item = T::Item> + 'a>(&'a self, p: Plan<T, I>)
+    /// #     -> Result<Box<dyn Completions<T::Output> + 'a>> { run_inline(p) }
+    /// # }
+    /// # let engine = Engine::from_backend(Inline);
+    /// let path = std::env::temp_dir().join(format!("doc-{}.journal", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let first = engine.map(Sq, 0..1000u64).batched(10).journal(&*path).run()?;
+    /// assert_eq!(engine.last_stats().map(|s| s.resumed), Some(0));
+    /// // Run again: every result comes from the journal, nothing runs.
+    /// let again = engine.map(Sq, 0..1000u64).batched(10).journal(&*path).run()?;
+    /// assert_eq!(again, first);
+    /// assert_eq!(engine.last_stats().map(|s| (s.resumed, s.items_done)), Some((1000, 0)));
+    /// // Other items are another job: refused, with the reason.
+    /// let err = engine.map(Sq, 0..999u64).journal(&*path).run().unwrap_err();
+    /// assert!(matches!(err, Error::JournalMismatch { .. }), "{err}");
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn journal(mut self, journal: impl Into<Journal>) -> Self {
+        self.journal = Some(journal.into());
         self
     }
 
@@ -352,7 +413,7 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         'e: 's,
         I: 's,
     {
-        let Terminal { fail_fast, whole, bounded, place, stream } = terminal;
+        let Terminal { fail_fast, whole, bounded, place, stream, ordered } = terminal;
         registry::check::<T>()?;
         let args = match self.args.or_else(unit_default::<T::Args>) {
             Some(a) => a,
@@ -381,6 +442,10 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             _ => None,
         };
         let declared = self.length.or(exact);
+        let journal = match &self.journal {
+            Some(j) => Some(Opened::open::<T>(j, &args, &init, declared)?),
+            None => None,
+        };
         // Split by index when the terminal keeps every result in order, the backend can, and
         // the items are reachable by index (a `Vec`, a range, a slice iterator, `map_slice`).
         let by_index = whole
@@ -392,7 +457,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             // A cap on items in flight needs the lazy path, which pulls only with room; so do
             // retries of failing items (the worker loop keeps a copy of each item to retry).
             && self.max_in_flight.is_none()
-            && self.retry_errors.retries == 0;
+            && self.retry_errors.retries == 0
+            // A journal sees every output, and sends only the items it lacks.
+            && journal.is_none();
         let (iter, indexed) = match (by_index, self.slice) {
             (true, Some(items)) => (None, Some(items)),
             (true, None) => match IndexedItems::recognize(self.iter) {
@@ -408,18 +475,16 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         let workers_cap = self.workers.unwrap_or(usize::MAX);
         let workers = |n: Option<usize>| backend.max_workers().min(workers_cap).min(n.unwrap_or(usize::MAX)).max(1);
         let custom_batcher = self.batcher.is_some();
-        let make_batcher = |batcher: Option<Box<dyn Batcher>>, workers: usize| match batcher {
+        let make_batcher = |batcher: Option<Box<dyn Batcher>>, workers: usize, len: Option<usize>| match batcher {
             Some(b) => Ok(b),
-            None => {
-                batcher_for(self.batching, declared, workers, self.config.batch_multiplier, backend.auto_batch_target())
-            }
+            None => batcher_for(self.batching, len, workers, self.config.batch_multiplier, backend.auto_batch_target()),
         };
         let iter = match (iter, indexed) {
             (_, Some(items)) => {
                 let n = items.len();
                 let workers = workers(Some(n));
                 // Checked as on the ordinary path (a bad batching mode is an error on both).
-                make_batcher(self.batcher, workers)?;
+                make_batcher(self.batcher, workers, declared)?;
                 // Chunks as the ordinary path cuts batches, so stats and progress look alike.
                 let chunks = match (self.batching, custom_batcher) {
                     (Batching::None, false) => Chunks::Size(1),
@@ -457,16 +522,33 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             (None, true) => Some(Arc::new(InFlightCap::slow_start())),
             (None, false) => None,
         };
-        let mut source = ItemSource::new(iter, declared).with_cap(cap.clone());
+        // A journaled job sends only the items its journal lacks, numbered from 0; the
+        // journal's layer puts them back in the input's numbering.
+        let (leave, layer) = match journal {
+            Some(opened) => {
+                let held = opened.held();
+                let (leave, layer) = opened.start::<T::Output>(ordered, fail_fast, declared);
+                (Some((leave, held)), Some(layer))
+            }
+            None => (None, None),
+        };
+        let fresh = declared.map(|n| n - leave.as_ref().map_or(0, |(_, held)| *held));
+        let mut source = ItemSource::new(Skip::new(iter, leave.map(|(l, _)| l)), fresh).with_cap(cap.clone());
         let cuts = source.cut_log();
-        if source.is_empty()? {
-            return Ok((Running::new(None, stats, tracker, sink).with_callback(callback, declared), declared, None));
+        let empty = source.is_empty().map_err(|e| match &layer {
+            Some(layer) => layer.translate(e),
+            None => e,
+        })?;
+        if empty {
+            let running =
+                Running::new(None, stats, tracker, sink).with_callback(callback, declared).with_journal(layer);
+            return Ok((running, declared, None));
         }
-        let workers = workers(declared);
+        let workers = workers(fresh);
         stats.workers = workers;
-        let batcher = make_batcher(self.batcher, workers)?;
+        let batcher = make_batcher(self.batcher, workers, fresh)?;
         let max_ahead = bounded.then(|| self.reorder_window.unwrap_or(4 * workers * self.prefetch));
-        let placement = match (place && fail_fast && backend.places_outputs(), declared) {
+        let placement = match (place && fail_fast && backend.places_outputs() && layer.is_none(), fresh) {
             (true, Some(n)) => Placement::new(n),
             _ => None,
         };
@@ -491,10 +573,11 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             placement: placement.clone(),
         };
         let audit = Audit::new(backend.name(), cuts, None, fail_fast, placement.clone());
-        let completions = backend.start::<T, I>(plan)?;
+        let completions = backend.start::<T, Skip<I>>(plan)?;
         let running = Running::new(Some((completions, audit)), stats, tracker, sink)
             .with_callback(callback, declared)
-            .with_cap(cap);
+            .with_cap(cap)
+            .with_journal(layer);
         Ok((running, declared, placement))
     }
 

@@ -3,6 +3,7 @@
 use crate::audit::Audit;
 use crate::error::Result;
 use crate::in_flight::InFlightCap;
+use crate::journal::layer::JournalLayer;
 use crate::on_progress::{Callback, ProgressUpdate};
 use crate::plumbing::batch::BatchDone;
 use crate::plumbing::indexed_job::ChunkReport;
@@ -30,6 +31,9 @@ pub(crate) struct Running<'a, O> {
     /// An indexed job's chunks, which stand for its one batch in the stats (their workers
     /// advance the progress themselves).
     chunks: Option<Arc<ChunkReport>>,
+    /// The job's results journal: batches are journaled, renumbered and merged with the
+    /// journal's results before the terminal sees them.
+    journal: Option<JournalLayer<O>>,
 }
 
 impl<'a, O> Running<'a, O> {
@@ -52,6 +56,7 @@ impl<'a, O> Running<'a, O> {
             total: None,
             cap: None,
             chunks: None,
+            journal: None,
         }
     }
 
@@ -69,10 +74,26 @@ impl<'a, O> Running<'a, O> {
         self
     }
 
+    /// Journals the job's batches in `journal` (whose results count as resumed).
+    pub(crate) fn with_journal(mut self, journal: Option<JournalLayer<O>>) -> Self {
+        if let Some(j) = &journal {
+            self.stats.resumed = j.held();
+            self.tracker.advance(j.held());
+        }
+        self.journal = journal;
+        self
+    }
+
     /// The terminal returned `n` more items to its consumer: the source may pull as many.
     #[inline]
-    pub(crate) fn returned(&self, n: usize) {
+    pub(crate) fn returned(&mut self, n: usize) {
         if let Some(cap) = &self.cap {
+            // A journaled job's terminal also returns the journal's results: only the items
+            // pulled from the iterator count.
+            let n = match self.journal.as_mut() {
+                Some(j) => j.returned(n),
+                None => n,
+            };
             cap.returned(n);
         }
     }
@@ -81,7 +102,7 @@ impl<'a, O> Running<'a, O> {
     fn tell(&mut self, last: bool) {
         if let Some(cb) = self.callback.as_mut() {
             let update = ProgressUpdate {
-                done: self.stats.items_done,
+                done: self.stats.items_done + self.stats.resumed,
                 failed: self.failed,
                 total: self.total,
                 elapsed: self.started.elapsed(),
@@ -96,8 +117,49 @@ impl<'a, O> Running<'a, O> {
         self
     }
 
-    /// The next completed batch (completion order); `None` at the end.
+    /// The next completed batch (completion order; input order for a journaled job whose
+    /// terminal keeps the order); `None` at the end.
     pub(crate) fn next_done(&mut self) -> Option<Result<BatchDone<O>>> {
+        if self.journal.is_none() {
+            return self.next_from_backend();
+        }
+        loop {
+            let journal = self.journal.as_mut()?;
+            if let Some(piece) = journal.pop() {
+                let mut piece = match piece {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.finish();
+                        return Some(Err(e));
+                    }
+                };
+                if self.stats.first_result.is_none() && !piece.outputs.is_empty() {
+                    self.stats.first_result = Some(self.started.elapsed());
+                }
+                self.stats.record_items(piece.start, piece.item_stats.take());
+                return Some(Ok(piece));
+            }
+            if journal.is_over() {
+                self.finish();
+                return None;
+            }
+            let arrived = match self.next_from_backend() {
+                Some(Ok(b)) => self.journal.as_mut().map(|j| j.arrive(b)),
+                Some(Err(e)) => Some(Err(match self.journal.as_ref() {
+                    Some(j) => j.translate(e),
+                    None => e,
+                })),
+                None => self.journal.as_mut().map(|j| j.end()),
+            };
+            if let Some(Err(e)) = arrived {
+                self.finish();
+                return Some(Err(e));
+            }
+        }
+    }
+
+    /// The next batch the backend hands back, checked and counted.
+    fn next_from_backend(&mut self) -> Option<Result<BatchDone<O>>> {
         let inner = self.inner.as_mut()?;
         let done = inner.next_done();
         // The backend's word is checked before anyone acts on it: a batch missing, repeated,
@@ -121,13 +183,16 @@ impl<'a, O> Running<'a, O> {
                 match &self.chunks {
                     Some(chunks) => self.stats.batches.extend(chunks.take_batches()),
                     None => self.stats.batches.push(BatchStat {
-                        start: b.start,
+                        start: self.journal.as_ref().map_or(b.start, |j| j.to_input(b.start)),
                         len: b.len,
                         worker: b.worker,
                         busy: b.busy,
                     }),
                 }
-                self.stats.record_items(b.start, b.item_stats.take());
+                if self.journal.is_none() {
+                    // A journaled job's are recorded by piece, in the input's numbering.
+                    self.stats.record_items(b.start, b.item_stats.take());
+                }
                 self.tracker.advance(b.len);
                 self.tell(false);
                 Some(Ok(b))
@@ -146,6 +211,9 @@ impl<'a, O> Running<'a, O> {
             self.tracker.finish();
             if let Some(chunks) = &self.chunks {
                 chunks.finish();
+            }
+            if let Some(journal) = self.journal.as_mut() {
+                journal.finish();
             }
             self.tell(true);
             if let Ok(mut g) = self.sink.lock() {

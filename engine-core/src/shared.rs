@@ -94,10 +94,18 @@ impl<T: fmt::Debug> fmt::Debug for Shared<T> {
     }
 }
 
-/// Inline (variant 0) outside a share context; a store key (variant 1) inside one. The value
+/// Inline (variant 0) outside a share context; a store key (variant 1) inside one; a marker
+/// (variant 2) while a journal fingerprints the args. The value
 /// is encoded and written once per content: later jobs only check that the store has it.
 impl<T: Serialize> Serialize for Shared<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if crate::journal::identity::fingerprinting() {
+            // A journal's header identifies the job: the content is hashed apart from the
+            // args, which hold a marker in its place (never read back).
+            let value = &*self.0.value;
+            crate::journal::identity::add_shared(|out| encode_into(value, out)).map_err(serde::ser::Error::custom)?;
+            return serializer.serialize_unit_variant("Shared", 2, "Fingerprinted");
+        }
         let Some(store) = share_ctx::current() else {
             return serializer.serialize_newtype_variant("Shared", 0, "Inline", &*self.0.value);
         };
@@ -118,7 +126,7 @@ impl<T: Serialize> Serialize for Shared<T> {
 
 /// Writes the postcard encoding of `value` to `out` as it is made (for a store that streams it
 /// into a file, no copy of the encoding in memory).
-fn encode_into<T: Serialize>(value: &T, out: &mut dyn io::Write) -> crate::Result<()> {
+pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut dyn io::Write) -> crate::Result<()> {
     /// Keeps the first I/O error, which postcard's writer flavour replaces by its own.
     struct Keep<'a> {
         out: &'a mut dyn io::Write,

@@ -42,6 +42,9 @@ pub struct JobStats {
     pub first_result: Option<Duration>,
     /// Items whose result came back.
     pub items_done: usize,
+    /// Items whose output was read back from the job's [`Journal`](crate::Journal) instead of
+    /// being run (a resumed or cached job).
+    pub resumed: usize,
     /// Every batch, in completion order.
     pub batches: Vec<BatchStat>,
     /// Number of workers started.

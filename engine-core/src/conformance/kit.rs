@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The name of every check, in the order [`Kit::run`] runs them. Each is also a public
 /// function of this module with the same name.
-pub const CHECKS: [&str; 18] = [
+pub const CHECKS: [&str; 19] = [
     "complete_matrix",
     "input_order",
     "item_error",
@@ -29,12 +29,13 @@ pub const CHECKS: [&str; 18] = [
     "progress_callbacks",
     "max_in_flight",
     "retry_errors",
+    "journal_resume",
 ];
 
 /// The checks that take one engine, run on each engine of [`Kit::workers`].
 type EngineCheck<B> = fn(&Engine<B>) -> Result<(), Failure>;
 
-fn engine_checks<B: Backend>() -> [(&'static str, EngineCheck<B>); 16] {
+fn engine_checks<B: Backend>() -> [(&'static str, EngineCheck<B>); 17] {
     [
         ("input_order", checks::input_order::<B>),
         ("item_error", checks::item_error::<B>),
@@ -52,6 +53,7 @@ fn engine_checks<B: Backend>() -> [(&'static str, EngineCheck<B>); 16] {
         ("progress_callbacks", checks::progress_callbacks::<B>),
         ("max_in_flight", checks::max_in_flight::<B>),
         ("retry_errors", checks::retry_errors::<B>),
+        ("journal_resume", super::journal::journal_resume::<B>),
     ]
 }
 

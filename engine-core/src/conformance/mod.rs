@@ -78,6 +78,7 @@
 
 mod checks;
 mod failure;
+mod journal;
 mod kit;
 mod matrix;
 mod shared_backend;
@@ -90,6 +91,7 @@ pub use checks::{
     usable_after_failure, zero_items, PROMPT_DROP, PROMPT_JOB,
 };
 pub use failure::{Failure, Problem};
+pub use journal::journal_resume;
 pub use kit::{run_all, run_all_except, Kit, Report, CHECKS};
 pub use matrix::{
     batched_arg, expected_blocks, expected_outputs, matrix_cells, py_bool, ExpectedBlock, MatrixCell, Table, ATTR,
