@@ -161,7 +161,8 @@ impl Batcher for EvenSplit {
 /// Starts at one item, measures the time per item from completed batches (moving average) and
 /// sizes the next batch to the target. With a known length it never cuts more than a
 /// `1 / (2 × workers)` share of what remains, so the last batches shrink and workers finish
-/// together (guided scheduling).
+/// together (guided scheduling), down to batches that take a twentieth of the target time:
+/// items so fast that the ceiling caps their batches get no shrinking tail at all.
 ///
 /// **The ceiling.** A batch never holds more than 65,536 items, nor more than about 1 MiB:
 /// the bytes per item seen so far ([`Batcher::observe_bytes`]: the items as sent plus the
@@ -213,18 +214,24 @@ impl Adaptive {
 
 impl Batcher for Adaptive {
     fn next_size(&mut self, remaining: Option<usize>) -> usize {
-        let ideal = match self.per_item_ns {
+        // Items per batch by time alone, then under the ceiling.
+        let by_time = match self.per_item_ns {
             None => 1,
             Some(ns) => {
                 let n = self.target.as_nanos() as f64 / ns.max(0.01);
                 n.clamp(1.0, 1e9) as usize
             }
-        }
-        .min(self.ceiling());
-        // Guided tail, down to batches of a twentieth of the target: smaller ones would cost
-        // more in messages than they gain in balance (a million tiny items ended in some
-        // twenty batches of a few items each, a round trip apiece).
-        let floor = (ideal / 20).max(1);
+        };
+        let ceiling = self.ceiling();
+        let ideal = by_time.min(ceiling);
+        // Guided tail, down to batches of a twentieth of the target *time*: smaller ones
+        // would cost more in messages than they gain in balance (a million tiny items ended
+        // in some twenty batches of a few items each, a round trip apiece). The floor is
+        // taken from the time, not from the capped size: when the ceiling binds (1 ns items:
+        // 65,536 of them take 65 µs, a twentieth of 20 ms is a million), a tail split below
+        // the ceiling only adds messages (some 40 µs each on processes, for a worker's 65 µs
+        // of work): half of such a job's batches were its tail.
+        let floor = (by_time / 20).clamp(1, ceiling);
         match remaining {
             Some(r) => ideal.min(r.div_ceil(2 * self.workers)).max(floor).min(r.max(1)),
             None => ideal,
@@ -365,6 +372,27 @@ mod tests {
         a.observe_bytes(1, 4 * AUTO_MAX_BYTES);
         a.observe_bytes(1, 4 * AUTO_MAX_BYTES);
         assert_eq!(a.next_size(None), 1);
+    }
+
+    #[test]
+    fn adaptive_tail_is_not_split_below_the_ceiling_for_items_it_caps() {
+        // 1 ns items on a 20 ms target: the ceiling (65,536) binds, and a twentieth of the
+        // target is a million items, so the tail keeps full batches until what is left.
+        let mut a = Adaptive::new(Duration::from_millis(20), 2);
+        a.observe(1000, Duration::from_micros(1));
+        a.observe_bytes(1000, 16_000);
+        assert_eq!(a.next_size(Some(100_000)), AUTO_MAX_ITEMS);
+        assert_eq!(a.next_size(Some(34_464)), 34_464, "the rest, never more");
+        let s = sizes(Box::new(a), 1_000_000);
+        assert_eq!(s.len(), 16, "{s:?}");
+        assert_eq!(s.iter().sum::<usize>(), 1_000_000);
+        // 10 µs items: 2,000 per batch by time, under the ceiling: the tail still shrinks,
+        // down to 100 (a twentieth).
+        let mut b = Adaptive::new(Duration::from_millis(20), 2);
+        b.observe(1, Duration::from_micros(10));
+        assert_eq!(b.next_size(Some(1_000_000)), 2000);
+        assert_eq!(b.next_size(Some(2000)), 500);
+        assert_eq!(b.next_size(Some(200)), 100);
     }
 
     #[test]
