@@ -60,7 +60,7 @@ fn main() {
     let process = Engine::builder(Kind::Process).max_workers(2).progress(Progress::quiet()).build().expect("process");
     let n = 1_000_000u64;
     // A generator: the path a journaled job takes (it is never split by index).
-    let lazy = || (0..n).map(std::convert::identity).filter(|_| true);
+    let lazy = || (0..n).filter(|_| true);
     pair(
         "threads, 1M tiny items, generator",
         runs,

@@ -98,7 +98,7 @@ fn kill_and_resume(kind: &str) {
     }
     let status = first.wait().unwrap();
     assert!(!status.success(), "the first driver must have been killed (it saw {seen} items)");
-    assert!(seen >= N / 2 && seen < N, "killed at {seen} items");
+    assert!((N / 2..N).contains(&seen), "killed at {seen} items");
     // Its workers may finish the batch they held: wait until the log is still.
     let mut last = (executions(&dir).len(), Instant::now());
     while last.1.elapsed() < Duration::from_millis(500) {
@@ -117,7 +117,7 @@ fn kill_and_resume(kind: &str) {
     let line = text.lines().find_map(|l| l.strip_prefix("resumed ")).expect("the resumed driver's stats");
     let (resumed, ran) = line.split_once(" ran ").unwrap();
     let (resumed, ran): (usize, usize) = (resumed.parse().unwrap(), ran.parse().unwrap());
-    assert!(resumed >= N as usize / 2 - 40 && resumed < N as usize, "{resumed} items read back from the journal");
+    assert!((N as usize / 2 - 40..N as usize).contains(&resumed), "{resumed} items read back from the journal");
     assert_eq!(resumed + ran, N as usize);
     let again = &executions(&dir)[before..];
     let distinct: HashSet<u64> = again.iter().copied().collect();

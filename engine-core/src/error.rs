@@ -108,8 +108,8 @@ pub enum Error {
     /// write failed, or the file is not a journal.
     #[error("journal {}: {message}", path.display())]
     Journal {
-        /// The journal's file.
-        path: std::path::PathBuf,
+        /// The journal's file (boxed: keeps `Error` small).
+        path: Box<std::path::Path>,
         /// What went wrong.
         message: String,
     },
@@ -117,8 +117,8 @@ pub enum Error {
     /// [`Journal::discard_mismatched`](crate::Journal::discard_mismatched) to start over.
     #[error("journal {} belongs to another job: {}; delete it, or pass `.discard_mismatched()` to start over", path.display(), differences.join("; "))]
     JournalMismatch {
-        /// The journal's file.
-        path: std::path::PathBuf,
+        /// The journal's file (boxed: keeps `Error` small).
+        path: Box<std::path::Path>,
         /// What differs, in words (the task, its version, the types, args, init, shared
         /// values, the length).
         differences: Vec<String>,

@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(done.to_input(3).1, usize::MAX);
         // Brute force over random layouts.
         for seed in 0..50u64 {
-            let mut held = vec![false; 60];
+            let mut held = [false; 60];
             let mut recs = Vec::new();
             let mut i = (seed % 3) as usize;
             while i < 60 {

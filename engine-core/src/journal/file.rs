@@ -54,7 +54,7 @@ pub(crate) struct JournalFile {
 }
 
 fn err(path: &std::path::Path, what: impl std::fmt::Display) -> Error {
-    Error::Journal { path: path.to_path_buf(), message: what.to_string() }
+    Error::Journal { path: path.into(), message: what.to_string() }
 }
 
 /// The 64-bit check of `parts`.
@@ -109,7 +109,7 @@ impl JournalFile {
                     jf.start_over(identity)?;
                     Vec::new()
                 } else {
-                    return Err(Error::JournalMismatch { path: jf.path.clone(), differences });
+                    return Err(Error::JournalMismatch { path: jf.path.as_path().into(), differences });
                 }
             }
         };

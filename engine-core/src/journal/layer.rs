@@ -24,8 +24,11 @@ const RECORD_BYTES: usize = 64 << 20;
 /// How outputs are written to the journal and read back (postcard; Arrow data as IPC).
 struct Codec<O> {
     encode: fn(&O, Vec<u8>) -> std::result::Result<Vec<u8>, String>,
-    decode: for<'b> fn(&'b [u8]) -> std::result::Result<(O, &'b [u8]), String>,
+    decode: Decode<O>,
 }
+
+/// Reads one output off the front of the bytes, and returns the rest.
+type Decode<O> = for<'b> fn(&'b [u8]) -> std::result::Result<(O, &'b [u8]), String>;
 
 fn encode<O: Serialize>(o: &O, buf: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
     postcard::to_extend(o, buf).map_err(|e| e.to_string())
@@ -51,11 +54,12 @@ impl Opened {
     ) -> Result<Opened> {
         let identity = Identity::of::<T>(&journal.version, args, init, declared)?;
         let (file, records) = JournalFile::open(journal, &identity)?;
-        let done = Done::new(records).map_err(|message| Error::Journal { path: journal.path.clone(), message })?;
+        let done =
+            Done::new(records).map_err(|message| Error::Journal { path: journal.path.as_path().into(), message })?;
         if let Some(n) = declared {
             if done.end() > n {
                 return Err(Error::JournalMismatch {
-                    path: journal.path.clone(),
+                    path: journal.path.as_path().into(),
                     differences: vec![format!(
                         "length: the journal holds item {}, this job has {n} items",
                         done.end() - 1
@@ -258,7 +262,7 @@ impl<O> JournalLayer<O> {
     }
 
     fn error(&self, message: String) -> Error {
-        Error::Journal { path: self.file.path().to_path_buf(), message }
+        Error::Journal { path: self.file.path().into(), message }
     }
 
     /// The next batch for the terminal, if one can go out now.
@@ -354,7 +358,7 @@ impl<O> JournalLayer<O> {
         if self.done.end() > walked {
             self.over = true;
             return Err(Error::JournalMismatch {
-                path: self.file.path().to_path_buf(),
+                path: self.file.path().into(),
                 differences: vec![format!(
                     "length: the journal holds item {}, this job's iterator ended after {walked} items",
                     self.done.end() - 1
