@@ -29,9 +29,9 @@ pub use kind::Kind;
 
 pub use adparallelengine_core::{
     is_registered, register_task, registered_names, task, try_task, worker_entry, BatchStat, Batcher, Batching,
-    BoxError, CountingAllocator, EngineBuilder, EngineConfig, Error, FailureKind, FixedSize, ItemError, ItemStats, Job,
-    JobStats, Journal, JournalSync, KeyHasher, Payload, Progress, ProgressBar, ProgressUpdate, Result, ResultStream,
-    RetryErrors, ShareKey, Shared, SharedBytes, SharedStore, Task, UnorderedStream,
+    BoxError, CountingAllocator, EngineBuilder, EngineConfig, Error, FailedAttempt, FailureKind, FixedSize, ItemError,
+    ItemStats, Job, JobStats, Journal, JournalSync, KeyHasher, Payload, Progress, ProgressBar, ProgressUpdate, Result,
+    ResultStream, RetryErrors, ShareKey, Shared, SharedBytes, SharedStore, Task, UnorderedStream,
 };
 
 /// For backend authors: the [`Backend`](plumbing::Backend) trait, its contract, and the

@@ -179,8 +179,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
     /// before its first attempt (the task consumed the first); keeping the copy costs an
     /// encoding per item while retries are on, and such jobs are not split by index on
     /// threads. Pauses between attempts with [`retry_backoff`](Job::retry_backoff). Crashed or
-    /// killed workers are [`retries`](Job::retries)' business. Not built yet: a predicate
-    /// choosing which errors to retry.
+    /// killed workers are [`retries`](Job::retries)' business. Which failures are retried is
+    /// the task's choice: [`Task::retry_if`] (default: every `Err` and panic); one it declines
+    /// fails at once.
     ///
     /// ```
     /// # use adparallelengine_core::*;

@@ -49,7 +49,7 @@ pub use journal::{Journal, JournalSync};
 pub use on_progress::ProgressUpdate;
 pub use progress::{Progress, ProgressBar};
 pub use remote::registry::{is_registered, registered_names};
-pub use retry::RetryErrors;
+pub use retry::{FailedAttempt, RetryErrors};
 pub use shared::Shared;
 pub use stats::{BatchStat, CountingAllocator, ItemStats, JobStats};
 pub use store::{KeyHasher, ShareKey, SharedBytes, SharedStore};

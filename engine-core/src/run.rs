@@ -121,7 +121,11 @@ impl<'a, O> Running<'a, O> {
     /// terminal keeps the order); `None` at the end.
     pub(crate) fn next_done(&mut self) -> Option<Result<BatchDone<O>>> {
         if self.journal.is_none() {
-            return self.next_from_backend();
+            let done = self.next_from_backend();
+            if let Some(Ok(b)) = &done {
+                self.progressed(b.len);
+            }
+            return done;
         }
         loop {
             let journal = self.journal.as_mut()?;
@@ -144,7 +148,16 @@ impl<'a, O> Running<'a, O> {
                 return None;
             }
             let arrived = match self.next_from_backend() {
-                Some(Ok(b)) => self.journal.as_mut().map(|j| j.arrive(b)),
+                // Progress is told once the batch is in the journal: a driver killed right
+                // after a "done" line has journaled what that line counted.
+                Some(Ok(b)) => {
+                    let len = b.len;
+                    let arrived = self.journal.as_mut().map(|j| j.arrive(b));
+                    if let Some(Ok(())) = arrived {
+                        self.progressed(len);
+                    }
+                    arrived
+                }
                 Some(Err(e)) => Some(Err(match self.journal.as_ref() {
                     Some(j) => j.translate(e),
                     None => e,
@@ -158,7 +171,8 @@ impl<'a, O> Running<'a, O> {
         }
     }
 
-    /// The next batch the backend hands back, checked and counted.
+    /// The next batch the backend hands back, checked and counted in the stats (the caller
+    /// tells the progress: [`Running::progressed`]).
     fn next_from_backend(&mut self) -> Option<Result<BatchDone<O>>> {
         let inner = self.inner.as_mut()?;
         let done = inner.next_done();
@@ -193,8 +207,6 @@ impl<'a, O> Running<'a, O> {
                     // A journaled job's are recorded by piece, in the input's numbering.
                     self.stats.record_items(b.start, b.item_stats.take());
                 }
-                self.tracker.advance(b.len);
-                self.tell(false);
                 Some(Ok(b))
             }
             other => {
@@ -202,6 +214,12 @@ impl<'a, O> Running<'a, O> {
                 other
             }
         }
+    }
+
+    /// `n` more items are done: the progress line or bar and the callback hear of them.
+    fn progressed(&mut self, n: usize) {
+        self.tracker.advance(n);
+        self.tell(false);
     }
 
     /// Stops the backend (cancelling what is left) and publishes the stats.

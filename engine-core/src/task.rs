@@ -71,6 +71,42 @@ pub trait Task: 'static {
 
     /// Runs on one item. An `Err` or a panic fails that item (and names its index).
     fn run(item: Self::Item, args: &Self::Args, state: &mut Self::State) -> Result<Self::Output, BoxError>;
+
+    /// Whether a failed attempt at an item is worth another, in a job with
+    /// [`retry_errors`](crate::Job::retry_errors) (never called without). The default retries
+    /// every `Err` and panic; override it to retry only what is transient (a timeout, a busy
+    /// service) and let the rest fail at once.
+    ///
+    /// It is a function of the task, not a closure given to the job, for the reason the task
+    /// is: it runs on the worker where the attempt failed (another process, rank or pod),
+    /// where only the task's code exists. A panic in it counts as `false`.
+    ///
+    /// ```
+    /// use adparallelengine_core::{register_task, BoxError, FailedAttempt, Task};
+    ///
+    /// /// Reads a file; only timeouts are worth another attempt.
+    /// struct Fetch;
+    /// impl Task for Fetch {
+    ///     type Item = String;
+    ///     type Output = u64;
+    ///     type Args = ();
+    ///     type Init = ();
+    ///     type State = ();
+    ///     fn init(_: &(), _: &()) -> Result<(), BoxError> { Ok(()) }
+    ///     fn run(path: String, _: &(), _: &mut ()) -> Result<u64, BoxError> {
+    ///         Ok(std::fs::metadata(path)?.len())
+    ///     }
+    ///     fn retry_if(failure: &FailedAttempt<'_>) -> bool {
+    ///         let io = failure.error.and_then(|e| e.downcast_ref::<std::io::Error>());
+    ///         io.is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+    ///     }
+    /// }
+    /// register_task!(Fetch);
+    /// ```
+    fn retry_if(failure: &crate::FailedAttempt<'_>) -> bool {
+        let _ = failure;
+        true
+    }
 }
 
 /// Defines and registers a task from a closure-like body, for tasks with no init and no errors.

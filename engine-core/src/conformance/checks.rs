@@ -6,7 +6,7 @@ use super::failure::{short, Failure, Problem, Scope};
 use super::matrix::{compare_blocks, MatrixCell, Table, FLOAT, FRAMES, SERIES};
 use super::tasks::{
     frame, mixed_fate, table_of, Big, FailAt, FailsFirst, InitToken, KitArgs, Method, MethodArgs, Mixed, MixedFate,
-    Pair, PanicAt, Slow, Stuff, Uneven, WithArgs,
+    Pair, PanicAt, PickyRetry, Slow, Stuff, Uneven, WithArgs,
 };
 use crate::arrow::Series;
 use crate::plumbing::Backend;
@@ -354,7 +354,8 @@ pub fn progress_callbacks<B: Backend>(engine: &Engine<B>) -> Result<(), Failure>
 /// `.retry_errors(n)`: items that fail their first attempt (an `Err` or a panic) succeed on
 /// the retry, every result right and in order, from `run` and `collect_results`; without
 /// retries they fail as before; an item that always fails still fails, naming its index and
-/// "(after 3 attempts)" with `retry_errors(2)`.
+/// "(after 3 attempts)" with `retry_errors(2)`; a failure the task's `retry_if` declines fails
+/// at its first attempt while the others are retried.
 pub fn retry_errors<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
     let scope = Scope::new("retry_errors", describe(engine));
     let n = 24u64;
@@ -390,7 +391,29 @@ pub fn retry_errors<B: Backend>(engine: &Engine<B>) -> Result<(), Failure> {
     }
     let what = "run() of FailAt(7) with retry_errors(2)".to_string();
     let r = engine.map(FailAt, 0..n).args(7).batched(4).retry_errors(2).run();
-    expect_item_failure(&scope, &what, r, 7, FailureKind::Error, "(after 3 attempts)")
+    expect_item_failure(&scope, &what, r, 7, FailureKind::Error, "(after 3 attempts)")?;
+    // The task's retry_if: a failure it declines is not retried, the others are.
+    let what = "run() of PickyRetry (item 9 fails fatally, retry_if declines it) with retry_errors(3)".to_string();
+    let r = engine.map(PickyRetry, 0..n).args(9).batched(4).retry_errors(3).run();
+    expect_item_failure(&scope, &what, r, 9, FailureKind::Error, "a fatal failure at attempt 1")?;
+    let what = "collect_results() of PickyRetry (item 9 fatal) with retry_errors(3)".to_string();
+    let got = scope.ok(&what, engine.map(PickyRetry, 0..n).args(9).batched(4).retry_errors(3).collect_results())?;
+    for (i, r) in got.iter().enumerate() {
+        let right = match (i, r) {
+            (9, Err(e)) => e.message == "conformance kit: a fatal failure at attempt 1",
+            (_, Ok(v)) => *v == i as u64 + 1,
+            _ => false,
+        };
+        if !right {
+            let expected = if i == 9 {
+                "Err(\"... a fatal failure at attempt 1\"), once".into()
+            } else {
+                format!("Ok({})", i + 1)
+            };
+            return Err(scope.fail(&what, Problem::Output { index: i, expected, got: format!("{r:?}") }));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

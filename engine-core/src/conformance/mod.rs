@@ -69,7 +69,7 @@
 //! | [`map_slice`] | engine | `map_slice` gives `map`'s outputs, in order, from every terminal |
 //! | [`usable_after_failure`] | engine | after a failed job the next one on the same engine is right |
 //! | [`max_in_flight`] | engine | streams over an endless generator never pull more than the cap past what the caller took |
-//! | [`retry_errors`] | engine | items failing their first attempt (`Err` or panic) succeed on a retry; one that always fails names its attempts |
+//! | [`retry_errors`] | engine | items failing their first attempt (`Err` or panic) succeed on a retry; one that always fails names its attempts; one the task's `retry_if` declines fails at once |
 //! | [`progress_callbacks`] | engine | `on_progress` counts only grow and end at the job's; failures counted; time to first result |
 //!
 //! The complete example's inputs, expected numbers and cells ([`FRAMES`], [`expected_blocks`],

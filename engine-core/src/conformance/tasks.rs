@@ -165,6 +165,54 @@ impl Task for FailsFirst {
 }
 crate::register_task!(FailsFirst);
 
+/// The error [`PickyRetry`] declines to retry.
+#[derive(Debug)]
+pub(crate) struct Fatal(pub u32);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conformance kit: a fatal failure at attempt {}", self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
+/// Item `args` always fails with [`Fatal`], which its [`retry_if`](Task::retry_if) declines
+/// (the message names the attempt, counted by the worker's state: a retry would say 2); the
+/// others fail their first attempt with a transient error and give `x + 1` on the second.
+pub(crate) struct PickyRetry;
+
+impl Task for PickyRetry {
+    type Item = u64;
+    type Output = u64;
+    /// The item that fails fatally.
+    type Args = u64;
+    type Init = ();
+    /// Attempts per item on this worker.
+    type State = std::collections::HashMap<u64, u32>;
+
+    fn init(_: &(), _: &u64) -> Result<Self::State, BoxError> {
+        Ok(Default::default())
+    }
+
+    fn run(x: u64, fatal: &u64, attempts: &mut Self::State) -> Result<u64, BoxError> {
+        let attempt = attempts.entry(x).or_default();
+        *attempt += 1;
+        if x == *fatal {
+            return Err(Box::new(Fatal(*attempt)));
+        }
+        if *attempt == 1 {
+            return Err(format!("conformance kit: item {x} fails transiently").into());
+        }
+        Ok(x + 1)
+    }
+
+    fn retry_if(failure: &crate::FailedAttempt<'_>) -> bool {
+        !failure.error.is_some_and(|e| e.is::<Fatal>())
+    }
+}
+crate::register_task!(PickyRetry);
+
 /// Args of [`WithArgs`]: a plain value, a string and a shared table.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct KitArgs {
