@@ -3,7 +3,9 @@
 //! result read back, nothing run).
 //!
 //! `cargo bench --bench journal --features threads,process,arrow`. Prints one line per figure:
-//! the median of `ADPE_JOURNAL_RUNS` (default 5) runs each, and the ratio journal / plain.
+//! the median of `ADPE_JOURNAL_RUNS` (default 5) runs each, the ratio journal / plain, and the
+//! floor: a buffer of the journal's size written into a new file in the same directory, in
+//! the same turns (what any journal of those outputs costs at least).
 //! The journal goes to `ADPE_JOURNAL_DIR` (default the temporary directory).
 
 use adparallelengine::arrow::Frame;
@@ -14,6 +16,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 task!(Double = |x: u64| -> u64 { x * 2 });
+task!(
+    /// About a microsecond of arithmetic, then `x * 2`: an item that does some work.
+    Microsecond = |x: u64| -> u64 {
+        let mut h = x;
+        for _ in 0..400 {
+            h = std::hint::black_box(h.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+        }
+        std::hint::black_box(h);
+        x * 2
+    }
+);
 task!(
     MiB = |x: u64| -> Frame {
         let rows = (1 << 20) / 8;
@@ -31,10 +44,24 @@ fn dir() -> PathBuf {
     std::env::var_os("ADPE_JOURNAL_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir)
 }
 
-/// Times `plain` and `journaled` turn by turn; `journaled` gets a fresh journal each time.
+/// Writes `bytes` into a new file next to the journals, in one `write`: the floor of any
+/// journal of that size (the kernel's page cache, no encoding, no check, no sync).
+fn write_floor(bytes: &[u8]) -> Duration {
+    let path = dir().join(format!("adpe-bench-floor-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let t = Instant::now();
+    std::fs::write(&path, bytes).expect("write the floor's file");
+    let took = t.elapsed();
+    let _ = std::fs::remove_file(&path);
+    took
+}
+
+/// Times `plain` and `journaled` turn by turn (`journaled` gets a fresh journal each time),
+/// and, in the same turns, the write of a buffer of the journal's size into a new file.
 fn pair(name: &str, runs: usize, mut plain: impl FnMut(), mut journaled: impl FnMut(&PathBuf)) {
     let path = dir().join(format!("adpe-bench-{}.journal", std::process::id()));
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut a, mut b, mut f) = (Vec::new(), Vec::new(), Vec::new());
+    let mut buffer = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         plain();
@@ -43,14 +70,19 @@ fn pair(name: &str, runs: usize, mut plain: impl FnMut(), mut journaled: impl Fn
         let t = Instant::now();
         journaled(&path);
         b.push(t.elapsed());
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as usize;
+        buffer.resize(size, 1u8);
+        f.push(write_floor(&buffer));
     }
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let size = buffer.len();
     let _ = std::fs::remove_file(&path);
-    let (a, b) = (median(a), median(b));
+    let (a, b, f) = (median(a), median(b), median(f));
     println!(
-        "{name}: plain {a:.2?}, journaled {b:.2?}, ratio {:.3} (journal {:.1} MiB)",
+        "{name}: plain {a:.2?}, journaled {b:.2?}, ratio {:.3}; journal {:.1} MiB, its bytes written alone {f:.2?} \
+         (the journal's cost over plain: {:.2}x that write)",
         b.as_secs_f64() / a.as_secs_f64(),
-        size as f64 / (1 << 20) as f64
+        size as f64 / (1 << 20) as f64,
+        (b.as_secs_f64() - a.as_secs_f64()) / f.as_secs_f64().max(1e-9),
     );
 }
 
@@ -78,6 +110,12 @@ fn main() {
         runs,
         || drop(process.map(Double, 0..n).run().expect("run")),
         |p| drop(process.map(Double, 0..n).journal(&**p).run().expect("run")),
+    );
+    pair(
+        "threads, 1M items of ~1 us, generator",
+        runs.min(3),
+        || drop(threads.map(Microsecond, lazy()).length(n as usize).run().expect("run")),
+        |p| drop(threads.map(Microsecond, lazy()).length(n as usize).journal(&**p).run().expect("run")),
     );
     let frames: u64 = std::env::var("ADPE_JOURNAL_FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     pair(

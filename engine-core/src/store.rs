@@ -10,9 +10,9 @@ use std::sync::Arc;
 pub struct ShareKey(String);
 
 impl ShareKey {
-    /// The key of these bytes: a 128-bit hash of the content (four multiply-rotate lanes over
-    /// 8-byte words, several GB/s), so equal values share one entry and a changed value gets a
-    /// new key. Not cryptographic: the store trusts its own driver.
+    /// The key of these bytes: a 128-bit hash of the content (XXH3-128, at memory speed), so
+    /// equal values share one entry and a changed value gets a new key. Not cryptographic: the
+    /// store trusts its own driver.
     ///
     /// ```
     /// use adparallelengine_core::ShareKey;
@@ -46,23 +46,6 @@ impl ShareKey {
     }
 }
 
-const P1: u64 = 0x9E37_79B9_7F4A_7C15;
-const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
-
-/// splitmix64's finaliser.
-fn mix(x: u64) -> u64 {
-    let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// A little-endian word of up to 8 bytes, zero-padded.
-fn word(c: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w[..c.len()].copy_from_slice(c);
-    u64::from_le_bytes(w)
-}
-
 /// [`ShareKey::of`] computed over bytes given piece by piece, for stores that hash a value as
 /// it is written (see [`SharedStore::put_with`]): however the bytes are cut, the key is the
 /// one `ShareKey::of` gives for all of them at once.
@@ -74,21 +57,17 @@ fn word(c: &[u8]) -> u64 {
 /// h.update(b"table");
 /// assert_eq!(h.finish(), ShareKey::of(b"big table"));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KeyHasher {
-    lanes: [u64; LANES],
-    /// Bytes not yet hashed: always fewer than one block.
-    pending: [u8; BLOCK],
-    pending_len: usize,
+    state: xxhash_rust::xxh3::Xxh3,
     len: u64,
 }
 
-/// Independent multiply-rotate lanes: four chains of dependent multiplies keep a core's
-/// multiplier busy (one lane per 8 bytes of a 32-byte block), where one chain would leave it
-/// waiting on its own latency.
-const LANES: usize = 4;
-const BLOCK: usize = 8 * LANES;
-const ROTATIONS: [u32; LANES] = [29, 31, 27, 33];
+impl fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyHasher").field("len", &self.len).finish_non_exhaustive()
+    }
+}
 
 impl Default for KeyHasher {
     fn default() -> Self {
@@ -99,7 +78,7 @@ impl Default for KeyHasher {
 impl KeyHasher {
     /// A hasher that has seen no bytes.
     pub fn new() -> Self {
-        KeyHasher { lanes: [P1, P2, P1 ^ P2, P1.rotate_left(32)], pending: [0; BLOCK], pending_len: 0, len: 0 }
+        KeyHasher { state: xxhash_rust::xxh3::Xxh3::new(), len: 0 }
     }
 
     /// Number of bytes hashed so far.
@@ -112,59 +91,26 @@ impl KeyHasher {
         self.len == 0
     }
 
-    #[inline(always)]
-    fn blocks(lanes: &mut [u64; LANES], bytes: &[u8]) {
-        // Locals in the hot loop: the lanes stay in registers.
-        let [mut a, mut b, mut c, mut d] = *lanes;
-        for blk in bytes.chunks_exact(BLOCK) {
-            a = (a ^ word(&blk[..8])).wrapping_mul(P2).rotate_left(ROTATIONS[0]);
-            b = (b ^ word(&blk[8..16])).wrapping_mul(P1).rotate_left(ROTATIONS[1]);
-            c = (c ^ word(&blk[16..24])).wrapping_mul(P2).rotate_left(ROTATIONS[2]);
-            d = (d ^ word(&blk[24..32])).wrapping_mul(P1).rotate_left(ROTATIONS[3]);
-        }
-        *lanes = [a, b, c, d];
-    }
-
     /// Hashes the next `bytes`.
-    pub fn update(&mut self, mut bytes: &[u8]) {
+    pub fn update(&mut self, bytes: &[u8]) {
         self.len += bytes.len() as u64;
-        if self.pending_len > 0 {
-            let take = (BLOCK - self.pending_len).min(bytes.len());
-            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&bytes[..take]);
-            self.pending_len += take;
-            bytes = &bytes[take..];
-            if self.pending_len < BLOCK {
-                return;
-            }
-            let block = self.pending;
-            Self::blocks(&mut self.lanes, &block);
-            self.pending_len = 0;
-        }
-        let whole = bytes.len() - bytes.len() % BLOCK;
-        Self::blocks(&mut self.lanes, &bytes[..whole]);
-        let rest = &bytes[whole..];
-        self.pending[..rest.len()].copy_from_slice(rest);
-        self.pending_len = rest.len();
+        self.state.update(bytes);
     }
 
     /// The key of every byte given to [`update`](Self::update).
     pub fn finish(&self) -> ShareKey {
-        let mut lanes = self.lanes;
-        // The last, partial block: up to 8 bytes per lane, zero-padded (the length tells
-        // "ab" from "ab\0").
-        for (i, lane) in lanes.iter_mut().enumerate() {
-            let from = (8 * i).min(self.pending_len);
-            let to = (8 * i + 8).min(self.pending_len);
-            *lane = (*lane ^ word(&self.pending[from..to])).wrapping_mul(if i % 2 == 0 { P2 } else { P1 });
-        }
-        let [a, b, c, d] = lanes;
-        let len = self.len;
-        let x = mix(a ^ mix(c ^ len));
-        let y = mix(b ^ mix(d.wrapping_add(len)));
-        let hi = mix(x ^ y.rotate_left(32));
-        let lo = mix(y ^ x.wrapping_mul(P1));
-        ShareKey(format!("{hi:016x}{lo:016x}"))
+        ShareKey(format!("{:032x}", self.state.digest128()))
     }
+}
+
+/// A 64-bit check of `parts` one after the other (XXH3), for records that must detect a torn
+/// or damaged write (the journal's).
+pub(crate) fn check64(parts: &[&[u8]]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.digest()
 }
 
 impl fmt::Debug for ShareKey {

@@ -21,21 +21,43 @@ use std::time::Duration;
 /// is journaled as several records.
 const RECORD_BYTES: usize = 64 << 20;
 
-/// How outputs are written to the journal and read back (postcard; Arrow data as IPC).
+/// How outputs are written to the journal and read back: as on the wire
+/// ([`encode_items`](crate::remote::wire::encode_items)), plain numbers as their own bytes (a
+/// record of them is the outputs' memory, written as it is), other values as their postcard
+/// encodings one after the other (Arrow data as IPC).
 struct Codec<O> {
-    encode: fn(&O, Vec<u8>) -> std::result::Result<Vec<u8>, String>,
-    decode: Decode<O>,
+    encode: Encode<O>,
+    decode: fn(&[u8], usize) -> std::result::Result<Vec<O>, String>,
 }
 
-/// Reads one output off the front of the bytes, and returns the rest.
-type Decode<O> = for<'b> fn(&'b [u8]) -> std::result::Result<(O, &'b [u8]), String>;
+/// Encodes a prefix of the outputs, at least one and about [`RECORD_BYTES`] at most, into a
+/// record's payload: returns how many, and the payload (the outputs' own bytes, or `buf`).
+type Encode<O> = for<'o> fn(&'o [O], &'o mut Vec<u8>) -> std::result::Result<(usize, &'o [u8]), String>;
 
-fn encode<O: Serialize>(o: &O, buf: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-    postcard::to_extend(o, buf).map_err(|e| e.to_string())
+fn encode<'o, O: Serialize + 'static>(
+    outputs: &'o [O],
+    buf: &'o mut Vec<u8>,
+) -> std::result::Result<(usize, &'o [u8]), String> {
+    if let Some(raw) = crate::plumbing::plain::as_bytes(outputs) {
+        let k = outputs.len().min((RECORD_BYTES / std::mem::size_of::<O>().max(1)).max(1));
+        return Ok((k, &raw[..k * std::mem::size_of::<O>()]));
+    }
+    let mut b = std::mem::take(buf);
+    b.clear();
+    let mut k = 0;
+    for o in outputs {
+        b = crate::remote::wire::encode_into(o, b).map_err(|e| e.to_string())?;
+        k += 1;
+        if b.len() >= RECORD_BYTES {
+            break;
+        }
+    }
+    *buf = b;
+    Ok((k, buf))
 }
 
-fn decode<O: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<(O, &[u8]), String> {
-    postcard::take_from_bytes(bytes).map_err(|e| e.to_string())
+fn decode<O: DeserializeOwned + 'static>(bytes: &[u8], count: usize) -> std::result::Result<Vec<O>, String> {
+    crate::remote::wire::decode_items(bytes, count).map_err(|e| e.to_string())
 }
 
 /// A journal opened for a job, before the job starts.
@@ -78,7 +100,7 @@ impl Opened {
 
     /// The job's layer and what its iterator leaves out. `ordered`: the terminal wants
     /// batches in input order; `fail_fast`: the first failure ends the job.
-    pub(crate) fn start<O: Serialize + DeserializeOwned>(
+    pub(crate) fn start<O: Serialize + DeserializeOwned + 'static>(
         self,
         ordered: bool,
         fail_fast: bool,
@@ -240,20 +262,16 @@ impl<O> JournalLayer<O> {
         self.append(run_start, &p.outputs[from..o])
     }
 
-    /// Appends the outputs of the items from `start` on, in records of at most
-    /// [`RECORD_BYTES`].
+    /// Appends the outputs of the items from `start` on, in records of about
+    /// [`RECORD_BYTES`] at most.
     fn append(&mut self, start: usize, outputs: &[O]) -> Result<()> {
         let mut payload = std::mem::take(&mut self.payload);
-        let (mut first, mut at) = (start, 0);
-        for (i, o) in outputs.iter().enumerate() {
-            payload =
-                (self.codec.encode)(o, payload).map_err(|e| self.error(format!("cannot encode an output: {e}")))?;
-            if payload.len() >= RECORD_BYTES || i + 1 == outputs.len() {
-                self.file.append(first, i + 1 - at, &payload)?;
-                payload.clear();
-                first = start + i + 1;
-                at = i + 1;
-            }
+        let mut at = 0;
+        while at < outputs.len() {
+            let (k, bytes) = (self.codec.encode)(&outputs[at..], &mut payload)
+                .map_err(|e| self.error(format!("cannot encode an output: {e}")))?;
+            self.file.append(start + at, k, bytes)?;
+            at += k;
         }
         if payload.capacity() <= RECORD_BYTES * 2 {
             self.payload = payload;
@@ -315,14 +333,9 @@ impl<O> JournalLayer<O> {
     /// A journal record, decoded, as a batch.
     fn old(&mut self, r: &RecordAt) -> Result<BatchDone<O>> {
         let bytes = self.file.read(r)?;
-        let mut outputs = Vec::with_capacity(r.count);
-        let mut rest = &bytes[..];
-        for i in 0..r.count {
-            let (o, more) = (self.codec.decode)(rest)
-                .map_err(|e| self.error(format!("the output of item {} cannot be read back: {e}", r.start + i)))?;
-            outputs.push(o);
-            rest = more;
-        }
+        let outputs = (self.codec.decode)(&bytes, r.count).map_err(|e| {
+            self.error(format!("the outputs of items {}..{} cannot be read back: {e}", r.start, r.start + r.count))
+        })?;
         let b = BatchDone {
             seq: 0,
             start: r.start,
@@ -365,7 +378,7 @@ impl<O> JournalLayer<O> {
                 )],
             });
         }
-        self.file.sync_now()
+        self.file.sync_at_end()
     }
 
     /// The terminal returned `n` more items: how many of them ran in this job.
@@ -403,8 +416,51 @@ impl<O> JournalLayer<O> {
 
     /// The job is over (or dropped): what was appended goes to disk per the policy.
     pub(crate) fn finish(&mut self) {
-        if let Err(e) = self.file.sync_now() {
+        if let Err(e) = self.file.sync_at_end() {
             tracing::warn!(error = %e, "journal: the last records could not be synced");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes every output into records as `append` does; returns each record's count and
+    /// decoded outputs.
+    fn records<O: Serialize + DeserializeOwned + 'static>(outputs: &[O]) -> Vec<(usize, Vec<O>)> {
+        let mut buf = Vec::new();
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < outputs.len() {
+            let (k, bytes) = encode(&outputs[at..], &mut buf).unwrap();
+            assert!(k >= 1);
+            out.push((k, decode::<O>(bytes, k).unwrap()));
+            at += k;
+        }
+        out
+    }
+
+    #[test]
+    fn plain_numbers_are_their_own_bytes_and_round_trip() {
+        let v: Vec<u64> = (0..1000).map(|x| x * 0x1_0000_0001).collect();
+        let mut buf = Vec::new();
+        let (k, bytes) = encode(&v, &mut buf).unwrap();
+        assert_eq!((k, bytes.len()), (1000, 8000));
+        assert!(buf.is_empty(), "nothing copied");
+        assert_eq!(records(&v), vec![(1000, v.clone())]);
+        let f: Vec<f64> = vec![1.5, -0.0, f64::MAX];
+        assert_eq!(records(&f), vec![(3, f)]);
+    }
+
+    #[test]
+    fn other_values_round_trip_in_records_of_bounded_size() {
+        let v: Vec<(String, u64)> = (0..50).map(|x| (format!("item {x}"), x)).collect();
+        assert_eq!(records(&v), vec![(50, v.clone())]);
+        // Outputs of 20 MiB: a record ends at the first output past the bound.
+        let big: Vec<String> = (0..5).map(|x| char::from(b'a' + x).to_string().repeat(20 << 20)).collect();
+        let got = records(&big);
+        assert_eq!(got.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![4, 1]);
+        assert_eq!(got.into_iter().flat_map(|(_, o)| o).collect::<Vec<_>>(), big);
     }
 }

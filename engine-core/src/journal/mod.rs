@@ -36,16 +36,20 @@ pub struct Journal {
     pub(crate) discard_mismatched: bool,
 }
 
-/// When the journal's appends are forced to disk (`fsync`). Every record is written to the
-/// file as its batch comes back, whatever the policy, so a driver that crashes or is killed
-/// loses nothing it wrote: the policy only matters when the machine itself goes down (power,
-/// kernel), where the last unsynced records may be lost (and the torn one ignored).
+/// When the journal's appends are forced to disk (`fdatasync`). Every record is written to
+/// the file as its batch comes back, whatever the policy, so a driver that crashes or is
+/// killed loses nothing it wrote: the policy only matters when the machine itself goes down
+/// (power, kernel), where the records not synced yet may be lost (and the torn one ignored):
+/// a rerun runs those items again, it never returns a wrong result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalSync {
-    /// At most once per this interval, when a record is written, and at the end of the job
-    /// (the default: once a second).
+    /// At most once per this interval, when a record is written (the first one an interval
+    /// after the journal is opened), and at the end of the job on a thread of its own, so
+    /// that no job waits for the disk more than once per interval (the default: one second;
+    /// a job shorter than that never waits).
     Interval(Duration),
-    /// After every `n` records (a record is one run of consecutive outputs of a batch).
+    /// After every `n` records (a record is one run of consecutive outputs of a batch), after
+    /// a new journal's header, and at the end of the job, each before the job goes on.
     EveryRecords(u32),
     /// Never: the operating system writes the pages back when it likes.
     Never,
