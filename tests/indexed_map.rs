@@ -231,6 +231,57 @@ fn items_moved_out_of_a_vec_are_dropped_once_whatever_happens() {
     }
 }
 
+try_task!(
+    /// Gives its item back with the number doubled: an output of the item's layout, which
+    /// goes where the item was; fails at 777 (error) and 1500 (panic).
+    GiveBack = |x: (u64, Shared<()>)| -> (u64, Shared<()>) {
+        match x.0 {
+            777 => Err("seven seven seven".into()),
+            1500 => panic!("fifteen hundred"),
+            _ => Ok((2 * x.0, x.1)),
+        }
+    }
+);
+
+/// A `Vec`'s outputs of its items' layout are written into its own buffer (no second one),
+/// each where its item was, and every item and output is dropped once: after a success, an
+/// error or a panic, whatever the chunks.
+#[test]
+fn outputs_of_the_items_layout_go_into_the_vecs_own_buffer_and_drop_once() {
+    let token = Shared::new(());
+    for workers in [2, 4] {
+        let e = threads(workers);
+        for chunk in [1, 10, 64, 700, 5000] {
+            let items = |range: std::ops::Range<u64>| range.map(|i| (i, token.clone())).collect::<Vec<_>>();
+            let b = Batching::ChunkSize(chunk);
+            let v = items(0..700);
+            let at = v.as_ptr() as usize;
+            let (by_index, out) = split(|| e.map(GiveBack, v).batched(b).run().unwrap());
+            assert!(by_index);
+            assert_eq!(out.as_ptr() as usize, at, "chunk {chunk}: the outputs are in the input's buffer");
+            assert!(out.iter().enumerate().all(|(i, (y, _))| *y == 2 * i as u64), "chunk {chunk}");
+            assert_eq!(token.handle_count(), 701, "chunk {chunk}: one handle per output");
+            drop(out);
+            assert_eq!(token.handle_count(), 1, "chunk {chunk}: outputs leaked");
+            let err = e.map(GiveBack, items(0..3000)).batched(b).run().unwrap_err();
+            assert!(matches!(err.item_index(), Some(777 | 1500)), "{err}");
+            assert_eq!(token.handle_count(), 1, "chunk {chunk}: items or outputs leaked after an error");
+            let err = e.map(GiveBack, items(1000..3000)).batched(b).run().unwrap_err();
+            assert_eq!(err.to_string(), "item 500 panicked: fifteen hundred");
+            assert_eq!(token.handle_count(), 1, "chunk {chunk}: items or outputs leaked after a panic");
+        }
+    }
+    // Plain numbers too; an output of another layout gets a buffer of its own.
+    let e = threads(2);
+    let v: Vec<u64> = (0..100_000).collect();
+    let at = v.as_ptr() as usize;
+    let out = e.map(Double, v).run().unwrap();
+    assert_eq!(out.as_ptr() as usize, at);
+    assert!(out.iter().enumerate().all(|(i, y)| *y == 2 * i as u64));
+    let out = e.map(Pair, (0..1000u64).collect::<Vec<_>>()).run().unwrap();
+    assert_eq!(out[999], [999, 1000]);
+}
+
 static INITS: AtomicUsize = AtomicUsize::new(0);
 static THREADS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 

@@ -226,6 +226,29 @@ impl<T: Task, I: Iterator<Item = T::Item>> IndexedItems<'_, T, I> {
             o.live_from = o.live_from.max(end.min(o.len));
         }
     }
+
+    /// Drops the items not taken yet, now: before the buffer they lie in is freed, when it
+    /// was lent to the output ([`lend_buffer`](Self::lend_buffer)).
+    pub(crate) fn drop_untaken(&mut self) {
+        if let Src::Owned(o) = &mut self.src {
+            o.drop_untaken();
+        }
+    }
+
+    /// The buffer of a `Vec`'s items, for their outputs, when an output has the layout of
+    /// an item (see `Owned::lend`); `None` for other sources and layouts.
+    ///
+    /// # Safety
+    /// The `Vec` returned frees the items' buffer: it must outlive every use of these items
+    /// and be dropped only after [`drop_untaken`](Self::drop_untaken) (or the drop of these
+    /// items); output `i` may be written only once item `i` was taken (a claim's chunk).
+    pub(crate) unsafe fn lend_buffer<O>(&mut self) -> Option<Vec<O>> {
+        match &mut self.src {
+            // SAFETY: passed on from the caller.
+            Src::Owned(o) => unsafe { o.lend() },
+            _ => None,
+        }
+    }
 }
 
 // SAFETY: every kind of source may be read from several threads at once: a `Vec`'s items are
@@ -240,8 +263,9 @@ unsafe impl<T: Task, I> Send for IndexedItems<'_, T, I> {}
 /// A `Vec`'s items, moved out by index range; those never taken are dropped with it.
 struct Owned<X> {
     /// The allocation, with length 0: the items are owned by this struct, not the `Vec`,
-    /// which only frees the buffer when dropped.
-    _buf: Vec<X>,
+    /// which only frees the buffer when dropped; `None` once lent to the job's output
+    /// ([`Owned::lend`]), which frees it then.
+    buf: Option<Vec<X>>,
     /// `buf.as_mut_ptr()`, taken once: claims read through it while the owner holds `&self`.
     base: *mut X,
     len: usize,
@@ -255,7 +279,44 @@ impl<X> Owned<X> {
         let base = v.as_mut_ptr();
         // SAFETY: 0 <= len; the items stay initialised in the buffer, owned by `Owned`.
         unsafe { v.set_len(0) };
-        Owned { _buf: v, base, len, live_from: 0 }
+        Owned { buf: Some(v), base, len, live_from: 0 }
+    }
+
+    /// The allocation, as an empty `Vec<O>` of the same capacity, when an `O` has the layout
+    /// of an `X` (same size, same alignment, not zero-sized): the outputs are then written
+    /// where the items were, each once its item was moved out, and no second buffer is
+    /// allocated (std's `vec.into_iter().map(f).collect()` does the same).
+    ///
+    /// # Safety
+    /// The `Vec` returned frees the allocation: it must be dropped only after this `Owned`
+    /// has dropped the items it still owns (then dropping it drops nothing more), and slot
+    /// `i` may be written only once item `i` was taken.
+    unsafe fn lend<O>(&mut self) -> Option<Vec<O>> {
+        let same = std::mem::size_of::<O>() == std::mem::size_of::<X>()
+            && std::mem::align_of::<O>() == std::mem::align_of::<X>()
+            && std::mem::size_of::<X>() != 0;
+        if !same {
+            return None;
+        }
+        let buf = self.buf.take()?;
+        let capacity = buf.capacity();
+        std::mem::forget(buf);
+        // SAFETY: `base` was allocated by a `Vec<X>` of this capacity; an `O` has the size and
+        // alignment of an `X`, so the same capacity of `O`s is the same layout and the `Vec<O>`
+        // frees it as it was allocated. Its length is 0: it owns no item yet. The `Vec<X>`
+        // was forgotten (its length was 0: nothing leaks), so only the new one frees it.
+        Some(unsafe { Vec::from_raw_parts(self.base as *mut O, 0, capacity) })
+    }
+
+    /// Drops the items still owned now (none, once every chunk was taken).
+    fn drop_untaken(&mut self) {
+        let from = self.live_from.min(self.len);
+        self.live_from = self.len;
+        // SAFETY: items `from..len` were never taken (`forget_taken`), so they are still
+        // initialised and owned here; `live_from` moves past them, so they are dropped once.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.base.add(from), self.len - from));
+        }
     }
 
     /// Moves items `r` out.
@@ -274,12 +335,8 @@ impl<X> Owned<X> {
 
 impl<X> Drop for Owned<X> {
     fn drop(&mut self) {
-        let from = self.live_from.min(self.len);
-        // SAFETY: items `from..len` were never taken (`forget_taken`), so they are still
-        // initialised and owned here; the buffer itself is freed by the `Vec` (length 0).
-        unsafe {
-            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.base.add(from), self.len - from));
-        }
+        // The buffer itself is freed by the `Vec` (length 0), or by the output it was lent to.
+        self.drop_untaken();
     }
 }
 

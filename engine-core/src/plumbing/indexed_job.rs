@@ -25,6 +25,8 @@ use std::time::Instant;
 /// stats (reported as it ends, from the worker's thread); a failure stops the other workers
 /// at their next chunk.
 pub struct IndexedJob<'a, T: Task, I: Iterator<Item = T::Item>> {
+    // `items` before `out`: fields drop in this order, and the items still owned must be
+    // dropped before `out` frees the buffer they may lie in (lent to it).
     items: IndexedItems<'a, T, I>,
     out: ChunkedOutput<T::Output>,
     init: Arc<T::Init>,
@@ -94,9 +96,16 @@ impl<'a, T: Task, I: Iterator<Item = T::Item>> IndexedJob<'a, T, I> {
         options: WorkerOptions,
         report: Arc<ChunkReport>,
     ) -> Self {
+        let mut items = items;
+        // A `Vec`'s outputs go where its items were, when they have the same layout: no
+        // second buffer, no fresh pages to fault in (rayon allocates one).
+        // SAFETY: the buffer goes to `out`, which is dropped after `items` (field order) and
+        // after `drop_untaken` in `finish`; a claim's worker writes output `i` after taking
+        // item `i` (`IndexedItems::run_chunk` feeds `Claim::fill` one item at a time).
+        let buf = unsafe { items.lend_buffer::<T::Output>() };
         let out = match chunks {
-            Chunks::Size(size) => ChunkedOutput::new(items.len(), size),
-            Chunks::Even(k) => ChunkedOutput::even(items.len(), k),
+            Chunks::Size(size) => ChunkedOutput::new_in(items.len(), size, buf),
+            Chunks::Even(k) => ChunkedOutput::even_in(items.len(), k, buf),
         };
         let workers = workers.min(out.chunks()).max(1);
         IndexedJob {
@@ -167,8 +176,10 @@ impl<'a, T: Task, I: Iterator<Item = T::Item>> IndexedJob<'a, T, I> {
         if let Some(e) = self.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
-        // Every claimed chunk's items were taken; the rest (none, when all is well) stay owned.
+        // Every claimed chunk's items were taken; the rest (none, when all is well) are
+        // dropped before the output, which may own their buffer, can be.
         self.items.forget_taken(self.out.claimed_end());
+        self.items.drop_untaken();
         let out = std::mem::replace(&mut self.out, ChunkedOutput::new(0, 1));
         let outputs = out.into_vec().ok_or_else(|| Error::Backend {
             backend: self.backend,

@@ -28,27 +28,48 @@ unsafe impl<O: Send> Sync for ChunkedOutput<O> {}
 unsafe impl<O: Send> Send for ChunkedOutput<O> {}
 
 /// One chunk of slots, claimed by one worker.
+///
+/// The slots are reached through a raw pointer, never a `&mut` slice: when the output is
+/// written into the input's own buffer ([`ChunkedOutput::new_in`]), the chunk's items are
+/// read through another pointer into the same memory while its outputs are written, and a
+/// `&mut` over the whole chunk would claim it was the only way in.
 pub struct Claim<'a, O> {
     start: usize,
-    slots: &'a mut [MaybeUninit<O>],
+    slots: *mut MaybeUninit<O>,
+    len: usize,
     done: &'a AtomicBool,
+    _slots: std::marker::PhantomData<&'a mut [MaybeUninit<O>]>,
 }
 
 impl<O> ChunkedOutput<O> {
     /// Slots for `n` outputs in chunks of `chunk` (at least 1).
     pub fn new(n: usize, chunk: usize) -> Self {
-        let chunk = chunk.max(1);
-        Self::with_layout(n, Some(chunk), n.div_ceil(chunk))
+        Self::new_in(n, chunk, None)
     }
 
     /// Slots for `n` outputs in `chunks` chunks (at least 1, at most `n`) whose sizes differ
     /// by at most one, as [`Batching::Batches`](crate::Batching::Batches) cuts batches.
     pub fn even(n: usize, chunks: usize) -> Self {
-        Self::with_layout(n, None, chunks.clamp(1, n.max(1)).min(n))
+        Self::even_in(n, chunks, None)
     }
 
-    fn with_layout(n: usize, chunk: Option<usize>, chunks: usize) -> Self {
-        let mut buf = Vec::with_capacity(n);
+    /// [`new`](Self::new), in `buf` (empty, of a capacity of `n` at least) if given: the
+    /// outputs of a `Vec`'s items written into the `Vec`'s own buffer.
+    pub(crate) fn new_in(n: usize, chunk: usize, buf: Option<Vec<O>>) -> Self {
+        let chunk = chunk.max(1);
+        Self::with_layout(n, Some(chunk), n.div_ceil(chunk), buf)
+    }
+
+    /// [`even`](Self::even), in `buf` if given (see [`new_in`](Self::new_in)).
+    pub(crate) fn even_in(n: usize, chunks: usize, buf: Option<Vec<O>>) -> Self {
+        Self::with_layout(n, None, chunks.clamp(1, n.max(1)).min(n), buf)
+    }
+
+    fn with_layout(n: usize, chunk: Option<usize>, chunks: usize, buf: Option<Vec<O>>) -> Self {
+        let mut buf = match buf {
+            Some(b) if b.is_empty() && b.capacity() >= n => b,
+            _ => Vec::with_capacity(n),
+        };
         let base = buf.as_mut_ptr();
         ChunkedOutput {
             buf,
@@ -87,11 +108,10 @@ impl<O> ChunkedOutput<O> {
             return None;
         }
         let Range { start, end } = self.bounds(c);
-        // SAFETY: chunk `c` is handed out once, so `start..end` is borrowed by this claim only;
-        // it lies within the buffer's capacity (`n`), and `MaybeUninit` needs no init.
-        let slots =
-            unsafe { std::slice::from_raw_parts_mut((self.base as *mut MaybeUninit<O>).add(start), end - start) };
-        Some(Claim { start, slots, done: &self.done[c] })
+        // SAFETY: `start <= n`, within the buffer's capacity: the pointer stays in bounds.
+        // Chunk `c` is handed out once, so `start..end` is written through this claim only.
+        let slots = unsafe { (self.base as *mut MaybeUninit<O>).add(start) };
+        Some(Claim { start, slots, len: end - start, done: &self.done[c], _slots: std::marker::PhantomData })
     }
 
     /// End of the claimed prefix of the items: chunks are claimed in order, so items
@@ -139,7 +159,7 @@ impl<O> Drop for ChunkedOutput<O> {
 impl<O> Claim<'_, O> {
     /// Index range (in the input) of this chunk.
     pub fn range(&self) -> Range<usize> {
-        self.start..self.start + self.slots.len()
+        self.start..self.start + self.len
     }
 
     /// Fills the chunk from `outputs`, in order. It must yield exactly one output per slot
@@ -147,9 +167,13 @@ impl<O> Claim<'_, O> {
     /// `outputs` leaves no output behind (those written are dropped). Unless the chunk is
     /// filled, `written` tells how many outputs came before the end or the panic, that is the
     /// offset of the item that stopped it.
+    ///
+    /// Each output is written once the iterator has given it, so an iterator reading its item
+    /// from the slot the output goes to (a `Vec`'s items, in place) has read it by then.
     pub fn fill(self, outputs: impl Iterator<Item = O>, written: &Cell<usize>) -> bool {
         struct Guard<'g, O> {
-            slots: &'g mut [MaybeUninit<O>],
+            slots: *mut MaybeUninit<O>,
+            len: usize,
             written: usize,
             report: &'g Cell<usize>,
         }
@@ -158,21 +182,23 @@ impl<O> Claim<'_, O> {
                 // Reported here (also while unwinding), not per item: a store per item would
                 // put a memory dependency in the hot loop.
                 self.report.set(self.written);
-                for s in &mut self.slots[..self.written] {
-                    // SAFETY: the first `written` slots were initialised by `fill`.
-                    unsafe { s.assume_init_drop() };
-                }
+                // SAFETY: the first `written` slots were initialised by `fill` and are owned by
+                // this unfilled chunk alone.
+                unsafe {
+                    std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.slots as *mut O, self.written))
+                };
             }
         }
-        let mut g = Guard { slots: self.slots, written: 0, report: written };
+        let mut g = Guard { slots: self.slots, len: self.len, written: 0, report: written };
         for o in outputs {
-            if g.written == g.slots.len() {
+            if g.written == g.len {
                 return false;
             }
-            g.slots[g.written].write(o);
+            // SAFETY: `written < len`: a slot of this claim's chunk, which no one else writes.
+            unsafe { g.slots.add(g.written).write(MaybeUninit::new(o)) };
             g.written += 1;
         }
-        if g.written != g.slots.len() {
+        if g.written != g.len {
             return false;
         }
         std::mem::forget(g);
