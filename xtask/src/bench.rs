@@ -17,8 +17,11 @@ struct Pair {
     ours: &'static str,
     /// The baseline's function in the group.
     baseline: &'static str,
-    /// The least `baseline time / our time` we aim at.
+    /// The least `baseline time / our time` we aim at; for a [`Pair::bytes`] row, the least
+    /// throughput in GB/s.
     goal: f64,
+    /// Bytes one measurement writes: the row's goal is then a throughput.
+    bytes: Option<f64>,
 }
 
 /// Every ratio `cargo xtask bench` prints, in order.
@@ -29,14 +32,23 @@ const PAIRS: &[Pair] = &[
         ours: "engine_vec",
         baseline: "rayon_vec",
         goal: 0.8,
+        bytes: None,
     },
-    Pair { work: "threads map(vec), 1M", group: "tiny_items_1M", ours: "engine_vec", baseline: "rayon_vec", goal: 0.8 },
+    Pair {
+        work: "threads map(vec), 1M",
+        group: "tiny_items_1M",
+        ours: "engine_vec",
+        baseline: "rayon_vec",
+        goal: 0.8,
+        bytes: None,
+    },
     Pair {
         work: "threads map(0..n), 100k",
         group: "tiny_items_100k",
         ours: "engine_range",
         baseline: "rayon_range",
         goal: 0.8,
+        bytes: None,
     },
     Pair {
         work: "threads map(0..n), 1M",
@@ -44,6 +56,7 @@ const PAIRS: &[Pair] = &[
         ours: "engine_range",
         baseline: "rayon_range",
         goal: 0.8,
+        bytes: None,
     },
     Pair {
         work: "threads map(iter().copied()), 1M",
@@ -51,6 +64,7 @@ const PAIRS: &[Pair] = &[
         ours: "engine_copied",
         baseline: "rayon_copied",
         goal: 0.8,
+        bytes: None,
     },
     Pair {
         work: "threads map(from_fn) vs par_bridge, 1M",
@@ -58,6 +72,7 @@ const PAIRS: &[Pair] = &[
         ours: "engine_from_fn",
         baseline: "rayon_par_bridge",
         goal: 0.5,
+        bytes: None,
     },
     Pair {
         work: "first job of a fresh engine, 100k",
@@ -65,6 +80,7 @@ const PAIRS: &[Pair] = &[
         ours: "engine_fresh",
         baseline: "rayon_fresh_pool",
         goal: 0.5,
+        bytes: None,
     },
     Pair {
         work: "process Auto, 1M",
@@ -72,15 +88,21 @@ const PAIRS: &[Pair] = &[
         ours: "process_auto",
         baseline: "rayon_into_par_iter",
         goal: 0.25,
+        bytes: None,
     },
     Pair {
-        work: "1 GiB share written vs fs::write",
+        work: "1 GiB share written (streamed put)",
         group: "share_write_1GiB",
         ours: "streamed_put",
         baseline: "fs_write",
-        goal: 0.0,
+        goal: 1.0,
+        bytes: Some(SHARE_FILE_BYTES),
     },
 ];
+
+/// The size of the 1 GiB table's IPC file in `benches/share_write.rs` (two f64 columns of
+/// 2^26 rows, plus about 1 KiB of IPC framing).
+const SHARE_FILE_BYTES: f64 = (1u64 << 30) as f64;
 
 /// The criterion benches the table reads, with their features.
 const CRITERION: &[(&str, &[&str])] =
@@ -106,15 +128,35 @@ fn measured(criterion: &Path, group: &str, function: &str) -> Option<f64> {
 
 /// The ratio table: one row per [`PAIRS`] entry found under `criterion`.
 fn table(criterion: &Path) -> String {
-    let mut out = format!("{:<42} {:>12} {:>12} {:>16} {:>6}\n", "work", "ours", "baseline", "baseline / ours", "goal");
+    let mut out = format!(
+        "{:<42} {:>22} {:>22} {:>16} {:>10} {:>4}\n",
+        "work", "ours", "baseline", "baseline / ours", "goal", "met"
+    );
     for p in PAIRS {
         let (ours, base) = (measured(criterion, p.group, p.ours), measured(criterion, p.group, p.baseline));
-        let (o, b, r) = match (ours, base) {
-            (Some(o), Some(b)) => (human(o), human(b), format!("{:.2}", b / o)),
-            (o, b) => (o.map(human).unwrap_or("-".into()), b.map(human).unwrap_or("-".into()), "-".into()),
+        // A throughput row shows GB/s next to the time, and its goal is one.
+        let show = |ns: f64| match p.bytes {
+            Some(bytes) => format!("{} ({:.2} GB/s)", human(ns), bytes / ns),
+            None => human(ns),
         };
-        let goal = if p.goal > 0.0 { format!("{:.2}", p.goal) } else { "-".into() };
-        out.push_str(&format!("{:<42} {o:>12} {b:>12} {r:>16} {goal:>6}\n", p.work));
+        let (o, b, r) = match (ours, base) {
+            (Some(o), Some(b)) => (show(o), show(b), format!("{:.2}", b / o)),
+            (o, b) => (o.map(show).unwrap_or("-".into()), b.map(show).unwrap_or("-".into()), "-".into()),
+        };
+        let (goal, met) = match (p.bytes, ours, base) {
+            (Some(bytes), Some(o), _) => (format!(">={:.2} GB/s", p.goal), bytes / o >= p.goal),
+            (Some(_), None, _) => (format!(">={:.2} GB/s", p.goal), false),
+            (None, Some(o), Some(b)) => (format!(">={:.2}", p.goal), b / o >= p.goal),
+            (None, _, _) => (format!(">={:.2}", p.goal), false),
+        };
+        let met = if ours.is_none() {
+            "-"
+        } else if met {
+            "yes"
+        } else {
+            "no"
+        };
+        out.push_str(&format!("{:<42} {o:>22} {b:>22} {r:>16} {goal:>10} {met:>4}\n", p.work));
     }
     out
 }
@@ -215,7 +257,9 @@ mod tests {
         let row = |work: &str| t.lines().find(|l| l.starts_with(work)).unwrap_or_default().to_string();
         let range = row("threads map(0..n), 1M");
         assert!(range.contains("2.000 ms") && range.contains("1.000 ms") && range.contains(" 0.50 "), "{t}");
-        assert!(row("1 GiB share written").contains(" 0.25 "), "{t}");
+        let share = row("1 GiB share written");
+        assert!(share.contains(" 0.25 ") && share.contains("(0.27 GB/s)") && share.ends_with(" no"), "{t}");
+        assert!(range.ends_with(" no"), "0.50 is below the goal of 0.8: {t}");
         // Not measured: dashes, never a made-up figure.
         assert!(row("process Auto, 1M").contains(" - "), "{t}");
         let _ = std::fs::remove_dir_all(&root);
