@@ -146,7 +146,9 @@ fn init_runs_once_per_worker_and_gives_state() {
     INITS.store(0, Ordering::SeqCst);
     let out = e.map(WithInit, 0..300u64).init(1).batched(Batching::None).run().unwrap();
     assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), (1..301).collect::<Vec<_>>());
-    assert_eq!(INITS.load(Ordering::SeqCst), 3, "one init per worker");
+    // One init per worker that got items: a worker that finds every chunk of a short job
+    // claimed never starts.
+    assert!((1..=3).contains(&INITS.load(Ordering::SeqCst)), "one init per worker at most");
     let threads_used: HashSet<_> = out.iter().map(|o| o.1.clone()).collect();
     assert!(threads_used.len() <= 3, "max_workers is respected: {threads_used:?}");
     // Missing init argument.

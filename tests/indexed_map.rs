@@ -300,11 +300,16 @@ impl Task for Counted {
         Ok(())
     }
     fn run(x: u64, _: &(), _: &mut ()) -> Result<u64, BoxError> {
+        // 10,000 items of 20 µs: long enough for every worker of the job to get chunks.
+        std::thread::sleep(std::time::Duration::from_micros(20));
         Ok(x)
     }
 }
 register_task!(Counted);
 
+/// A worker starts (`init`) on its own thread when it claims its first chunk: every worker of
+/// a long job, never more than the cap; a worker that finds every chunk claimed (a short job,
+/// the pool's threads not woken in time) never starts.
 #[test]
 fn each_worker_inits_once_on_its_own_thread_and_the_worker_cap_holds() {
     let e = threads(3);
@@ -331,10 +336,10 @@ fn each_worker_inits_once_on_its_own_thread_and_the_worker_cap_holds() {
             assert_eq!(distinct.len(), names.len(), "job {k}: one init per worker thread: {names:?}");
         }
     }
-    // Fewer chunks than workers: only as many workers start.
+    // Fewer chunks than workers: at most as many workers start.
     INITS.store(0, Ordering::SeqCst);
     e.map(Counted, vec![1u64, 2]).run().unwrap();
-    assert_eq!(INITS.load(Ordering::SeqCst), 2);
+    assert!((1..=2).contains(&INITS.load(Ordering::SeqCst)));
 }
 
 /// Fails in `init` on every worker; its items hold a `Shared` to count them.

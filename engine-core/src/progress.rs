@@ -68,7 +68,12 @@ impl Tracker {
             Ok("always") => ProgressBar::Always,
             _ => config.bar,
         };
-        let bar_mode = if std::io::stderr().is_terminal() { bar_mode } else { ProgressBar::Never };
+        // Asked only when a bar may be drawn: `isatty` is a system call per job.
+        let bar_mode = if bar_mode != ProgressBar::Never && std::io::stderr().is_terminal() {
+            bar_mode
+        } else {
+            ProgressBar::Never
+        };
         let every = config.log_every_percent.filter(|p| *p > 0 && total.is_some());
         Tracker {
             total,
@@ -80,6 +85,12 @@ impl Tracker {
             started: Instant::now(),
             backend,
         }
+    }
+
+    /// Whether advancing shows anything (a log line every so many percent, or a bar): if
+    /// not, advances can be told in bulk at the end.
+    pub(crate) fn is_live(&self) -> bool {
+        self.every.is_some() || self.bar_mode != ProgressBar::Never
     }
 
     pub(crate) fn advance(&mut self, n: usize) {

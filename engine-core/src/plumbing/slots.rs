@@ -114,6 +114,11 @@ impl<O> ChunkedOutput<O> {
         Some(Claim { start, slots, len: end - start, done: &self.done[c], _slots: std::marker::PhantomData })
     }
 
+    /// Whether a chunk is left to claim (another thread may claim it first).
+    pub fn has_unclaimed(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed) && self.next.load(Ordering::Relaxed) < self.done.len()
+    }
+
     /// End of the claimed prefix of the items: chunks are claimed in order, so items
     /// `0..claimed_end()` belong to chunks that were handed out.
     pub fn claimed_end(&self) -> usize {
