@@ -114,9 +114,12 @@ fn main() {
         "    run  {:>9} {:>11} {:>11}   {:>9} {:>11} {:>11}   {:>9} {:>11}",
         "auto", "driver", "tree", "chunk:1e4", "driver", "tree", "time", "driver"
     );
+    let (mut worst_driver, mut worst_ratio) = (0u64, 0f64);
     for r in 1..=runs {
         let a = run_child("auto");
         let c = run_child("chunk");
+        worst_driver = worst_driver.max(a.driver_kib);
+        worst_ratio = worst_ratio.max(a.time.as_secs_f64() / c.time.as_secs_f64());
         println!(
             "    {r:>3}  {:>8.2?} {:>7.1} MiB {:>7.1} MiB   {:>8.2?} {:>7.1} MiB {:>7.1} MiB   {:>8.2}x {:>10.2}x",
             a.time,
@@ -130,4 +133,11 @@ fn main() {
         );
     }
     println!("    (ratios: auto ÷ chunk:10000, time and driver peak RSS)");
+    // For `cargo xtask bench`'s table: the worst run of `Auto`.
+    let dir = std::env::var("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| "target".into());
+    let dir = dir.join("adpe-bench");
+    let text = format!("driver_peak_mib {:.1}\ntime_vs_chunk {:.3}\n", mib(worst_driver), worst_ratio);
+    if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("stream_memory"), text)).is_err() {
+        eprintln!("cannot write {}", dir.join("stream_memory").display());
+    }
 }

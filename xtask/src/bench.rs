@@ -161,6 +161,26 @@ fn table(criterion: &Path) -> String {
     out
 }
 
+/// The row of `benches/stream_memory.rs` (which writes its worst `Auto` run to `file`): the
+/// driver's peak RSS of a 10M-item process stream (goal: 64 MiB at most), and its time against
+/// `ChunkSize(10_000)` in the same run.
+fn stream_row(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let field = |k: &str| -> Option<f64> { text.lines().find_map(|l| l.strip_prefix(k)?.trim().parse().ok()) };
+    match (field("driver_peak_mib "), field("time_vs_chunk ")) {
+        (Some(mib), Some(ratio)) => format!(
+            "{:<42} {:>22} {:>22} {:>16} {:>10} {:>4}\n",
+            "10M-item process stream, driver peak RSS",
+            format!("{mib:.1} MiB"),
+            "ChunkSize(10_000)",
+            format!("time {ratio:.2}x"),
+            "<=64 MiB",
+            if mib <= 64.0 { "yes" } else { "no" }
+        ),
+        _ => format!("{:<42} {:>22}\n", "10M-item process stream, driver peak RSS", "-"),
+    }
+}
+
 /// The mean point estimate (ns) of one criterion measurement, read from its `estimates.json`.
 fn mean_ns(dir: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(dir.join("new").join("estimates.json")).ok()?;
@@ -227,6 +247,7 @@ pub fn bench(extra: &[String]) -> ExitCode {
     }
     println!("\nratios, each against its baseline in the same run (rayon, fs::write):");
     print!("{}", table(&criterion));
+    print!("{}", stream_row(&target.join("adpe-bench").join("stream_memory")));
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -262,6 +283,10 @@ mod tests {
         assert!(range.ends_with(" no"), "0.50 is below the goal of 0.8: {t}");
         // Not measured: dashes, never a made-up figure.
         assert!(row("process Auto, 1M").contains(" - "), "{t}");
+        std::fs::write(root.join("stream"), "driver_peak_mib 14.5\ntime_vs_chunk 1.020\n").unwrap();
+        let s = stream_row(&root.join("stream"));
+        assert!(s.contains("14.5 MiB") && s.contains("time 1.02x") && s.trim_end().ends_with("yes"), "{s}");
+        assert!(stream_row(&root.join("missing")).trim_end().ends_with('-'));
         let _ = std::fs::remove_dir_all(&root);
     }
 }
