@@ -26,6 +26,10 @@ pub struct ChunkedOutput<O> {
 unsafe impl<O: Send> Sync for ChunkedOutput<O> {}
 // SAFETY: it owns its outputs like a `Vec<O>` does.
 unsafe impl<O: Send> Send for ChunkedOutput<O> {}
+// SAFETY: a claim is the one way to its chunk's slots, as a `&mut [MaybeUninit<O>]` would be
+// (which is `Send` for `O: Send`); its raw pointer is only there so that items read from the
+// same memory are not behind a `&mut`.
+unsafe impl<O: Send> Send for Claim<'_, O> {}
 
 /// One chunk of slots, claimed by one worker.
 ///
@@ -68,7 +72,14 @@ impl<O> ChunkedOutput<O> {
     fn with_layout(n: usize, chunk: Option<usize>, chunks: usize, buf: Option<Vec<O>>) -> Self {
         let mut buf = match buf {
             Some(b) if b.is_empty() && b.capacity() >= n => b,
-            _ => Vec::with_capacity(n),
+            Some(b) => {
+                // Never freed here: a lent buffer still holds the items it was lent by (a
+                // leak, never a use after free). `IndexedItems` lends the `Vec`'s own
+                // capacity, which always fits.
+                std::mem::forget(b);
+                Vec::with_capacity(n)
+            }
+            None => Vec::with_capacity(n),
         };
         let base = buf.as_mut_ptr();
         ChunkedOutput {
