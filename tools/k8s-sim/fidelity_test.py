@@ -269,7 +269,10 @@ def test_job_runs_and_completes(k: Kubectl, sim: Simulator) -> None:
 
 def test_foreground_delete_waits_for_pods(k: Kubectl, sim: Simulator) -> None:
     name, marker = "sleeper", marker_seconds()
-    script = f"trap 'sleep 1; exit 0' TERM; sleep {marker} & wait"
+    # The pods outlive their SIGTERM by 5 s, so that the job under foreground deletion is
+    # still there when kubectl looks (with 1 s, a loaded CI machine's kubectl calls took
+    # longer than that and found the job already gone).
+    script = f"trap 'sleep 5; exit 0' TERM; sleep {marker} & wait"
     k.run("create", "-f", "-", stdin=job_yaml(name, script))
     wait_until(lambda: [p for p in pods_of(k, name) if p["status"].get("phase") == "Running"] == pods_of(k, name)
                and len(pods_of(k, name)) == 2, 10, "2 running sleeper pods")
