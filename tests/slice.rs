@@ -88,11 +88,15 @@ impl Task for Counted {
         Ok(())
     }
     fn run(x: u64, _: &(), _: &mut ()) -> Result<u64, BoxError> {
+        // 10,000 items of 20 µs: long enough for every worker of the job to get chunks.
+        std::thread::sleep(std::time::Duration::from_micros(20));
         Ok(x)
     }
 }
 register_task!(Counted);
 
+/// A worker starts (`init`) when it claims its first chunk: every worker of a long job, at
+/// most one per chunk of a short one.
 #[test]
 fn slice_jobs_init_each_worker_once() {
     let e = threads(3);
@@ -100,10 +104,10 @@ fn slice_jobs_init_each_worker_once() {
     let input: Vec<u64> = (0..10_000).collect();
     assert_eq!(e.map_slice(Counted, &input[..]).batched(Batching::None).run().unwrap(), input);
     assert_eq!(INITS.load(Ordering::SeqCst), 3);
-    // Fewer chunks than workers: only as many workers start.
+    // Fewer chunks than workers: at most as many workers start.
     INITS.store(0, Ordering::SeqCst);
     e.map_slice(Counted, &input[..2]).run().unwrap();
-    assert_eq!(INITS.load(Ordering::SeqCst), 2);
+    assert!((1..=2).contains(&INITS.load(Ordering::SeqCst)));
 }
 
 #[test]
