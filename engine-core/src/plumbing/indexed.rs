@@ -170,7 +170,13 @@ where
     pub(crate) fn slice(slice: &'a [T::Item]) -> Self {
         IndexedItems {
             len: slice.len(),
-            src: Src::Slice { slice, run: |w, claim, items| w.run_chunk(claim, items.iter().cloned()) },
+            src: Src::Slice {
+                slice,
+                run: |w, claim, items| {
+                    // SAFETY: a slice iterator's size hint is exact.
+                    unsafe { w.run_exact_chunk(claim, items.iter().cloned()) }
+                },
+            },
         }
     }
 }
@@ -200,8 +206,22 @@ impl<T: Task, I: Iterator<Item = T::Item>> IndexedItems<'_, T, I> {
                 // SAFETY: `claim` is the only claim of `r` (`ChunkedOutput::claim` hands out
                 // each chunk once), and the owner of these items is told which were taken
                 // (`forget_taken`) before it drops the rest.
-                let items = unsafe { o.take(r) };
-                worker.run_chunk(claim, items)
+                let mut items = unsafe { o.take(r) };
+                if items.len() < claim.len() {
+                    return worker.run_chunk(claim, items);
+                }
+                // Outputs written where the items were (a lent buffer): each item is read
+                // from the slot its output goes to, so the loop sees one pointer.
+                let in_place = std::ptr::eq(claim.first_slot().cast::<T::Item>(), items.ptr)
+                    && std::mem::size_of::<T::Output>() == std::mem::size_of::<T::Item>();
+                worker.run_chunk_with(claim, |slot| {
+                    // SAFETY: called once per slot, `claim.len()` times at most, and `items`
+                    // holds that many (checked above): `take_next` reads each once. In place,
+                    // `slot` is the address `items.ptr` holds (both start at the chunk's first
+                    // item and step by one element of the same size), read as an item before
+                    // the output is written there.
+                    Some(unsafe { items.take_next(in_place.then_some(slot as *const T::Item)) })
+                })
             }
             Src::Seek { iter, dup } => {
                 // SAFETY: `dup` was stored by `recognize` for exactly this `I`.
@@ -213,7 +233,10 @@ impl<T: Task, I: Iterator<Item = T::Item>> IndexedItems<'_, T, I> {
                 if r.start > 0 {
                     let _ = it.nth(r.start - 1);
                 }
-                worker.run_chunk(claim, it.take(r.len()).map(|(x, _)| x))
+                // SAFETY: `I` is one of the std iterators `recognize` accepts (ranges of
+                // integers, `Copied`/`Cloned` slice iterators), all `TrustedLen` in std, as
+                // are `Zip`, `Take` and `Map` of them: their size hints are exact.
+                unsafe { worker.run_exact_chunk(claim, it.take(r.len()).map(|(x, _)| x)) }
             }
             Src::Slice { slice, run } => run(worker, claim, &slice[r]),
         }
@@ -348,6 +371,30 @@ struct OwnedChunk<'o, X> {
     _items: PhantomData<&'o Owned<X>>,
 }
 
+impl<X> OwnedChunk<'_, X> {
+    /// Items left.
+    fn len(&self) -> usize {
+        // SAFETY: both pointers are within (or one past) the same allocation, `ptr <= end`.
+        unsafe { self.end.offset_from(self.ptr) as usize }
+    }
+
+    /// Moves the next item out, read from `at` if given (the address `ptr` holds, reached
+    /// another way), without checking the end.
+    ///
+    /// # Safety
+    /// An item must be left, and `at`, if given, must be the address `ptr` holds.
+    #[inline]
+    unsafe fn take_next(&mut self, at: Option<*const X>) -> X {
+        // SAFETY: the caller's promises: `ptr` (or `at`, the same address) is an item of this
+        // chunk, initialised and not read yet; `ptr` moves past it, so it is read once.
+        unsafe {
+            let x = std::ptr::read(at.unwrap_or(self.ptr));
+            self.ptr = self.ptr.add(1);
+            x
+        }
+    }
+}
+
 impl<X> Iterator for OwnedChunk<'_, X> {
     type Item = X;
 
@@ -366,9 +413,7 @@ impl<X> Iterator for OwnedChunk<'_, X> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        // SAFETY: both pointers are within (or one past) the same allocation, `ptr <= end`.
-        let n = unsafe { self.end.offset_from(self.ptr) } as usize;
-        (n, Some(n))
+        (self.len(), Some(self.len()))
     }
 }
 

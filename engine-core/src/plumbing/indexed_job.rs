@@ -122,7 +122,7 @@ impl<'a, T: Task, I: Iterator<Item = T::Item>> IndexedJob<'a, T, I> {
         // second buffer, no fresh pages to fault in (rayon allocates one).
         // SAFETY: the buffer goes to `out`, which is dropped after `items` (field order) and
         // after `drop_untaken` in `finish`; a claim's worker writes output `i` after taking
-        // item `i` (`IndexedItems::run_chunk` feeds `Claim::fill` one item at a time).
+        // item `i` (`IndexedItems::run_chunk` feeds `Claim::fill_with` one item at a time).
         let buf = unsafe { items.lend_buffer::<T::Output>() };
         let out = match chunks {
             Chunks::Size(size) => ChunkedOutput::new_in(items.len(), size, buf),

@@ -147,7 +147,7 @@ impl<O> ChunkedOutput<O> {
         if !self.done.iter().all(|d| d.load(Ordering::Acquire)) {
             return None;
         }
-        // SAFETY: every chunk was filled (`Claim::fill` sets the flag only after writing every
+        // SAFETY: every chunk was filled (`Claim::fill_with` sets the flag only after writing every
         // slot of its chunk), so all `n` slots are initialised.
         unsafe { self.buf.set_len(self.n) };
         for d in self.done.iter() {
@@ -178,18 +178,20 @@ impl<O> Claim<'_, O> {
         self.start..self.start + self.len
     }
 
-    /// Fills the chunk from `outputs`, in order. It must yield exactly one output per slot
-    /// (else the chunk stays empty and this returns `false`); an early `None` or a panic in
-    /// `outputs` leaves no output behind (those written are dropped). Unless the chunk is
-    /// filled, `written` tells how many outputs came before the end or the panic, that is the
-    /// offset of the item that stopped it.
+    /// Fills the chunk with the outputs `next` gives, in order: it is called once per slot
+    /// (never more), with the address of the slot its output goes to (a `Vec`'s items, in
+    /// place, are read from there: the compiler then sees one pointer, not two that may
+    /// overlap, and vectorises), and the chunk stays empty when it returns `None` first (or panics), those
+    /// written being dropped. Unless the chunk is filled, `written` tells how many outputs
+    /// came before the `None` or the panic, that is the offset of the item that stopped it.
     ///
-    /// Each output is written once the iterator has given it, so an iterator reading its item
-    /// from the slot the output goes to (a `Vec`'s items, in place) has read it by then.
-    pub fn fill(self, outputs: impl Iterator<Item = O>, written: &Cell<usize>) -> bool {
+    /// A counted loop with one exit per output: when `next` cannot fail (an infallible task,
+    /// inlined, over items read by index) the compiler vectorises it. Each output is written
+    /// once `next` has given it, so a `next` reading its item from the slot the output goes to
+    /// (a `Vec`'s items, in place) has read it by then.
+    pub fn fill_with(self, mut next: impl FnMut(*const MaybeUninit<O>) -> Option<O>, written: &Cell<usize>) -> bool {
         struct Guard<'g, O> {
             slots: *mut MaybeUninit<O>,
-            len: usize,
             written: usize,
             report: &'g Cell<usize>,
         }
@@ -198,28 +200,40 @@ impl<O> Claim<'_, O> {
                 // Reported here (also while unwinding), not per item: a store per item would
                 // put a memory dependency in the hot loop.
                 self.report.set(self.written);
-                // SAFETY: the first `written` slots were initialised by `fill` and are owned by
-                // this unfilled chunk alone.
+                // SAFETY: the first `written` slots were initialised by `fill_with` and are
+                // owned by this unfilled chunk alone.
                 unsafe {
                     std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.slots as *mut O, self.written))
                 };
             }
         }
-        let mut g = Guard { slots: self.slots, len: self.len, written: 0, report: written };
-        for o in outputs {
-            if g.written == g.len {
-                return false;
-            }
-            // SAFETY: `written < len`: a slot of this claim's chunk, which no one else writes.
-            unsafe { g.slots.add(g.written).write(MaybeUninit::new(o)) };
-            g.written += 1;
-        }
-        if g.written != g.len {
-            return false;
+        let mut g = Guard { slots: self.slots, written: 0, report: written };
+        for i in 0..self.len {
+            // SAFETY: `i < len`: a slot of this claim's chunk, which no one else writes.
+            let slot = unsafe { g.slots.add(i) };
+            let Some(o) = next(slot) else { return false };
+            // SAFETY: as above.
+            unsafe { slot.write(MaybeUninit::new(o)) };
+            g.written = i + 1;
         }
         std::mem::forget(g);
         self.done.store(true, Ordering::Release);
         true
+    }
+
+    /// Address of the first slot.
+    pub(crate) fn first_slot(&self) -> *const MaybeUninit<O> {
+        self.slots
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the chunk has no slot (never: a claimed chunk has one at least).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -239,7 +253,8 @@ mod tests {
         assert_eq!(claims.iter().map(|c| c.range()).collect::<Vec<_>>(), vec![0..3, 3..6, 6..9, 9..10]);
         for c in claims.into_iter().rev() {
             let r = c.range();
-            assert!(c.fill(r.map(|i| i.to_string()), &Cell::new(0)));
+            let mut outputs = r.map(|i| i.to_string());
+            assert!(c.fill_with(|_| outputs.next(), &Cell::new(0)));
         }
         let v = out.into_vec().unwrap();
         assert_eq!(v, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
@@ -267,10 +282,12 @@ mod tests {
         let token = Arc::new(());
         let out = ChunkedOutput::<Arc<()>>::new(6, 2);
         let a = out.claim().unwrap();
-        assert!(a.fill(std::iter::repeat_n(token.clone(), 2), &Cell::new(0)));
+        let mut two = std::iter::repeat_n(token.clone(), 2);
+        assert!(a.fill_with(|_| two.next(), &Cell::new(0)));
         let b = out.claim().unwrap();
         let written = Cell::new(0);
-        assert!(!b.fill(std::iter::repeat_n(token.clone(), 1), &written), "too few outputs");
+        let mut one = std::iter::repeat_n(token.clone(), 1);
+        assert!(!b.fill_with(|_| one.next(), &written), "too few outputs");
         assert_eq!(written.get(), 1);
         out.stop();
         assert!(out.claim().is_none());

@@ -214,21 +214,54 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
     pub fn run_chunk(
         &mut self,
         claim: Claim<'_, T::Output>,
-        items: impl Iterator<Item = T::Item>,
+        mut items: impl Iterator<Item = T::Item>,
+    ) -> Result<(), ItemError> {
+        self.run_chunk_with(claim, |_| items.next())
+    }
+
+    /// [`run_chunk`](Self::run_chunk) for items known to be enough: the loop checks no
+    /// iterator's end, so that an infallible task over items read by index vectorises. A
+    /// short `items` is still an error, found before the first item runs.
+    ///
+    /// # Safety
+    /// `items.size_hint().0` must be a lower bound of what `items` yields (true of std's
+    /// `TrustedLen` iterators and of the crate's own chunk iterators).
+    pub unsafe fn run_exact_chunk(
+        &mut self,
+        claim: Claim<'_, T::Output>,
+        mut items: impl Iterator<Item = T::Item>,
+    ) -> Result<(), ItemError> {
+        if items.size_hint().0 < claim.len() {
+            return self.run_chunk(claim, items);
+        }
+        // SAFETY: `fill_with` calls this at most `claim.len()` times, and `items` yields that
+        // many at least (the caller's promise on its size hint, checked just above).
+        self.run_chunk_with(claim, |_| Some(unsafe { items.next().unwrap_unchecked() }))
+    }
+
+    /// [`run_chunk`](Self::run_chunk) with items from `next_item`, which is told the address
+    /// of the slot the item's output goes to (see [`Claim::fill_with`]).
+    pub(crate) fn run_chunk_with(
+        &mut self,
+        claim: Claim<'_, T::Output>,
+        mut next_item: impl FnMut(*const std::mem::MaybeUninit<T::Output>) -> Option<T::Item>,
     ) -> Result<(), ItemError> {
         let args = self.args.as_ref();
         let state = &mut self.state;
         let start = claim.range().start;
         let mut failure = None;
         let written = std::cell::Cell::new(0);
-        let outputs = items.map_while(|item| match T::run(item, args, state) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                failure = Some(e.to_string());
-                None
+        let next = |slot| {
+            let item = next_item(slot)?;
+            match T::run(item, args, state) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    None
+                }
             }
-        });
-        let filled = catch_unwind(AssertUnwindSafe(|| claim.fill(outputs, &written)));
+        };
+        let filled = catch_unwind(AssertUnwindSafe(|| claim.fill_with(next, &written)));
         let index = start.saturating_add(written.get());
         match filled {
             Ok(true) => Ok(()),
