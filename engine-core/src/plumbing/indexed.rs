@@ -173,8 +173,15 @@ where
             src: Src::Slice {
                 slice,
                 run: |w, claim, items| {
-                    // SAFETY: a slice iterator's size hint is exact.
-                    unsafe { w.run_exact_chunk(claim, items.iter().cloned()) }
+                    if items.len() < claim.len() {
+                        return w.run_chunk(claim, items.iter().cloned());
+                    }
+                    // By index, not through the slice's iterator, whose end check the
+                    // compiler keeps (and then does not vectorise).
+                    w.run_chunk_with(claim, |i, _| {
+                        // SAFETY: `i < claim.len() <= items.len()` (checked above).
+                        Some(unsafe { items.get_unchecked(i) }.clone())
+                    })
                 },
             },
         }
@@ -214,7 +221,7 @@ impl<T: Task, I: Iterator<Item = T::Item>> IndexedItems<'_, T, I> {
                 // from the slot its output goes to, so the loop sees one pointer.
                 let in_place = std::ptr::eq(claim.first_slot().cast::<T::Item>(), items.ptr)
                     && std::mem::size_of::<T::Output>() == std::mem::size_of::<T::Item>();
-                worker.run_chunk_with(claim, |slot| {
+                worker.run_chunk_with(claim, |_, slot| {
                     // SAFETY: called once per slot, `claim.len()` times at most, and `items`
                     // holds that many (checked above): `take_next` reads each once. In place,
                     // `slot` is the address `items.ptr` holds (both start at the chunk's first

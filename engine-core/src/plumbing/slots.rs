@@ -179,7 +179,7 @@ impl<O> Claim<'_, O> {
     }
 
     /// Fills the chunk with the outputs `next` gives, in order: it is called once per slot
-    /// (never more), with the address of the slot its output goes to (a `Vec`'s items, in
+    /// (never more), with the slot's offset in the chunk and its address (a `Vec`'s items, in
     /// place, are read from there: the compiler then sees one pointer, not two that may
     /// overlap, and vectorises), and the chunk stays empty when it returns `None` first (or panics), those
     /// written being dropped. Unless the chunk is filled, `written` tells how many outputs
@@ -189,7 +189,11 @@ impl<O> Claim<'_, O> {
     /// inlined, over items read by index) the compiler vectorises it. Each output is written
     /// once `next` has given it, so a `next` reading its item from the slot the output goes to
     /// (a `Vec`'s items, in place) has read it by then.
-    pub fn fill_with(self, mut next: impl FnMut(*const MaybeUninit<O>) -> Option<O>, written: &Cell<usize>) -> bool {
+    pub fn fill_with(
+        self,
+        mut next: impl FnMut(usize, *const MaybeUninit<O>) -> Option<O>,
+        written: &Cell<usize>,
+    ) -> bool {
         struct Guard<'g, O> {
             slots: *mut MaybeUninit<O>,
             written: usize,
@@ -211,7 +215,7 @@ impl<O> Claim<'_, O> {
         for i in 0..self.len {
             // SAFETY: `i < len`: a slot of this claim's chunk, which no one else writes.
             let slot = unsafe { g.slots.add(i) };
-            let Some(o) = next(slot) else { return false };
+            let Some(o) = next(i, slot) else { return false };
             // SAFETY: as above.
             unsafe { slot.write(MaybeUninit::new(o)) };
             g.written = i + 1;
@@ -254,7 +258,7 @@ mod tests {
         for c in claims.into_iter().rev() {
             let r = c.range();
             let mut outputs = r.map(|i| i.to_string());
-            assert!(c.fill_with(|_| outputs.next(), &Cell::new(0)));
+            assert!(c.fill_with(|_, _| outputs.next(), &Cell::new(0)));
         }
         let v = out.into_vec().unwrap();
         assert_eq!(v, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
@@ -283,11 +287,11 @@ mod tests {
         let out = ChunkedOutput::<Arc<()>>::new(6, 2);
         let a = out.claim().unwrap();
         let mut two = std::iter::repeat_n(token.clone(), 2);
-        assert!(a.fill_with(|_| two.next(), &Cell::new(0)));
+        assert!(a.fill_with(|_, _| two.next(), &Cell::new(0)));
         let b = out.claim().unwrap();
         let written = Cell::new(0);
         let mut one = std::iter::repeat_n(token.clone(), 1);
-        assert!(!b.fill_with(|_| one.next(), &written), "too few outputs");
+        assert!(!b.fill_with(|_, _| one.next(), &written), "too few outputs");
         assert_eq!(written.get(), 1);
         out.stop();
         assert!(out.claim().is_none());

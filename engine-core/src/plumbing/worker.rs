@@ -216,7 +216,7 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         claim: Claim<'_, T::Output>,
         mut items: impl Iterator<Item = T::Item>,
     ) -> Result<(), ItemError> {
-        self.run_chunk_with(claim, |_| items.next())
+        self.run_chunk_with(claim, |_, _| items.next())
     }
 
     /// [`run_chunk`](Self::run_chunk) for items known to be enough: the loop checks no
@@ -236,23 +236,24 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         }
         // SAFETY: `fill_with` calls this at most `claim.len()` times, and `items` yields that
         // many at least (the caller's promise on its size hint, checked just above).
-        self.run_chunk_with(claim, |_| Some(unsafe { items.next().unwrap_unchecked() }))
+        self.run_chunk_with(claim, |_, _| Some(unsafe { items.next().unwrap_unchecked() }))
     }
 
-    /// [`run_chunk`](Self::run_chunk) with items from `next_item`, which is told the address
-    /// of the slot the item's output goes to (see [`Claim::fill_with`]).
+    /// [`run_chunk`](Self::run_chunk) with items from `next_item`, which is told the offset
+    /// in the chunk and the address of the slot the item's output goes to (see
+    /// [`Claim::fill_with`]).
     pub(crate) fn run_chunk_with(
         &mut self,
         claim: Claim<'_, T::Output>,
-        mut next_item: impl FnMut(*const std::mem::MaybeUninit<T::Output>) -> Option<T::Item>,
+        mut next_item: impl FnMut(usize, *const std::mem::MaybeUninit<T::Output>) -> Option<T::Item>,
     ) -> Result<(), ItemError> {
         let args = self.args.as_ref();
         let state = &mut self.state;
         let start = claim.range().start;
         let mut failure = None;
         let written = std::cell::Cell::new(0);
-        let next = |slot| {
-            let item = next_item(slot)?;
+        let next = |i, slot| {
+            let item = next_item(i, slot)?;
             match T::run(item, args, state) {
                 Ok(o) => Some(o),
                 Err(e) => {
