@@ -25,7 +25,7 @@ use std::time::Duration;
 /// use adparallelengine_core::{Journal, JournalSync};
 /// let j = Journal::at("/tmp/backtest.journal")
 ///     .version("fix-1") // a rebuild that changed the task's meaning: a new version
-///     .sync(JournalSync::EveryRecords(1));
+///     .sync(JournalSync::EveryItems(10_000)); // at most 10,000 items lost to a power cut
 /// assert_eq!(j.path(), std::path::Path::new("/tmp/backtest.journal"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,9 +48,11 @@ pub enum JournalSync {
     /// that no job waits for the disk more than once per interval (the default: one second;
     /// a job shorter than that never waits).
     Interval(Duration),
-    /// After every `n` records (a record is one run of consecutive outputs of a batch), after
-    /// a new journal's header, and at the end of the job, each before the job goes on.
-    EveryRecords(u32),
+    /// Once `n` items were appended since the last sync (checked as each record is written,
+    /// so the sync comes with the record that reaches `n`: a record holds a run of consecutive
+    /// outputs of one batch), after a new journal's header, and at the end of the job, each
+    /// before the job goes on. `EveryItems(1)` syncs every record.
+    EveryItems(u64),
     /// Never: the operating system writes the pages back when it likes.
     Never,
 }
