@@ -534,7 +534,9 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
             None => (None, None),
         };
         let fresh = declared.map(|n| n - leave.as_ref().map_or(0, |(_, held)| *held));
-        let mut source = ItemSource::new(Skip::new(iter, leave.map(|(l, _)| l)), fresh).with_cap(cap.clone());
+        let skip = Skip::new(iter, leave.map(|(l, _)| l));
+        let fill = skip.fill_fn();
+        let mut source = ItemSource::new(skip, fresh).with_cap(cap.clone()).with_fill(fill);
         let cuts = source.cut_log();
         let empty = source.is_empty().map_err(|e| match &layer {
             Some(layer) => layer.translate(e),

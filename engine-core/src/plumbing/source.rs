@@ -33,7 +33,18 @@ pub struct ItemSource<I: Iterator> {
     log: Arc<CutLog>,
     /// The job's bound on items pulled and not yet returned to its consumer, if any.
     cap: Option<Arc<InFlightCap>>,
+    /// How [`next_batch_into`](ItemSource::next_batch_into) moves items out of `iter`.
+    fill: FillFn<I>,
 }
+
+/// How a cut moves at most `want` items from an iterator to `dst`, returning how many: a
+/// plain loop ([`fill`]) unless the iterator knows a faster way (a job's `Skip` without a
+/// journal walks the user's iterator itself, see `Skip::fill_fn`).
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `want` items and aligned for them.
+pub(crate) type FillFn<I> = unsafe fn(&mut I, *mut <I as Iterator>::Item, usize) -> usize;
 
 impl<I: Iterator> ItemSource<I> {
     /// Wraps an iterator. `declared` is the length the caller promises, if any.
@@ -47,7 +58,14 @@ impl<I: Iterator> ItemSource<I> {
             next_seq: 0,
             log: Arc::default(),
             cap: None,
+            fill: fill::<I>,
         }
+    }
+
+    /// Cuts into a batch's memory with `fill` instead of the plain loop.
+    pub(crate) fn with_fill(mut self, fill: FillFn<I>) -> Self {
+        self.fill = fill;
+        self
     }
 
     /// Pulls only while `cap` has room (`Job::max_in_flight`).
@@ -163,17 +181,17 @@ impl<I: Iterator> ItemSource<I> {
         dst: *mut I::Item,
     ) -> Result<Option<(u64, usize, usize)>> {
         let size = size.max(1);
+        let fill = self.fill;
         self.cut_with(size, |first, iter, want| {
             let mut n = 0;
-            let mut put = |x| {
-                // SAFETY: at most `size` items are written (`first` and `want` together are
-                // at most `size`: see `cut_with`), which `dst` has room for (the caller's promise).
-                unsafe { dst.add(n).write(x) };
-                n += 1;
-            };
-            first.into_iter().for_each(&mut put);
-            iter.by_ref().take(want).for_each(&mut put);
-            n
+            if let Some(x) = first {
+                // SAFETY: `first` and `want` together are at most `size` (see `cut_with`),
+                // which `dst` has room for (the caller's promise).
+                unsafe { dst.write(x) };
+                n = 1;
+            }
+            // SAFETY: as above: `n + want <= size`.
+            n + unsafe { fill(iter, dst.add(n), want) }
         })
     }
 
@@ -232,6 +250,26 @@ impl<I: Iterator> ItemSource<I> {
     pub(crate) fn cut_log(&self) -> Arc<CutLog> {
         Arc::clone(&self.log)
     }
+}
+
+/// Moves at most `want` items of `iter` to `dst`, returns how many: the plain [`FillFn`]. A
+/// function of its own (never inlined), so that `iter` is a `noalias` argument: the compiler
+/// may keep the iterator's state in registers for the whole loop. (Inlined into
+/// [`ItemSource::cut_with`], it stored the iterator back after every item.)
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `want` items and aligned for them.
+#[inline(never)]
+pub(crate) unsafe fn fill<I: Iterator>(iter: &mut I, dst: *mut I::Item, want: usize) -> usize {
+    let mut n = 0;
+    while n < want {
+        let Some(x) = iter.next() else { break };
+        // SAFETY: `n < want`, and `dst` has room for `want` items (the caller's promise).
+        unsafe { dst.add(n).write(x) };
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
