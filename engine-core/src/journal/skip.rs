@@ -119,6 +119,7 @@ mod tests {
         // SAFETY: `buf` has room for 8 items.
         assert_eq!(unsafe { fill(&mut plain, buf.as_mut_ptr(), 4) }, 4);
         assert_eq!(buf[..4], [0, 1, 2, 3]);
+        // SAFETY: as above.
         assert_eq!(unsafe { fill(&mut plain, buf.as_mut_ptr(), 8) }, 6, "stops at the end");
         assert_eq!(buf[..6], [4, 5, 6, 7, 8, 9]);
 
