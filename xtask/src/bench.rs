@@ -199,8 +199,12 @@ fn human(ns: f64) -> String {
     }
 }
 
-/// Runs every bench (extra arguments go to the criterion ones) and prints the ratio table.
+/// Runs every bench (extra arguments go to the criterion ones) and prints the ratio table;
+/// with `--table` among them, only the benches the table reads (no MPI, no cluster: three
+/// runs of the table fit in half an hour).
 pub fn bench(extra: &[String]) -> ExitCode {
+    let table_only = extra.iter().any(|a| a == "--table");
+    let extra: Vec<&String> = extra.iter().filter(|a| *a != "--table").collect();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = matrix::workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR").map(|d| root.join(d)).unwrap_or_else(|| root.join("target"));
@@ -216,7 +220,7 @@ pub fn bench(extra: &[String]) -> ExitCode {
             .args(["bench", "--bench", bench])
             .args(*features)
             .arg("--")
-            .args(extra)
+            .args(&extra)
             .status();
         if !matches!(status, Ok(s) if s.success()) {
             eprintln!("bench {bench} failed: {status:?}");
@@ -224,20 +228,9 @@ pub fn bench(extra: &[String]) -> ExitCode {
         }
     }
     let mut own: Vec<(&str, Vec<&str>)> = OWN_TIMING.iter().map(|(b, f)| (*b, f.to_vec())).collect();
-    // The MPI bench re-launches itself under `mpirun -n 3`, when MPI is installed here.
-    match crate::mpi::build_with_mpi() {
-        Ok(true) => own.push(("mpi", vec!["--features", "mpi"])),
-        Ok(false) => eprintln!("bench mpi skipped: no MPI launcher on this machine"),
-        Err(e) => {
-            eprintln!("bench mpi: {e}");
-            ok = false;
-        }
+    if !table_only {
+        ok &= cluster_benches(&mut own);
     }
-    // The Kubernetes bench runs its pods on the local API of tools/k8s-sim (python3).
-    own.push(("k8s", vec!["--features", "k8s"]));
-    // The Dask and Slurm benches start a local cluster of their own (and say so when they cannot).
-    own.push(("dask", vec!["--features", "dask,process"]));
-    own.push(("slurm", vec!["--features", "slurm,process"]));
     for (bench, features) in own {
         let status = Command::new(&cargo).current_dir(&root).args(["bench", "--bench", bench]).args(features).status();
         if !matches!(status, Ok(s) if s.success()) {
@@ -253,6 +246,27 @@ pub fn bench(extra: &[String]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Adds the benches of MPI (when installed) and of the clusters (Kubernetes' local API, Dask,
+/// Slurm) to `own`; false if MPI's build check failed.
+fn cluster_benches(own: &mut Vec<(&str, Vec<&str>)>) -> bool {
+    let mut ok = true;
+    // The MPI bench re-launches itself under `mpirun -n 3`, when MPI is installed here.
+    match crate::mpi::build_with_mpi() {
+        Ok(true) => own.push(("mpi", vec!["--features", "mpi"])),
+        Ok(false) => eprintln!("bench mpi skipped: no MPI launcher on this machine"),
+        Err(e) => {
+            eprintln!("bench mpi: {e}");
+            ok = false;
+        }
+    }
+    // The Kubernetes bench runs its pods on the local API of tools/k8s-sim (python3).
+    own.push(("k8s", vec!["--features", "k8s"]));
+    // The Dask and Slurm benches start a local cluster of their own (and say so when they cannot).
+    own.push(("dask", vec!["--features", "dask,process"]));
+    own.push(("slurm", vec!["--features", "slurm,process"]));
+    ok
 }
 
 #[cfg(test)]

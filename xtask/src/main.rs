@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo xtask test-matrix [--kinds serial,threads,...] [--release|--debug]
-//! cargo xtask bench [CRITERION ARGS]
+//! cargo xtask bench [--table] [CRITERION ARGS]
 //! cargo xtask ci
 //! cargo xtask with-cluster dask|slurm -- COMMAND...
 //! cargo xtask help
@@ -37,9 +37,11 @@ commands:
         combination of GATHER x BATCHED x SHARE x GENERATOR x MAX_WORKERS (64 cells per kind)
         and check its output. Kinds: serial, threads, process, mpi, k8s, dask, slurm (default: all);
         kinds not built in this version are skipped. Exits non-zero if any cell fails.
-  bench [CRITERION ARGS]
+  bench [--table] [CRITERION ARGS]
         Run every bench, then print one table: each tracked criterion figure divided into
         its baseline (bare rayon, fs::write) from the same group of the same run.
+        --table: only the benches the table reads (threads, shares, process, streams;
+        no MPI, Kubernetes, Dask or Slurm), about 8 minutes here.
   ci    Everything CI checks: cargo fmt --check, clippy -D warnings, every test (unit,
         integration, doc), benches build, then the test matrix.
   with-cluster dask|slurm -- COMMAND...

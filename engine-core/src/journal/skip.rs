@@ -62,10 +62,10 @@ impl<I: Iterator> Skip<I> {
     /// # Safety
     ///
     /// As [`FillFn`]: `dst` must be valid for writes of `want` items and aligned for them.
-    unsafe fn fill_inner(this: &mut Self, dst: *mut I::Item, want: usize) -> usize {
+    unsafe fn fill_inner(this: &mut Self, dst: *mut I::Item, want: usize, written: &mut usize) {
         debug_assert!(this.leave.is_none(), "fill_inner is for a Skip without a journal");
         // SAFETY: the caller's promise, passed on.
-        unsafe { fill(&mut this.inner, dst, want) }
+        unsafe { fill(&mut this.inner, dst, want, written) }
     }
 }
 
@@ -116,19 +116,22 @@ mod tests {
         let mut buf = [0u32; 8];
         let mut plain = Skip::new(0..10u32, None);
         let fill = plain.fill_fn();
+        let mut n = 0;
         // SAFETY: `buf` has room for 8 items.
-        assert_eq!(unsafe { fill(&mut plain, buf.as_mut_ptr(), 4) }, 4);
-        assert_eq!(buf[..4], [0, 1, 2, 3]);
+        unsafe { fill(&mut plain, buf.as_mut_ptr(), 4, &mut n) };
+        assert_eq!((n, buf[..4].to_vec()), (4, vec![0, 1, 2, 3]));
+        let mut n = 0;
         // SAFETY: as above.
-        assert_eq!(unsafe { fill(&mut plain, buf.as_mut_ptr(), 8) }, 6, "stops at the end");
-        assert_eq!(buf[..6], [4, 5, 6, 7, 8, 9]);
+        unsafe { fill(&mut plain, buf.as_mut_ptr(), 8, &mut n) };
+        assert_eq!((n, buf[..6].to_vec()), (6, vec![4, 5, 6, 7, 8, 9]), "stops at the end");
 
         let walked = Arc::new(AtomicUsize::new(0));
         let mut resumed = Skip::new(0..10u32, Some(Leave::new(vec![(1, 3), (6, 9)], Arc::clone(&walked))));
         let fill = resumed.fill_fn();
+        let mut n = 0;
         // SAFETY: as above.
-        assert_eq!(unsafe { fill(&mut resumed, buf.as_mut_ptr(), 8) }, 5);
-        assert_eq!(buf[..5], [0, 3, 4, 5, 9]);
+        unsafe { fill(&mut resumed, buf.as_mut_ptr(), 8, &mut n) };
+        assert_eq!((n, buf[..5].to_vec()), (5, vec![0, 3, 4, 5, 9]));
         assert_eq!(walked.load(Ordering::Relaxed), 10);
     }
 }

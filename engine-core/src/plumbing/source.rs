@@ -37,14 +37,31 @@ pub struct ItemSource<I: Iterator> {
     fill: FillFn<I>,
 }
 
-/// How a cut moves at most `want` items from an iterator to `dst`, returning how many: a
-/// plain loop ([`fill`]) unless the iterator knows a faster way (a job's `Skip` without a
-/// journal walks the user's iterator itself, see `Skip::fill_fn`).
+/// How a cut moves at most `want` items from an iterator to `dst`: the `k`-th item pulled
+/// goes to `dst + k`, and `written` grows by one as each is written (so a caller that
+/// unwinds from a panicking iterator knows what to drop). A plain loop ([`fill`]) unless the
+/// iterator knows a faster way (a job's `Skip` without a journal walks the user's iterator
+/// itself, see `Skip::fill_fn`).
 ///
 /// # Safety
 ///
 /// `dst` must be valid for writes of `want` items and aligned for them.
-pub(crate) type FillFn<I> = unsafe fn(&mut I, *mut <I as Iterator>::Item, usize) -> usize;
+pub(crate) type FillFn<I> = unsafe fn(&mut I, *mut <I as Iterator>::Item, usize, &mut usize);
+
+/// Counts the items written past a vector's length, and sets its length to that on drop
+/// (also when a panic unwinds through it), as std's own `extend` does.
+struct SetLenOnDrop<'a, T> {
+    items: &'a mut Vec<T>,
+    len: usize,
+}
+
+impl<T> Drop for SetLenOnDrop<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: items `..len` are initialised: those before the fill were, and `fill`
+        // counts each item it writes (into reserved capacity) only once it is written.
+        unsafe { self.items.set_len(self.len) };
+    }
+}
 
 impl<I: Iterator> ItemSource<I> {
     /// Wraps an iterator. `declared` is the length the caller promises, if any.
@@ -159,10 +176,21 @@ impl<I: Iterator> ItemSource<I> {
     pub fn next_batch(&mut self, size: usize) -> Result<Option<Batch<I::Item>>> {
         let size = size.max(1);
         let mut items = Vec::with_capacity(size.min(self.remaining().unwrap_or(size)).max(1));
-        // Bulk pull: `extend` over `take` is a memcpy for slice and range iterators.
+        let fill = self.fill;
         let cut = self.cut_with(size, |first, iter, want| {
             items.extend(first);
-            items.extend(iter.by_ref().take(want));
+            items.reserve(want);
+            // The items land past `len` and count once the fill returns; if the iterator
+            // panics meanwhile, the guard counts those written so far, so they are dropped
+            // with the vector, not leaked.
+            let mut guard = SetLenOnDrop { len: items.len(), items: &mut items };
+            let at = guard.len;
+            let dst = guard.items.spare_capacity_mut().as_mut_ptr().cast::<I::Item>();
+            // SAFETY: `reserve(want)` left room for `want` items past `len`, and `dst` is
+            // that room's start; `fill` counts in `guard.len` each item as it writes it.
+            unsafe { fill(iter, dst, want, &mut guard.len) };
+            debug_assert!(guard.len - at <= want);
+            drop(guard);
             items.len()
         })?;
         Ok(cut.map(|(seq, start, _)| Batch { seq, start, items }))
@@ -190,8 +218,10 @@ impl<I: Iterator> ItemSource<I> {
                 unsafe { dst.write(x) };
                 n = 1;
             }
-            // SAFETY: as above: `n + want <= size`.
-            n + unsafe { fill(iter, dst.add(n), want) }
+            // SAFETY: as above: `n + want <= size`, and `fill` writes from `dst + n` on.
+            // (Plain numbers have no drop glue: nothing to drop if the iterator panics.)
+            unsafe { fill(iter, dst.add(n), want, &mut n) };
+            n
         })
     }
 
@@ -252,29 +282,53 @@ impl<I: Iterator> ItemSource<I> {
     }
 }
 
-/// Moves at most `want` items of `iter` to `dst`, returns how many: the plain [`FillFn`]. A
-/// function of its own (never inlined), so that `iter` is a `noalias` argument: the compiler
-/// may keep the iterator's state in registers for the whole loop. (Inlined into
-/// [`ItemSource::cut_with`], it stored the iterator back after every item.)
+/// Moves at most `want` items of `iter` to `dst`, counting each in `written`: the plain
+/// [`FillFn`]. A function of its own (never inlined), so that `iter` is a `noalias`
+/// argument: the compiler may keep the iterator's state in registers for the whole loop.
+/// (Inlined into [`ItemSource::cut_with`], it stored the iterator back after every item.)
 ///
 /// # Safety
 ///
 /// `dst` must be valid for writes of `want` items and aligned for them.
 #[inline(never)]
-pub(crate) unsafe fn fill<I: Iterator>(iter: &mut I, dst: *mut I::Item, want: usize) -> usize {
+pub(crate) unsafe fn fill<I: Iterator>(iter: &mut I, dst: *mut I::Item, want: usize, written: &mut usize) {
     let mut n = 0;
     while n < want {
         let Some(x) = iter.next() else { break };
         // SAFETY: `n < want`, and `dst` has room for `want` items (the caller's promise).
         unsafe { dst.add(n).write(x) };
         n += 1;
+        *written += 1;
     }
-    n
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Items an iterator yielded before it panicked in a cut are dropped once each, with the
+    /// batch's vector: not leaked, not dropped twice.
+    #[test]
+    fn a_panicking_iterator_leaves_no_item_behind() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Counted;
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut k = 0;
+        let iter = std::iter::from_fn(move || {
+            k += 1;
+            assert!(k <= 5, "the iterator fails at its sixth item");
+            Some(Counted)
+        });
+        let mut s = ItemSource::new(iter, None);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.next_batch(100)));
+        assert!(r.is_err());
+        assert_eq!(DROPS.load(Ordering::Relaxed), 5);
+    }
 
     #[test]
     fn cuts_lazily_and_in_order() {

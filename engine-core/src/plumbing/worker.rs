@@ -289,6 +289,9 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         let args = self.args.as_ref();
         let state = &mut self.state;
         let cancel = self.opts.cancel.as_deref();
+        if self.opts.retry_errors.retries == 0 && stats.is_none() {
+            return run_plain_items::<T>(items, index, outputs, failures, args, state, cancel, self.opts.fail_fast);
+        }
         for item in items {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return;
@@ -334,6 +337,42 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
             }
             *index = index.saturating_add(1);
         }
+    }
+}
+
+/// [`Worker::run_items`] without retries or per-item stats, the common case, in a loop of
+/// its own: per item, nothing is asked but the cancel flag (a job cancelled stops at its next
+/// item). A function of its own (never inlined), so that its `&mut` arguments are `noalias`
+/// and the loop no longer tests the retry and stats options at every item: a million `x * 2`
+/// items from a generator went from 4.5–5.8 ms to 2.1–2.9 ms on threads. A panic still finds
+/// `index` at its item: a call that may unwind sees it stored.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn run_plain_items<T: Task>(
+    items: &mut impl Iterator<Item = T::Item>,
+    index: &mut usize,
+    outputs: &mut impl Outputs<T::Output>,
+    failures: &mut Vec<ItemError>,
+    args: &T::Args,
+    state: &mut T::State,
+    cancel: Option<&AtomicBool>,
+    fail_fast: bool,
+) {
+    for item in items {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return;
+        }
+        match T::run(item, args, state) {
+            Ok(out) => outputs.push(out),
+            Err(e) => {
+                failures.push(ItemError { index: *index, kind: FailureKind::Error, message: e.to_string() });
+                if fail_fast {
+                    *index = index.saturating_add(1);
+                    return;
+                }
+            }
+        }
+        *index = index.saturating_add(1);
     }
 }
 
