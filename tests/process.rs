@@ -214,25 +214,32 @@ fn large_batches_cross_shared_memory_both_ways_and_survive_a_dying_worker() {
     let e = processes(2);
     // 50,000 plain numbers are 400 KB of items (over the 32 KiB from which tails go through
     // the shared rings) and 1.6 MB of outputs per batch.
+    // (Items from a vector: a range's batches travel as their first item, not in the rings.)
     let n = 300_000u64;
-    let out = e.map(Double, 0..n).batched(Batching::ChunkSize(50_000)).run().unwrap();
+    let items: Vec<u64> = (0..n).collect();
+    let out = e.map(Double, items.clone()).batched(Batching::ChunkSize(50_000)).run().unwrap();
     assert_eq!(out.len(), n as usize);
     assert!(out.iter().enumerate().all(|(i, y)| *y == 2 * i as u64));
     // Jobs after the first reuse the same rings (first fit from the start).
     for _ in 0..3 {
-        let again = e.map(Double, 0..n).batched(Batching::ChunkSize(70_000)).run().unwrap();
+        let again = e.map(Double, items.clone()).batched(Batching::ChunkSize(70_000)).run().unwrap();
         assert_eq!(again, out);
     }
     // A worker dies holding a large batch: it is split and retried through another ring.
     let marker = std::env::temp_dir().join(format!("adpe-bigbatch-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
-    let all = e.map(DiesOnceOnBigBatch, 0..n).args(marker.clone()).batched(Batching::ChunkSize(50_000)).run().unwrap();
+    let all = e
+        .map(DiesOnceOnBigBatch, items.clone())
+        .args(marker.clone())
+        .batched(Batching::ChunkSize(50_000))
+        .run()
+        .unwrap();
     let _ = std::fs::remove_file(&marker);
     assert_eq!(all.len(), n as usize);
     assert!(all.iter().enumerate().all(|(i, v)| *v == [i as u64, 2 * i as u64, 3 * i as u64]));
     // The same with plain outputs, which `run` has written straight into its result: whole
     // batches in place, the dead worker's batch retried item by item and moved in.
-    let all = e.map(DiesOnceDoubling, 0..n).args(marker.clone()).batched(Batching::ChunkSize(50_000)).run().unwrap();
+    let all = e.map(DiesOnceDoubling, items).args(marker.clone()).batched(Batching::ChunkSize(50_000)).run().unwrap();
     let _ = std::fs::remove_file(&marker);
     assert_eq!(all, out);
     // A failing item stops a job whose other batches were placed: its error, by index.

@@ -215,6 +215,7 @@ impl Backend for MpiBackend {
             events: events_rx,
             config: plan.dispatch,
         })
+        .with_ranges(EncodedBatch::range::<T::Item>)
         .with_pump(pump);
         Ok(Box::new(dispatch))
     }

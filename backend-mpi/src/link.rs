@@ -3,8 +3,8 @@
 use crate::endpoint::Endpoint;
 use adparallelengine_core::plumbing::Event;
 use adparallelengine_core::plumbing::{Parcel, WorkerLink};
+use adparallelengine_core::remote::SentBatches;
 use adparallelengine_core::remote::{encode_msg, EncodedBatch};
-use adparallelengine_core::remote::{SentBatches, ToWorker};
 use adparallelengine_core::Result;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,7 +67,7 @@ impl<O> RankLink<O> {
 
 impl<O: Send> WorkerLink<EncodedBatch> for RankLink<O> {
     fn send(&mut self, parcel: EncodedBatch) -> Result<()> {
-        let mut msg = encode_msg(&ToWorker::Batch { seq: parcel.seq(), start: parcel.start(), count: parcel.len() })?;
+        let mut msg = encode_msg(&parcel.header())?;
         msg.extend_from_slice(parcel.item_bytes());
         // Before it leaves: the answer may be heard before `send` returns.
         self.sent.record(parcel.seq(), parcel.start(), parcel.len());

@@ -7,10 +7,10 @@ use crate::lent::Slot;
 use crate::pool::{retire, Proc, Rings};
 use crate::shm::{apart_frame, split_apart, RingWriter, APART_MIN};
 use crate::started::PidFd;
-use adparallelengine_core::plumbing::{Parcel, Room};
+use adparallelengine_core::plumbing::Room;
+use adparallelengine_core::remote::Incoming;
 use adparallelengine_core::remote::{encode_msg, EncodedBatch, LOCAL_MAX_FRAME};
 use adparallelengine_core::remote::{Conn, ConnHandle};
-use adparallelengine_core::remote::{Incoming, ToWorker};
 use adparallelengine_core::Result;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -123,7 +123,7 @@ impl ConnHandle for ProcHandle {
     /// place is sent.
     fn apart(&self, parcel: &EncodedBatch) -> Result<Option<Vec<u8>>> {
         let Some(ring) = self.ring.as_ref() else { return Ok(None) };
-        let head = || encode_msg(&ToWorker::Batch { seq: parcel.seq(), start: parcel.start(), count: parcel.len() });
+        let head = || encode_msg(&parcel.header());
         let in_ring = parcel.holder().as_any().and_then(|h| h.downcast_ref::<Slot>()).and_then(|s| s.place_in(ring));
         if let Some((at, len)) = in_ring {
             return Ok(Some(apart_frame(&head()?, at, len)));

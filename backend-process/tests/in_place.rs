@@ -31,6 +31,12 @@ adparallelengine_core::task!(
     }
 );
 
+adparallelengine_core::task!(Triple = |x: i8| -> i16 { i16::from(x) * 3 });
+adparallelengine_core::task!(Next = |x: u64| -> u64 { x.wrapping_add(1) });
+adparallelengine_core::task!(Halve = |x: i128| -> i128 { x / 2 });
+adparallelengine_core::task!(Index = |x: usize| -> u64 { x as u64 });
+adparallelengine_core::task!(Named = |x: u32| -> String { format!("#{x}") });
+
 fn engine() -> Engine<ProcessBackend> {
     Engine::from_backend(ProcessBackend::new(2).expect("backend"))
 }
@@ -73,6 +79,33 @@ fn plain_batches_come_back_right_and_in_order_whichever_way_they_travel() {
     assert_eq!(unordered, want.iter().copied().enumerate().collect::<Vec<_>>(), "each output with its index");
 }
 
+/// A job over a range sends each batch as its first item and length; the worker makes the
+/// items. Every integer type, both kinds of range, the ends of a type's values, outputs that
+/// are not plain numbers (the general worker loop), and batches of every size must come back
+/// right.
+#[test]
+fn batches_of_a_range_come_back_right_for_every_integer_type_up_to_its_ends() {
+    let e = engine();
+    for b in [Batching::Auto, Batching::ChunkSize(7), Batching::ChunkSize(100)] {
+        let got = e.map(Triple, -128i8..=127).batched(b).run().unwrap();
+        assert_eq!(got, (-128i16..=127).map(|x| x * 3).collect::<Vec<_>>(), "{b:?}");
+        let top = e.map(Next, u64::MAX - 1_000..=u64::MAX).batched(b).run().unwrap();
+        assert_eq!(top, (u64::MAX - 1_000..=u64::MAX).map(|x| x.wrapping_add(1)).collect::<Vec<_>>(), "{b:?}");
+    }
+    let halves = e.map(Halve, -70_000i128..70_000).batched(Batching::ChunkSize(9_000)).run().unwrap();
+    assert_eq!(halves, (-70_000i128..70_000).map(|x| x / 2).collect::<Vec<_>>());
+    let idx = e.map(Index, 0usize..=99_999).batched(Batching::Auto).run().unwrap();
+    assert_eq!(idx, (0..=99_999u64).collect::<Vec<_>>());
+    let named = e.map(Named, 5u32..20_005).batched(Batching::ChunkSize(1_000)).run().unwrap();
+    assert_eq!(named, (5u32..20_005).map(|x| format!("#{x}")).collect::<Vec<_>>());
+    // Empty and one-item ranges.
+    assert!(e.map(Next, 3u64..3).run().unwrap().is_empty());
+    assert_eq!(e.map(Next, 3u64..=3).run().unwrap(), vec![4]);
+    // A declared length the range does not have is an error, as for any iterator.
+    let err = e.map(Next, 0u64..10).length(12).run().unwrap_err();
+    assert!(matches!(err, adparallelengine_core::Error::LengthMismatch { .. }), "{err}");
+}
+
 #[test]
 fn failures_among_plain_items_name_their_items_and_the_rest_is_right() {
     let e = engine();
@@ -106,12 +139,16 @@ fn batches_in_a_dead_workers_ring_are_retried_on_another_and_every_result_is_rig
     let _ = std::fs::remove_file(&claim);
     let e = engine();
     let n = 100_000u64;
-    let got = e
-        .map(DiesOnce, 0..n)
-        .args(claim.to_string_lossy().into_owned())
-        .batched(Batching::ChunkSize(5_000))
-        .run()
-        .unwrap();
+    // Items from a vector are cut into the ring; a range's batches travel as their first
+    // item (and are split into single items to retry just the same).
+    let items: Vec<u64> = (0..n).collect();
+    let by_vec = e.map(DiesOnce, items).args(claim.to_string_lossy().into_owned()).batched(Batching::ChunkSize(5_000));
+    let got = by_vec.run().unwrap();
+    assert!(claim.exists(), "a worker died");
+    std::fs::remove_file(&claim).unwrap();
+    assert_eq!(got, (1..=n).collect::<Vec<_>>());
+    let by_range = e.map(DiesOnce, 0..n).args(claim.to_string_lossy().into_owned()).batched(Batching::ChunkSize(5_000));
+    let got = by_range.run().unwrap();
     assert!(claim.exists(), "a worker died");
     std::fs::remove_file(&claim).unwrap();
     assert_eq!(got, (1..=n).collect::<Vec<_>>());

@@ -535,8 +535,8 @@ impl<'e, B: Backend, T: Task, I: Iterator<Item = T::Item>> Job<'e, B, T, I> {
         };
         let fresh = declared.map(|n| n - leave.as_ref().map_or(0, |(_, held)| *held));
         let skip = Skip::new(iter, leave.map(|(l, _)| l));
-        let fill = skip.fill_fn();
-        let mut source = ItemSource::new(skip, fresh).with_cap(cap.clone()).with_fill(fill);
+        let (fill, advance) = (skip.fill_fn(), skip.advance_fn());
+        let mut source = ItemSource::new(skip, fresh).with_cap(cap.clone()).with_fill(fill).with_advance(advance);
         let cuts = source.cut_log();
         let empty = source.is_empty().map_err(|e| match &layer {
             Some(layer) => layer.translate(e),

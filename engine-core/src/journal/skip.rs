@@ -1,7 +1,8 @@
 //! [`Skip`]: the user's iterator, walked in full (a generator cannot seek), with the items a
 //! journal holds left out.
 
-use crate::plumbing::source::{fill, FillFn};
+use crate::plumbing::int_range::{advance, is_int_range};
+use crate::plumbing::source::{fill, AdvanceFn, FillFn};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -55,6 +56,20 @@ impl<I: Iterator> Skip<I> {
             None => Self::fill_inner,
             Some(_) => fill::<Self>,
         }
+    }
+
+    /// How a cut moves this iterator past items without making them, when it is a range of
+    /// integers without a journal: its batches then travel as their first item and length
+    /// (see `plumbing::int_range`). `None` otherwise, or with a journal (which must see each
+    /// item's index go by).
+    pub(crate) fn advance_fn(&self) -> Option<AdvanceFn<Self>> {
+        (self.leave.is_none() && is_int_range::<I>()).then_some(Self::advance_inner)
+    }
+
+    /// [`AdvanceFn`] for a `Skip` without a journal.
+    fn advance_inner(this: &mut Self, k: usize) -> usize {
+        debug_assert!(this.leave.is_none(), "advance_inner is for a Skip without a journal");
+        advance(&mut this.inner, k)
     }
 
     /// [`FillFn`] for a `Skip` without a journal.

@@ -7,7 +7,7 @@ use super::parcel::Parcel;
 use crate::batching::Batcher;
 use crate::error::{Error, FailureKind, ItemError, Result};
 use crate::plumbing::batch::{Batch, BatchDone, Event};
-use crate::plumbing::source::ItemSource;
+use crate::plumbing::source::{ItemSource, RangeCut};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -58,6 +58,10 @@ pub trait WorkerLink<P>: Send {
 /// Makes the parcel of a batch cut into a link's [`Room`](super::room::Room): its sequence
 /// number, first index, length and where its items are; `None` when they cannot be one.
 pub type PlaceParcel<P> = fn(u64, usize, usize, std::sync::Arc<dyn crate::remote::ItemBytes>) -> Option<P>;
+
+/// Makes the parcel of a batch of a range ([`Dispatch::with_ranges`]) from its sequence
+/// number, first index, length and first item; `None` when it cannot be one.
+pub type PlaceRange<X, P> = fn(u64, usize, usize, &X) -> Option<P>;
 
 /// Starts a replacement worker in a slot whose worker died.
 pub type Respawn<'a, P> = Box<dyn FnMut(usize) -> Result<Box<dyn WorkerLink<P> + 'a>> + 'a>;
@@ -155,6 +159,9 @@ pub struct Dispatch<'a, I: Iterator, O, P: Parcel> {
     /// Makes parcels of batches cut into links' rooms, when the items are plain numbers
     /// ([`Dispatch::with_rooms`]).
     place: Option<PlaceParcel<P>>,
+    /// Makes parcels of batches of a range, when the job maps over one
+    /// ([`Dispatch::with_ranges`]).
+    place_range: Option<PlaceRange<I::Item, P>>,
     over: bool,
 }
 
@@ -206,6 +213,31 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
         let plain = crate::plumbing::plain::is_plain::<I::Item>();
         self.place = plain.then_some(place);
         self
+    }
+
+    /// Cuts the batches of a job that maps over a range of integers as ranges: only their
+    /// first item and length, made into parcels by `place` (e.g.
+    /// [`EncodedBatch::range`](crate::remote::EncodedBatch::range)), whose workers make the
+    /// items (see `plumbing::int_range`). Batches of any other iterator are cut as usual.
+    pub fn with_ranges(mut self, place: PlaceRange<I::Item, P>) -> Self {
+        self.place_range = Some(place);
+        self
+    }
+
+    /// Cuts the next batch, of at most `size` items, as a range: `None` when the job is not
+    /// over a range (cut it another way then), `Some(None)` when the iterator is done.
+    fn cut_range(&mut self, size: usize) -> Result<Option<Option<P>>> {
+        let Some(place) = self.place_range.filter(|_| self.source.cuts_ranges()) else { return Ok(None) };
+        let Some(RangeCut { seq, start, count, first }) = self.source.next_range(size)? else {
+            return Ok(Some(None));
+        };
+        match place(seq, start, count, &first) {
+            Some(p) => Ok(Some(Some(p))),
+            None => Err(Error::Backend {
+                backend: self.backend,
+                message: format!("batch {seq} was cut from a range but cannot be sent as one"),
+            }),
+        }
     }
 
     /// Cuts the next batch, of at most `size` items, into worker `w`'s room: `None` when it
@@ -291,6 +323,7 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
             next_refill: Instant::now(),
             pump: None,
             place: None,
+            place_range: None,
             over: false,
         }
     }
@@ -351,7 +384,11 @@ impl<'a, I: Iterator, O, P: Parcel> Dispatch<'a, I, O, P> {
                     continue;
                 }
                 let size = self.batcher.next_size(self.source.remaining());
-                let parcel = match self.cut_in_room(w, size)? {
+                let cut = match self.cut_range(size)? {
+                    Some(cut) => Some(cut),
+                    None => self.cut_in_room(w, size)?,
+                };
+                let parcel = match cut {
                     Some(Some(parcel)) => parcel,
                     Some(None) => continue,
                     None => {

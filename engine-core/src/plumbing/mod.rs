@@ -52,6 +52,7 @@ pub(crate) mod dispatch;
 pub(crate) mod indexed;
 pub(crate) mod indexed_job;
 pub(crate) mod inline;
+pub(crate) mod int_range;
 pub(crate) mod parcel;
 pub(crate) mod placement;
 pub(crate) mod plain;

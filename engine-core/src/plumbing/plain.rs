@@ -79,13 +79,6 @@ pub struct InPlace<'a, T> {
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<'a, T> InPlace<'a, T> {
-    /// The bytes of the values not read yet.
-    pub(crate) fn bytes(&self) -> &'a [u8] {
-        self.rest
-    }
-}
-
 impl<T> Iterator for InPlace<'_, T> {
     type Item = T;
 
@@ -107,6 +100,40 @@ impl<T> Iterator for InPlace<'_, T> {
 }
 
 impl<T> ExactSizeIterator for InPlace<'_, T> {}
+
+/// A batch's plain items, read by index where they are: the bytes a transport received
+/// ([`InPlace`]), or a range's, made from its first ([`RangeItems`](super::int_range::RangeItems)).
+/// A worker's loop over them (`Worker::run_plain`) checks no iterator's end per item.
+pub(crate) trait PlainItems<X> {
+    /// Number of items.
+    fn len(&self) -> usize;
+    /// Item `i`.
+    ///
+    /// # Safety
+    /// `i < self.len()`.
+    unsafe fn get(&self, i: usize) -> X;
+    /// The items from the `k`-th on.
+    fn rest(&self, k: usize) -> impl ExactSizeIterator<Item = X>;
+}
+
+impl<'a, T: 'static> PlainItems<T> for InPlace<'a, T> {
+    fn len(&self) -> usize {
+        self.rest.len() / std::mem::size_of::<T>().max(1)
+    }
+
+    #[inline(always)]
+    unsafe fn get(&self, i: usize) -> T {
+        // SAFETY: `i < len` (the caller's promise), so the `size_of::<T>()` bytes at
+        // `i * size` lie in `rest`; `InPlace` is made only for a plain `T` (`read_in_place`
+        // checks), valid for every bit pattern, and an unaligned read needs no alignment.
+        unsafe { self.rest.as_ptr().add(i * std::mem::size_of::<T>()).cast::<T>().read_unaligned() }
+    }
+
+    fn rest(&self, k: usize) -> impl ExactSizeIterator<Item = T> {
+        let at = (k * std::mem::size_of::<T>()).min(self.rest.len());
+        InPlace::<'a, T> { rest: &self.rest[at..], _t: std::marker::PhantomData }
+    }
+}
 
 /// Plain values written one after the other, as their bytes, into memory the reader reads
 /// them from (a transport's room: see [`crate::remote::Transport::recv_with_room`]). Values

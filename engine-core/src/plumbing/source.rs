@@ -35,6 +35,27 @@ pub struct ItemSource<I: Iterator> {
     cap: Option<Arc<InFlightCap>>,
     /// How [`next_batch_into`](ItemSource::next_batch_into) moves items out of `iter`.
     fill: FillFn<I>,
+    /// How [`next_range`](ItemSource::next_range) moves `iter` past items, when it is a
+    /// range of integers (see `plumbing::int_range`).
+    advance: Option<AdvanceFn<I>>,
+}
+
+/// Moves an iterator past its next `k` items (fewer at its end) without making them: how
+/// many it passed. O(1) on a range ([`crate::plumbing::int_range::advance`]).
+pub(crate) type AdvanceFn<I> = fn(&mut I, usize) -> usize;
+
+/// A batch cut from a range ([`ItemSource::next_range`]): `count` consecutive integers from
+/// `first`.
+#[derive(Debug, PartialEq)]
+pub(crate) struct RangeCut<X> {
+    /// Sequence number.
+    pub(crate) seq: u64,
+    /// Index of the first item.
+    pub(crate) start: usize,
+    /// Number of items.
+    pub(crate) count: usize,
+    /// The first item.
+    pub(crate) first: X,
 }
 
 /// How a cut moves at most `want` items from an iterator to `dst`: the `k`-th item pulled
@@ -76,7 +97,20 @@ impl<I: Iterator> ItemSource<I> {
             log: Arc::default(),
             cap: None,
             fill: fill::<I>,
+            advance: None,
         }
+    }
+
+    /// Cuts batches as ranges ([`next_range`](ItemSource::next_range)) with `advance`, for an
+    /// iterator over consecutive integers.
+    pub(crate) fn with_advance(mut self, advance: Option<AdvanceFn<I>>) -> Self {
+        self.advance = advance;
+        self
+    }
+
+    /// Whether [`next_range`](ItemSource::next_range) cuts this source's batches.
+    pub(crate) fn cuts_ranges(&self) -> bool {
+        self.advance.is_some()
     }
 
     /// Cuts into a batch's memory with `fill` instead of the plain loop.
@@ -225,6 +259,28 @@ impl<I: Iterator> ItemSource<I> {
         })
     }
 
+    /// Cuts the next batch of at most `size` items of a range without making any but the
+    /// first: its sequence number, first index, length and first item (the others follow it
+    /// one by one); `None` when the iterator is done, or when this source is not a range
+    /// ([`cuts_ranges`](ItemSource::cuts_ranges)).
+    pub(crate) fn next_range(&mut self, size: usize) -> Result<Option<RangeCut<I::Item>>> {
+        let Some(advance) = self.advance else { return Ok(None) };
+        let mut head = None;
+        let cut = self.cut_with(size.max(1), |first, iter, want| {
+            head = first;
+            let mut want = want;
+            if head.is_none() && want > 0 {
+                head = iter.next();
+                want -= 1;
+            }
+            match head {
+                Some(_) => 1 + advance(iter, want),
+                None => 0,
+            }
+        })?;
+        Ok(cut.and_then(|(seq, start, count)| head.map(|first| RangeCut { seq, start, count, first })))
+    }
+
     /// The bookkeeping of a cut: `pull` receives the lookahead item (if any), the iterator
     /// and how many more items to take from it, and returns how many items it holds in all
     /// (at most `size`).
@@ -308,6 +364,28 @@ mod tests {
 
     /// Items an iterator yielded before it panicked in a cut are dropped once each, with the
     /// batch's vector: not leaked, not dropped twice.
+    /// A range is cut as its first item and length, in order, its lookahead item (kept by
+    /// `is_empty`) first; a declared length it does not have is an error, as for any cut.
+    #[test]
+    fn a_range_is_cut_as_its_first_item_and_length() {
+        let adv: AdvanceFn<std::ops::Range<u64>> = crate::plumbing::int_range::advance;
+        let mut s = ItemSource::new(10u64..25, Some(15)).with_advance(Some(adv));
+        assert!(s.cuts_ranges());
+        assert!(!s.is_empty().unwrap());
+        let cut = |seq, start, count, first| Some(RangeCut { seq, start, count, first });
+        assert_eq!(s.next_range(4).unwrap(), cut(0, 0, 4, 10));
+        assert_eq!(s.next_range(10).unwrap(), cut(1, 4, 10, 14));
+        assert_eq!(s.next_range(10).unwrap(), cut(2, 14, 1, 24));
+        assert_eq!(s.next_range(10).unwrap(), None);
+        assert!(s.is_done() && s.cut() == 15);
+        let adv: AdvanceFn<std::ops::Range<u8>> = crate::plumbing::int_range::advance;
+        let mut short = ItemSource::new(0u8..10, Some(12)).with_advance(Some(adv));
+        assert!(matches!(short.next_range(100), Err(Error::LengthMismatch { declared: 12, .. })));
+        let mut long = ItemSource::new(0u8..10, Some(8)).with_advance(Some(adv));
+        assert!(matches!(long.next_range(100), Err(Error::LengthMismatch { declared: 8, .. })));
+        assert!(!ItemSource::new(0u8..10, None).cuts_ranges());
+    }
+
     #[test]
     fn a_panicking_iterator_leaves_no_item_behind() {
         use std::sync::atomic::{AtomicUsize, Ordering};

@@ -128,45 +128,46 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         }
     }
 
-    /// [`Worker::run_items_of`] for plain items given as their bytes (`items`, checked by
-    /// [`read_in_place`](crate::plumbing::plain::read_in_place)) and plain outputs written to
-    /// `out`. A first pass runs the items while they succeed, with nothing per item but the
-    /// call, the read and the write (a loop of tiny items compiles to a few instructions each,
-    /// vectorised where the task allows: the general loop's bookkeeping cost more than `x * 2`);
-    /// from a failure or a panic on, the general loop runs the rest.
+    /// [`Worker::run_items_of`] for plain items read where they are (`items`: their bytes,
+    /// checked by [`read_in_place`](crate::plumbing::plain::read_in_place), or a range's) and
+    /// plain outputs written to `out`. A first pass runs the items while they succeed, with
+    /// nothing per item but the call, the read and the write (a loop of tiny items compiles to
+    /// a few instructions each, vectorised where the task allows: the general loop's
+    /// bookkeeping cost more than `x * 2`); from a failure or a panic on, the general loop
+    /// runs the rest.
     pub(crate) fn run_plain(
         &mut self,
         seq: u64,
         start: usize,
-        items: crate::plumbing::plain::InPlace<'_, T::Item>,
+        items: impl crate::plumbing::plain::PlainItems<T::Item>,
         out: &mut crate::plumbing::plain::WriteInPlace<'_, T::Output>,
     ) -> BatchDone<T::Output>
     where
         T::Item: 'static,
     {
         if self.opts.item_stats || self.opts.cancel.is_some() || self.opts.retry_errors.retries > 0 {
-            return self.run_items_of(seq, start, items, out);
+            return self.run_items_of(seq, start, items.rest(0), out);
         }
         let began = Instant::now();
-        let (isize, osize) = (std::mem::size_of::<T::Item>(), std::mem::size_of::<T::Output>());
-        let items = items.bytes();
-        let len = items.len() / isize;
+        let osize = std::mem::size_of::<T::Output>();
+        let len = items.len();
         // Items run and written, kept outside the unwind boundary: a panic is the next one's.
         let mut ran = 0usize;
         let first = {
             let (args, state) = (self.args.as_ref(), &mut self.state);
             let room = out.spare();
+            let n = len.min(room.len() / osize.max(1));
+            let dst = room.as_mut_ptr();
             catch_unwind(AssertUnwindSafe(|| {
-                for (src, dst) in items.chunks_exact(isize).zip(room.chunks_exact_mut(osize)) {
-                    // SAFETY: `items` holds plain `T::Item`s (`InPlace` is made only for a
-                    // plain type), each chunk is one of them, valid for every bit pattern, and
-                    // an unaligned read needs no alignment.
-                    let x = unsafe { src.as_ptr().cast::<T::Item>().read_unaligned() };
+                for i in 0..n {
+                    // SAFETY: `i < n <= items.len()`.
+                    let x = unsafe { items.get(i) };
                     match T::run(x, args, state) {
-                        // SAFETY: `dst` is `size_of::<T::Output>()` writable bytes and the
-                        // output is plain (`WriteInPlace` is made only for a plain type): no
-                        // padding, no drop.
-                        Ok(o) => unsafe { dst.as_mut_ptr().cast::<T::Output>().write_unaligned(o) },
+                        // SAFETY: `i < n`, so the `size_of::<T::Output>()` bytes at `i * osize`
+                        // lie in `room`, and the output is plain (`WriteInPlace` is made only
+                        // for a plain type): no padding, no drop; an unaligned write needs no
+                        // alignment.
+                        Ok(o) => unsafe { dst.add(i * osize).cast::<T::Output>().write_unaligned(o) },
                         Err(e) => return Some(e),
                     }
                     ran += 1;
@@ -190,10 +191,7 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         };
         let stopped = self.opts.fail_fast && !failures.is_empty();
         if resume < len && !stopped {
-            let rest = crate::plumbing::plain::read_in_place::<T::Item>(&items[resume * isize..], len - resume);
-            if let Some(Ok(rest)) = rest {
-                failures.extend(self.run_items_of(seq, start.saturating_add(resume), rest, out).failures);
-            }
+            failures.extend(self.run_items_of(seq, start.saturating_add(resume), items.rest(resume), out).failures);
         }
         BatchDone {
             seq,

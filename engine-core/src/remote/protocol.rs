@@ -32,6 +32,17 @@ pub enum ToWorker {
         /// Number of items.
         count: usize,
     },
+    /// A batch of the current job whose items are consecutive integers (the job maps over a
+    /// range): `first, first + 1, …`, `count` of them. The message's tail is `first`, as
+    /// [`crate::remote::wire::encode_items`] writes one item.
+    Range {
+        /// Sequence number.
+        seq: u64,
+        /// Index of the first item.
+        start: usize,
+        /// Number of items.
+        count: usize,
+    },
     /// The current job is over.
     EndJob,
     /// A shared value, for a worker that cannot reach the driver's store: the message's tail

@@ -5,7 +5,8 @@ use super::protocol::{FromWorker, JobSpec, ToWorker};
 use super::transport::{io_err, recv_msg, send_msg, skip_job, Transport};
 use crate::error::{Error, ItemError, Result};
 use crate::plumbing::batch::Batch;
-use crate::plumbing::plain::{is_plain, read_in_place, WriteInPlace};
+use crate::plumbing::int_range::RangeItems;
+use crate::plumbing::plain::{is_plain, read_in_place, PlainItems, WriteInPlace};
 use crate::plumbing::worker::{Worker, WorkerOptions};
 use crate::remote::wire::{decode_items, encode_items, encode_msg, split_frame};
 use crate::store::SharedStore;
@@ -69,13 +70,19 @@ pub fn serve_job<T: Task>(
         let msg = match recv_msg(&mut **guard) {
             Ok(Some((ToWorker::Batch { seq, start, count }, tail))) => match decode_items::<T::Item>(tail, count) {
                 Ok(items) => return Some(Batch { seq, start, items }),
-                Err(e) => Err((seq, start, count, e)),
+                Err(e) => Err((seq, start, count, e.to_string())),
             },
+            Ok(Some((ToWorker::Range { seq, start, count }, tail))) => {
+                match RangeItems::<T::Item>::from_bytes(tail, count) {
+                    Ok(items) => return Some(Batch { seq, start, items: items.iter().collect() }),
+                    Err(e) => Err((seq, start, count, e)),
+                }
+            }
             Ok(Some((ToWorker::EndJob, _))) => {
                 ended.set(true);
                 return None;
             }
-            Ok(Some((other, _))) => Ok(format!("protocol error: expected Batch or EndJob, got {other:?}")),
+            Ok(Some((other, _))) => Ok(format!("protocol error: expected a batch or EndJob, got {other:?}")),
             Ok(None) => Ok("the driver closed the connection in the middle of a job".to_string()),
             Err(e) => Ok(e),
         };
@@ -155,7 +162,7 @@ fn serve_plain<T: Task>(
     let size = std::mem::size_of::<T::Output>();
     // Room for a batch's outputs: one per item (a count the driver sent, so saturating).
     let room_for = |payload: &[u8]| match split_frame::<ToWorker>(payload) {
-        Ok((ToWorker::Batch { count, .. }, _)) => count.saturating_mul(size),
+        Ok((ToWorker::Batch { count, .. } | ToWorker::Range { count, .. }, _)) => count.saturating_mul(size),
         _ => 0,
     };
     let mut outputs: Vec<T::Output> = Vec::new();
@@ -168,19 +175,17 @@ fn serve_plain<T: Task>(
         // The batch's answer, and how many outputs it wrote into the room (`None`: none lent).
         let (done, in_room) = match msg {
             ToWorker::Batch { seq, start, count } => match read_in_place::<T::Item>(tail, count) {
-                Some(Ok(items)) => match room.and_then(WriteInPlace::<T::Output>::new) {
-                    Some(mut out) => {
-                        let done = w.run_plain(seq, start, items, &mut out);
-                        (done, Some(out.count()))
-                    }
-                    None => (w.run_items_of(seq, start, items, &mut outputs), None),
-                },
+                Some(Ok(items)) => run_plain_batch(&mut w, seq, start, items, room, &mut outputs),
                 // A batch whose bytes are not its items fails its first item; the job goes on.
                 Some(Err(e)) => (undecodable(worker, seq, start, count, &e), None),
                 None => (undecodable(worker, seq, start, count, &"its items are not plain numbers"), None),
             },
+            ToWorker::Range { seq, start, count } => match RangeItems::<T::Item>::from_bytes(tail, count) {
+                Ok(items) => run_plain_batch(&mut w, seq, start, items, room, &mut outputs),
+                Err(e) => (undecodable(worker, seq, start, count, &e), None),
+            },
             ToWorker::EndJob => return send_msg(t, &FromWorker::JobEnded),
-            other => return Err(format!("protocol error: expected Batch or EndJob, got {other:?}")),
+            other => return Err(format!("protocol error: expected a batch or EndJob, got {other:?}")),
         };
         if let Some(count) = in_room {
             let head = encode_msg(&done_head(&done, count, done.failures.clone())).map_err(|e| e.to_string())?;
@@ -199,6 +204,25 @@ fn serve_plain<T: Task>(
         if !send_done(&done, &outputs, &send_parts) {
             return Err(trouble.into_inner().unwrap_or_else(|| "cannot encode a batch's answer".to_string()));
         }
+    }
+}
+
+/// Runs a batch of plain items: its outputs written into `room` when the transport lent one
+/// (with how many were), else into `outputs` (and `None`).
+fn run_plain_batch<T: Task>(
+    w: &mut Worker<T>,
+    seq: u64,
+    start: usize,
+    items: impl PlainItems<T::Item>,
+    room: Option<&mut [u8]>,
+    outputs: &mut Vec<T::Output>,
+) -> (crate::plumbing::batch::BatchDone<T::Output>, Option<usize>) {
+    match room.and_then(WriteInPlace::<T::Output>::new) {
+        Some(mut out) => {
+            let done = w.run_plain(seq, start, items, &mut out);
+            (done, Some(out.count()))
+        }
+        None => (w.run_items_of(seq, start, items.rest(0), outputs), None),
     }
 }
 

@@ -137,6 +137,7 @@ fn answer(msg: ToWorker, tail: &[u8], lie: Lie, lied: &mut Lied) -> Option<Vec<(
         item_stats: None,
     };
     let bytes = |v: &[u64]| encode_items(v).map(|c| c.into_owned()).ok();
+    let is_range = matches!(msg, ToWorker::Range { .. });
     Some(match msg {
         ToWorker::Hello { fingerprint: theirs, .. } if lie == Lie::OtherBuild => {
             let reason = format!(
@@ -154,10 +155,14 @@ fn answer(msg: ToWorker, tail: &[u8], lie: Lie, lied: &mut Lied) -> Option<Vec<(
             vec![(FromWorker::JobEnded, Vec::new())]
         }
         ToWorker::Blob { .. } => Vec::new(),
-        ToWorker::Batch { seq, start, count } => {
+        ToWorker::Batch { seq, start, count } | ToWorker::Range { seq, start, count } => {
             lied.batches += 1;
+            let items = match is_range {
+                true => crate::plumbing::int_range::RangeItems::<u64>::from_bytes(tail, count).ok()?.iter().collect(),
+                false => decode_items::<u64>(tail, count).ok()?,
+            };
             // The right outputs, for lies about everything else.
-            let twice: Vec<u64> = decode_items::<u64>(tail, count).ok()?.iter().map(|x| 2 * x).collect();
+            let twice: Vec<u64> = items.iter().map(|x| 2 * x).collect();
             let right = bytes(&twice)?;
             match lie {
                 Lie::ShiftedStart => vec![(done(seq, start + 1, count, count), right)],

@@ -249,6 +249,15 @@ fn split_items<I: Serialize + serde::de::DeserializeOwned + 'static>(
     items.into_iter().map(|i| held(vec![i])).collect()
 }
 
+/// The items of a batch of a range, one by one, as single-item lists (see [`split_items`]).
+fn split_range<I: Serialize + serde::de::DeserializeOwned + 'static>(
+    first: &[u8],
+    count: usize,
+) -> Result<Vec<Arc<dyn ItemBytes>>> {
+    let items = crate::plumbing::int_range::RangeItems::<I>::from_bytes(first, count).map_err(Error::Codec)?;
+    items.iter().map(|i| held(vec![i])).collect()
+}
+
 /// The encoded items of a batch, whatever holds them: a vector, or the place in a
 /// transport's shared memory where they were cut straight into (see
 /// [`WorkerLink::room`](crate::plumbing::WorkerLink::room)).
@@ -299,19 +308,23 @@ pub struct EncodedBatch {
     seq: u64,
     start: usize,
     count: usize,
+    /// The items, or for a batch of a range ([`EncodedBatch::range`]) its first item.
     bytes: Arc<dyn ItemBytes>,
     split: SplitFn,
+    /// A batch of a range: `count` consecutive integers from the one `bytes` holds.
+    range: bool,
 }
 
 impl fmt::Debug for EncodedBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "EncodedBatch(seq {}, items {}..{}, {} bytes)",
+            "EncodedBatch(seq {}, items {}..{}, {} bytes{})",
             self.seq,
             self.start,
             self.start + self.count,
-            self.bytes.bytes().len()
+            self.bytes.bytes().len(),
+            if self.range { ", a range" } else { "" }
         )
     }
 }
@@ -325,7 +338,33 @@ impl EncodedBatch {
             count: batch.items.len(),
             bytes: held(batch.items)?,
             split: split_items::<I>,
+            range: false,
         })
+    }
+
+    /// A batch of `count` consecutive integers from `first`, cut from a range (see
+    /// `plumbing::int_range`): only `first` and the count travel, and the worker makes the
+    /// items. `None` when `I` is not an integer type or the last item would not fit in it.
+    pub fn range<I: Serialize + serde::de::DeserializeOwned + 'static>(
+        seq: u64,
+        start: usize,
+        count: usize,
+        first: &I,
+    ) -> Option<Self> {
+        crate::plumbing::int_range::offset(first, count.saturating_sub(1))?;
+        let first = crate::plumbing::plain::as_bytes(std::slice::from_ref(first))?.to_vec();
+        Some(EncodedBatch { seq, start, count, bytes: Arc::new(first), split: split_range::<I>, range: true })
+    }
+
+    /// The message that heads this batch's frame, before [`item_bytes`](Self::item_bytes):
+    /// a [`ToWorker::Batch`](crate::remote::ToWorker::Batch), or a
+    /// [`ToWorker::Range`](crate::remote::ToWorker::Range) for a batch of a range.
+    pub fn header(&self) -> crate::remote::ToWorker {
+        let (seq, start, count) = (self.seq, self.start, self.count);
+        match self.range {
+            true => crate::remote::ToWorker::Range { seq, start, count },
+            false => crate::remote::ToWorker::Batch { seq, start, count },
+        }
     }
 
     /// A batch of `count` plain items of type `I` already written, as their bytes, where
@@ -345,10 +384,12 @@ impl EncodedBatch {
             count,
             bytes,
             split: split_items::<I>,
+            range: false,
         })
     }
 
-    /// The encoded items, as [`encode_items`] wrote them.
+    /// The frame's tail: the encoded items, as [`encode_items`] wrote them (for a batch of a
+    /// range, its first item alone).
     pub fn item_bytes(&self) -> &[u8] {
         self.bytes.bytes()
     }
@@ -389,6 +430,8 @@ impl Parcel for EncodedBatch {
                     count: 1,
                     bytes,
                     split: self.split,
+                    // One item: a batch of it is the same bytes either way.
+                    range: false,
                 })
                 .collect(),
             Err(e) => {
@@ -439,6 +482,24 @@ mod tests {
         assert!(decode_items::<String>(tail, 1).is_err(), "bytes left over");
         assert!(decode_items::<String>(tail, 3).is_err(), "too few bytes");
         assert!(decode_items::<u64>(&[0; 12], 2).is_err(), "plain size mismatch");
+    }
+
+    #[test]
+    fn a_batch_of_a_range_is_its_first_item_and_splits_into_its_items() {
+        let b = EncodedBatch::range::<i16>(4, 30, 5, &-2).unwrap();
+        assert_eq!(b.item_bytes(), &(-2i16).to_le_bytes());
+        assert!(matches!(b.header(), crate::remote::ToWorker::Range { seq: 4, start: 30, count: 5 }));
+        let parts = b.split();
+        assert_eq!(parts.len(), 5);
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!((p.seq(), p.start(), p.len()), (4, 30 + i, 1));
+            assert_eq!(decode_items::<i16>(p.item_bytes(), 1).unwrap(), vec![i as i16 - 2]);
+            assert!(matches!(p.header(), crate::remote::ToWorker::Batch { count: 1, .. }));
+        }
+        assert!(EncodedBatch::range::<u8>(0, 0, 7, &250).is_none(), "past u8::MAX");
+        assert!(EncodedBatch::range::<f64>(0, 0, 2, &1.0).is_none(), "not an integer");
+        let plain = EncodedBatch::encode(Batch { seq: 1, start: 0, items: vec![5u32, 6] }).unwrap();
+        assert!(matches!(plain.header(), crate::remote::ToWorker::Batch { seq: 1, start: 0, count: 2 }));
     }
 
     #[test]

@@ -7,9 +7,10 @@ use crate::remote::wire::{encode_frame, frame_prefix, EncodedBatch};
 use crate::remote::{SentBatches, ToWorker};
 use crate::{Error, Result};
 
-/// The start of a batch's frame: its `ToWorker::Batch` header; the encoded items follow.
+/// The start of a batch's frame: its header ([`EncodedBatch::header`]); the encoded items
+/// follow.
 pub(crate) fn batch_prefix(p: &EncodedBatch) -> Result<Vec<u8>> {
-    frame_prefix(&ToWorker::Batch { seq: p.seq(), start: p.start(), count: p.len() }, p.item_bytes().len())
+    frame_prefix(&p.header(), p.item_bytes().len())
 }
 
 /// A job's link to one pooled worker.

@@ -144,7 +144,8 @@ pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
         events: events_rx,
         config: plan.dispatch,
     })
-    .with_rooms(EncodedBatch::in_place::<T::Item>);
+    .with_rooms(EncodedBatch::in_place::<T::Item>)
+    .with_ranges(EncodedBatch::range::<T::Item>);
     Ok(Box::new(PooledJob { dispatch: Some(Box::new(dispatch)), threads }))
 }
 
