@@ -4,8 +4,8 @@
 //!
 //! A backend supplies the [`Conn`] (one worker's connection and how to stop it) and a
 //! [`ConnSource`] (how a new worker is found: a process started, a pod dialing in); this
-//! module does the rest once: the [`Pool`] of idle workers, each job's reader threads (frames
-//! to engine events, through [`hear`](crate::remote::hear)), the [`ConnLink`] that sends
+//! module does the rest once: the [`Pool`] of idle workers, each worker's reader thread (kept
+//! with the worker between jobs; frames to engine events, through [`hear`](crate::remote::hear)), the [`ConnLink`] that sends
 //! batches without ever blocking the dispatch loop ([`Outbox`](crate::remote::outbox::Outbox)),
 //! shipping shared values to workers that cannot see the driver's files, and the job itself
 //! ([`start_pooled`]) on engine-core's [`Dispatch`](crate::plumbing::dispatch::Dispatch).
@@ -16,6 +16,7 @@
 mod link;
 mod pool;
 mod reader;
+mod reader_thread;
 mod run;
 
 pub use pool::{ConnSource, Pool, Pooled};
@@ -28,7 +29,7 @@ use std::os::fd::AsFd;
 
 /// One worker's connection, as the driver holds it between and during jobs.
 ///
-/// The socket (`AsFd`) is read by the job's reader thread and written through an outbox;
+/// The socket (`AsFd`) is read by the worker's reader thread and written through an outbox;
 /// both use their own duplicate of the descriptor, so the connection outlives a job.
 pub trait Conn: AsFd + Send + Sized + 'static {
     /// What a job's link keeps to reach the worker while the reader thread holds the `Conn`.

@@ -1,9 +1,11 @@
 //! The pool of idle workers, and where new ones come from.
 
+use super::reader_thread::ReaderThread;
 use super::Conn;
 use crate::{Result, ShareKey};
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 /// Finds new workers for a [`Pool`].
 pub trait ConnSource<C>: Send + Sync {
@@ -27,6 +29,8 @@ pub struct Pooled<C> {
     pub(crate) warm: bool,
     /// The shared values it has been sent.
     pub(crate) shipped: HashSet<ShareKey>,
+    /// The thread that reads its connection during jobs, once a job started it.
+    pub(crate) reader: Option<ReaderThread>,
 }
 
 /// Idle workers kept between jobs (at most `capacity`), and the source of new ones.
@@ -35,12 +39,15 @@ pub struct Pool<C: Conn> {
     capacity: usize,
     idle: Mutex<Vec<Pooled<C>>>,
     source: Box<dyn ConnSource<C>>,
+    /// The reader threads of this pool's workers (see [`ReaderThread`]), joined when the pool
+    /// is dropped.
+    readers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl<C: Conn> Pool<C> {
     /// A pool keeping at most `capacity` idle workers, finding new ones from `source`.
     pub fn new(capacity: usize, source: impl ConnSource<C> + 'static) -> Self {
-        Pool { capacity, idle: Mutex::new(Vec::new()), source: Box::new(source) }
+        Pool { capacity, idle: Mutex::new(Vec::new()), source: Box::new(source), readers: Mutex::default() }
     }
 
     /// A worker for slot `worker`: an idle one, or a new one from the source.
@@ -57,7 +64,23 @@ impl<C: Conn> Pool<C> {
             true => self.source.replace(worker)?,
             false => self.source.connect(worker)?,
         };
-        Ok(Pooled { conn, warm: false, shipped: HashSet::new() })
+        Ok(Pooled { conn, warm: false, shipped: HashSet::new(), reader: None })
+    }
+
+    /// The thread that reads `p`'s connection, started now if `p` has none yet: it stays
+    /// with `p` between jobs.
+    pub(crate) fn reader_of(&self, p: &mut Pooled<C>) -> std::io::Result<ReaderThread> {
+        if let Some(r) = &p.reader {
+            return Ok(r.clone());
+        }
+        let (reader, handle) = ReaderThread::start("adparallelengine-reader".into())?;
+        if let Ok(mut g) = self.readers.lock() {
+            // Those of workers gone since need no join: they have ended.
+            g.retain(|h| !h.is_finished());
+            g.push(handle);
+        }
+        p.reader = Some(reader.clone());
+        Ok(reader)
     }
 
     /// Takes back a worker that ended its job in good order; retires it when the pool is full.
@@ -90,5 +113,16 @@ impl<C: Conn> Pool<C> {
 impl<C: Conn> Drop for Pool<C> {
     fn drop(&mut self) {
         self.retire_idle();
+        // Every reader thread ends now or soon: an idle worker's went with it above, a busy
+        // one's when its job returns (no job runs any more: each holds the pool). The pool may
+        // be dropped by a reader thread itself (its job held the last reference): that one is
+        // not waited for.
+        let me = std::thread::current().id();
+        let readers = self.readers.get_mut().map(std::mem::take).unwrap_or_default();
+        for h in readers {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! A job's reader thread for one worker: frames to engine events.
+//! One job's reading of a worker's connection (on its reader thread): frames to engine events.
 
 use super::{Conn, ConnHandle, Pool, Pooled};
 use crate::plumbing::batch::Event;

@@ -12,7 +12,7 @@ use crate::remote::wire::{encode_frame, EncodedBatch};
 use crate::remote::SentBatches;
 use crate::remote::{blobs_to_ship, fingerprint, JobSpec, ToWorker};
 use crate::{Error, Result, SharedStore, Task};
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +28,8 @@ struct Spawner<C: Conn, O> {
     ship: Option<Arc<dyn SharedStore>>,
     events: Sender<Event<O>>,
     threads: Threads,
+    /// Held by each worker's reading of this job until it returns (see [`PooledJob`]).
+    reading: Sender<()>,
 }
 
 impl<C: Conn, O: DeserializeOwned + Send + 'static> Spawner<C, O> {
@@ -65,13 +67,15 @@ impl<C: Conn, O: DeserializeOwned + Send + 'static> Spawner<C, O> {
         let name = handle.name();
         let batches = SentBatches::default();
         let answers = batches.clone();
-        let reader = std::thread::Builder::new()
-            .name(format!("adparallelengine-reader-{w}"))
-            .spawn(move || read_worker(w, p, events, placement, &answers, &pool))
-            .map_err(|e| self.err(format!("cannot start a reader thread: {e}")))?;
-        if let Ok(mut g) = self.threads.lock() {
-            g.push(reader);
-        }
+        let reader = self.pool.reader_of(&mut p).map_err(|e| self.err(format!("cannot start a reader thread: {e}")))?;
+        let reading = self.reading.clone();
+        let job = Box::new(move || {
+            read_worker(w, p, events, placement, &answers, &pool);
+            drop(reading);
+        });
+        // A worker's reader thread ends only with the worker (or a panic, which drops the
+        // worker too): one in the pool is there.
+        reader.run(job).map_err(|_| self.err(format!("the reader thread of {name} is gone")))?;
         if let Err(e) = sent {
             // The reader reports the worker's end; this link is dead.
             tracing::warn!(worker = w, error = %e, "cannot send the job to {name}");
@@ -120,6 +124,7 @@ pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
     }
     let (events, events_rx) = unbounded::<Event<T::Output>>();
     let threads: Threads = Arc::new(Mutex::new(Vec::new()));
+    let (reading, read) = unbounded::<()>();
     let spawner = Spawner {
         backend,
         pool: Arc::clone(pool),
@@ -128,6 +133,7 @@ pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
         ship: ship.then_some(store),
         events,
         threads: Arc::clone(&threads),
+        reading,
     };
     let mut links: Vec<Box<dyn WorkerLink<EncodedBatch> + 'a>> = Vec::with_capacity(plan.workers);
     for w in 0..plan.workers {
@@ -146,14 +152,18 @@ pub fn start_pooled<'a, C: Conn, T: Task, I: Iterator<Item = T::Item> + 'a>(
     })
     .with_rooms(EncodedBatch::in_place::<T::Item>)
     .with_ranges(EncodedBatch::range::<T::Item>);
-    Ok(Box::new(PooledJob { dispatch: Some(Box::new(dispatch)), threads }))
+    Ok(Box::new(PooledJob { dispatch: Some(Box::new(dispatch)), threads, read }))
 }
 
 /// A job on pooled workers. Dropping it ends the job on every worker (cancelling if
-/// unfinished) and joins every reader and writer thread, so none outlives the job.
+/// unfinished), waits until every worker's reading of the job returned (its worker back in
+/// the pool, or lost) and joins every writer thread, so nothing of the job outlives it.
 pub struct PooledJob<'a, O> {
     dispatch: Option<Box<dyn Completions<O> + 'a>>,
     threads: Threads,
+    /// Disconnected once every worker's reading of this job returned (each holds a sender;
+    /// nothing is ever sent).
+    read: Receiver<()>,
 }
 
 impl<O> Completions<O> for PooledJob<'_, O> {
@@ -166,6 +176,7 @@ impl<O> Drop for PooledJob<'_, O> {
     fn drop(&mut self) {
         // Closes or cancels every link; the respawner (and its event sender) goes with it.
         self.dispatch = None;
+        while self.read.recv().is_ok() {}
         let handles = self.threads.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default();
         for h in handles {
             let _ = h.join();
