@@ -290,43 +290,34 @@ impl<T: Task, A: AsRef<T::Args>> Worker<T, A> {
         if self.opts.retry_errors.retries == 0 && stats.is_none() {
             return run_plain_items::<T>(items, index, outputs, failures, args, state, cancel, self.opts.fail_fast);
         }
+        // Here the job has retries, or per-item stats, or both.
         for item in items {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return;
             }
-            if self.opts.retry_errors.retries > 0 {
-                // Each attempt under its own catch_unwind: a panic is retried too.
-                let res = crate::retry::run_retrying::<T>(item, args, state, self.opts.retry_errors);
-                if let Some(stats) = stats.as_deref_mut() {
-                    stats.push(ItemStats { time: Default::default(), peak_alloc: None });
-                }
-                match res {
-                    Ok(out) => outputs.push(out),
-                    Err((kind, message)) => {
-                        failures.push(ItemError { index: *index, kind, message });
-                        if self.opts.fail_fast {
-                            *index = index.saturating_add(1);
-                            return;
-                        }
-                    }
-                }
-                *index = index.saturating_add(1);
-                continue;
-            }
             let res = match stats.as_deref_mut() {
-                None => T::run(item, args, state),
-                Some(stats) => {
+                // Stats without retries: each item timed and its allocations counted.
+                Some(stats) if self.opts.retry_errors.retries == 0 => {
                     let mark = AllocMark::start();
                     let t0 = Instant::now();
                     let r = T::run(item, args, state);
                     stats.push(ItemStats { time: t0.elapsed(), peak_alloc: mark.peak() });
+                    r.map_err(|e| (FailureKind::Error, e.to_string()))
+                }
+                // Retries: each attempt under its own catch_unwind, so a panic is retried too
+                // (no stats of an item's attempts).
+                stats => {
+                    let r = crate::retry::run_retrying::<T>(item, args, state, self.opts.retry_errors);
+                    if let Some(stats) = stats {
+                        stats.push(ItemStats { time: Default::default(), peak_alloc: None });
+                    }
                     r
                 }
             };
             match res {
                 Ok(out) => outputs.push(out),
-                Err(e) => {
-                    failures.push(ItemError { index: *index, kind: FailureKind::Error, message: e.to_string() });
+                Err((kind, message)) => {
+                    failures.push(ItemError { index: *index, kind, message });
                     if self.opts.fail_fast {
                         *index = index.saturating_add(1);
                         return;
